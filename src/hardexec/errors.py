@@ -1,0 +1,70 @@
+"""hardexec's one error hierarchy.
+
+Every exception hardexec raises on its own account derives from :class:`HardexecError`.
+Two of them also derive from the built-in class a caller would already catch:
+a bad policy is a :class:`ValueError`, and an aborted exec stage is an :class:`OSError`
+(the way :class:`subprocess.Popen` raises ``FileNotFoundError`` for a missing program).
+"""
+
+from __future__ import annotations
+
+import os
+
+__all__ = ["HardexecError", "PolicyError", "StageError", "StageWarning"]
+
+
+class HardexecError(Exception):
+    """Base class of every error hardexec raises itself."""
+
+
+class PolicyError(HardexecError, ValueError):
+    """A policy (or an option that builds one) is invalid.
+
+    Raised before anything is spawned. The message names the field and the value.
+    """
+
+
+class StageError(HardexecError, OSError):
+    """The exec stage aborted before ``execve`` of the program.
+
+    Attributes:
+        step: the stage step that failed (``"capset"``, ``"setresuid"``, ``"no_new_privs"``, …).
+        errno: the ``errno`` value the kernel returned for that step.
+        detail: extra context (for example which capability was missing), or ``""``.
+
+    ``str(err)`` reads like ``capset failed: [Errno 1] Operation not permitted``.
+    """
+
+    def __init__(self, step: str, errno: int, detail: str = "") -> None:
+        strerror = os.strerror(errno) if errno else "failed"
+        super().__init__(errno, strerror)
+        self.step = step
+        self.detail = detail
+
+    def __str__(self) -> str:
+        return describe(self.step, self.errno, self.detail)
+
+    def __repr__(self) -> str:
+        return f"StageError(step={self.step!r}, errno={self.errno!r}, detail={self.detail!r})"
+
+    def __reduce__(self):  # keep step/detail when pickled (multiprocessing, concurrent.futures)
+        return (type(self), (self.step, self.errno, self.detail))
+
+
+class StageWarning(UserWarning):
+    """A best-effort step of the exec stage failed; the program was started anyway.
+
+    Attributes mirror :class:`StageError`: ``step``, ``errno``, ``detail``.
+    """
+
+    def __init__(self, step: str, errno: int, detail: str = "") -> None:
+        self.step = step
+        self.errno = errno
+        self.detail = detail
+        super().__init__(describe(step, errno, detail))
+
+
+def describe(step: str, errno: int, detail: str = "") -> str:
+    """One line for a failed stage step: ``capset failed: [Errno 1] Operation not permitted``."""
+    text = f"{step} failed: [Errno {errno}] {os.strerror(errno)}"
+    return f"{text} ({detail})" if detail else text

@@ -1,0 +1,52 @@
+"""Helpers shared by the test tiers: leak probes and reading what a program received."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+
+IS_ROOT = os.geteuid() == 0
+IS_LINUX = sys.platform.startswith("linux")
+
+
+def open_fds() -> set[str]:
+    return {
+        f"{fd} -> {_target(fd)}" for fd in os.listdir("/proc/self/fd") if _target(fd) is not None
+    }
+
+
+def _target(fd: str) -> str | None:
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:  # the fd of the listing itself, already closed
+        return None
+
+
+def children() -> list[str]:
+    """Processes whose parent is this test process (running or zombie), as 'pid (comm) state'."""
+    mine = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        comm_end = stat.rindex(")")
+        state, ppid = stat[comm_end + 2 :].split()[:2]
+        if int(ppid) == os.getpid():
+            mine.append(f"{pid} {stat[stat.index('(') : comm_end + 1]} {state}")
+    return mine
+
+
+_STATUS_LINE = re.compile(r"^(\w+):[ \t]*(.*)$", re.M)  # \s* would eat an empty line
+
+
+def parse_status(text: str) -> dict[str, str]:
+    """``/proc/<pid>/status`` text → {field: value}."""
+    return {key: value.strip() for key, value in _STATUS_LINE.findall(text)}
+
+
+def run_text(argv, **kwargs) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(argv, capture_output=True, text=True, check=False, **kwargs)
