@@ -1,0 +1,74 @@
+"""Policy → exec-stage arguments. The only module that knows the stage's command line.
+
+The stage reads like util-linux ``setpriv``: one option per step, applied in a fixed,
+kernel-correct order whatever order the options come in::
+
+    hardexec-stage [--report-fd=N] [--uid=N] [--gid=N] [--groups=G,G | --clear-groups]
+                   [--drop-caps=KEEPHEX] [--strict] [--nnp] [--exec=PATH] -- PROGRAM [ARG...]
+
+``--drop-caps`` takes the kept set as 16 hex digits (``/proc/<pid>/status`` form).
+Both stage implementations (``stage.c`` and ``twin.py``) parse exactly this.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from .caps import CapSet
+from .policy import Identity, Policy
+
+__all__ = ["Plan", "compile_plan"]
+
+StrOrBytesPath = str | bytes | os.PathLike[str] | os.PathLike[bytes]
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """A policy flattened to what the stage needs: masks, ids and flags."""
+
+    drop_caps: bool
+    keep: CapSet
+    strict: bool
+    no_new_privs: bool
+    identity: Identity
+
+    def stage_args(
+        self, report_fd: int | None, executable: StrOrBytesPath | None = None
+    ) -> list[str | bytes | os.PathLike[str] | os.PathLike[bytes]]:
+        """The stage's options up to and including ``--`` (the program's argv follows)."""
+        args: list[str | bytes | os.PathLike[str] | os.PathLike[bytes]] = []
+        if report_fd is not None:
+            args.append(f"--report-fd={report_fd}")
+        ident = self.identity
+        if ident.uid is not None:
+            args.append(f"--uid={ident.uid}")
+        if ident.gid is not None:
+            args.append(f"--gid={ident.gid}")
+        if ident.groups == ():
+            args.append("--clear-groups")
+        elif ident.groups is not None:
+            args.append("--groups=" + ",".join(map(str, ident.groups)))
+        if self.drop_caps:
+            args.append(f"--drop-caps={self.keep.to_hex()}")
+        if self.strict:
+            args.append("--strict")
+        if self.no_new_privs:
+            args.append("--nnp")
+        if executable is not None:
+            path = os.fspath(executable)
+            args.append(b"--exec=" + path if isinstance(path, bytes) else "--exec=" + path)
+        args.append("--")
+        return args
+
+
+def compile_plan(policy: Policy) -> Plan:
+    """Flatten a (validated) policy into a :class:`Plan`."""
+    sec = policy.security
+    return Plan(
+        drop_caps=sec.drop_all_caps,
+        keep=sec.keep_caps if isinstance(sec.keep_caps, CapSet) else CapSet(),
+        strict=sec.fail_on_cap_error,
+        no_new_privs=sec.no_new_privs,
+        identity=sec.identity,
+    )

@@ -1,0 +1,104 @@
+"""The stage command line a policy compiles to, and how the parent reads the stage's report."""
+
+import errno
+
+import pytest
+
+from hardexec import Capability, Policy, SecurityConfig, StageError, StageWarning
+from hardexec.plan import compile_plan
+from hardexec.report import parse_report
+
+
+def args_of(report_fd=None, executable=None, **security):
+    plan = compile_plan(Policy(security=SecurityConfig(**security)))
+    return plan.stage_args(report_fd, executable)
+
+
+def test_drop_all_keep_one_nnp():
+    assert args_of(7, drop_all_caps=True, keep_caps=["NET_BIND_SERVICE"], no_new_privs=True) == [
+        "--report-fd=7",
+        "--drop-caps=0000000000000400",
+        "--nnp",
+        "--",
+    ]
+
+
+def test_identity_and_strict():
+    args = args_of(
+        None,
+        "/bin/prog",
+        drop_all_caps=True,
+        fail_on_cap_error=True,
+        user=65534,
+        group=65534,
+        supplementary_groups=[1, 2],
+    )
+    assert args == [
+        "--uid=65534",
+        "--gid=65534",
+        "--groups=1,2",
+        "--drop-caps=0000000000000000",
+        "--strict",
+        "--exec=/bin/prog",
+        "--",
+    ]
+
+
+def test_cleared_groups_and_bytes_executable():
+    assert args_of(3, b"/bin/x", group=0) == [
+        "--report-fd=3",
+        "--gid=0",
+        "--clear-groups",
+        b"--exec=/bin/x",
+        "--",
+    ]
+
+
+def test_nnp_only_touches_no_capability():
+    assert args_of(3, no_new_privs=True) == ["--report-fd=3", "--nnp", "--"]
+
+
+def test_word_one_caps_reach_the_mask():
+    args = args_of(drop_all_caps=True, keep_caps=[Capability.BPF, Capability.CHECKPOINT_RESTORE])
+    assert "--drop-caps=0000018000000000" in args
+
+
+def test_report_warnings_and_fatal_step():
+    report = parse_report(b"W keep_caps 1 24\nW bounding_set 1 8\nF capset 1 -\n", "prog")
+    assert [(w.step, w.errno) for w in report.warnings] == [("keep_caps", 1), ("bounding_set", 1)]
+    assert all(isinstance(w, StageWarning) for w in report.warnings)
+    assert "CAP_SYS_RESOURCE" in str(report.warnings[0])
+    assert "CAP_SETPCAP" in str(report.warnings[1])
+    assert isinstance(report.error, StageError) and isinstance(report.error, OSError)
+    assert (report.error.step, report.error.errno) == ("capset", errno.EPERM)
+    assert str(report.error) == "capset failed: [Errno 1] Operation not permitted"
+
+
+@pytest.mark.parametrize(
+    ("number", "kind"),
+    [(errno.ENOENT, FileNotFoundError), (errno.EACCES, PermissionError), (errno.ENOEXEC, OSError)],
+)
+def test_exec_failure_is_the_exception_subprocess_raises(number, kind):
+    error = parse_report(f"F exec {number} -\n".encode(), b"./prog").error
+    assert type(error) is kind and not isinstance(error, StageError)
+    assert error.errno == number and error.filename == "./prog"
+
+
+def test_eof_alone_means_exec_succeeded():
+    report = parse_report(b"", "prog")
+    assert report.error is None and report.warnings == ()
+
+
+@pytest.mark.parametrize(
+    "garbage", [b"X y 1 -\n", b"W step\n", b"F capset one -\n", b"W a 1 - extra\n"]
+)
+def test_malformed_report_is_a_protocol_error(garbage):
+    error = parse_report(garbage, "prog").error
+    assert isinstance(error, StageError) and error.step == "report" and error.errno == errno.EPROTO
+
+
+def test_stage_error_pickles_with_its_step():
+    import pickle
+
+    err = pickle.loads(pickle.dumps(StageError("setresuid", errno.EPERM, "x")))
+    assert (err.step, err.errno, err.detail) == ("setresuid", errno.EPERM, "x")
