@@ -1,0 +1,7 @@
+"""``python -m hardexec`` is the ``hardexec`` command."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())
