@@ -20,6 +20,7 @@ __all__ = ["Identity", "Policy", "SecurityConfig"]
 
 # setresuid/setresgid treat (uid_t)-1 as "leave unchanged", so it can never name an identity.
 _MAX_ID = 0xFFFFFFFE
+_MAX_GROUPS = 65536  # the kernel's NGROUPS_MAX
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +139,11 @@ def _resolve_identity(config: SecurityConfig) -> Identity:
             )
         gid = account.pw_gid
     if config.supplementary_groups is not None:
+        if len(config.supplementary_groups) > _MAX_GROUPS:
+            raise PolicyError(
+                f"security.supplementary_groups: {len(config.supplementary_groups)} groups; "
+                f"the kernel allows at most {_MAX_GROUPS}"
+            )
         groups = tuple(
             _lookup_group(g, f"security.supplementary_groups[{i}]")
             for i, g in enumerate(config.supplementary_groups)

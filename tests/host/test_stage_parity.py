@@ -4,18 +4,43 @@ Each case runs both stages directly (no parent library in between) and compares 
 stdout and stderr, with and without a report pipe.
 """
 
+import ast
 import os
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from hardexec.stage import NATIVE_STAGE, TWIN_STAGE, native_available
 
-STAGES = {
-    "native": [str(NATIVE_STAGE)],
-    "python": [sys.executable, "-I", "-S", str(TWIN_STAGE)],
-}
+ROOT = Path(__file__).resolve().parents[2]
+SOURCE = ROOT / "src" / "hardexec" / "stage" / "stage.c"
+TWIN = [sys.executable, "-I", "-S", str(TWIN_STAGE)]
+
+
+@pytest.fixture(scope="module")
+def libc_stage(tmp_path_factory):
+    """stage.c built against the C library: the build other platforms get, tested here too."""
+    if shutil.which("gcc") is None:
+        pytest.fail("gcc is needed to build the C-library variant of the stage")
+    out = tmp_path_factory.mktemp("stage") / "hardexec-stage-libc"
+    subprocess.run(
+        ["gcc", "-O2", "-Wall", "-Wextra", "-Werror", "-o", str(out), str(SOURCE)], check=True
+    )
+    return [str(out)]
+
+
+@pytest.fixture(params=["installed", "libc"])
+def native(request):
+    """The stage the install built (freestanding here), and the C-library build."""
+    if request.param == "libc":
+        return request.getfixturevalue("libc_stage")
+    if not native_available():
+        pytest.fail("the native exec stage was not built")
+    return [str(NATIVE_STAGE)]
+
 
 CASES = {
     "nothing": [],
@@ -96,10 +121,37 @@ def run_stage(command, args, with_report):
 
 @pytest.mark.parametrize("with_report", [False, True], ids=["stderr", "report-pipe"])
 @pytest.mark.parametrize("args", list(CASES.values()), ids=list(CASES))
-def test_native_and_twin_agree(args, with_report):
-    if not native_available():
-        pytest.fail("the native exec stage was not built")
-    native = run_stage(STAGES["native"], args, with_report)
-    twin = run_stage(STAGES["python"], args, with_report)
-    assert native == twin
-    assert native[0] in (0, 125, 126, 127)
+def test_native_and_twin_agree(native, args, with_report):
+    ours = run_stage(native, args, with_report)
+    assert ours == run_stage(TWIN, args, with_report)
+    assert ours[0] in (0, 125, 126, 127)
+
+
+def setup_variants() -> dict[str, tuple[list[str], list[str]]]:
+    """The build variants setup.py tries, read from its source (importing it would build)."""
+    tree = ast.parse((ROOT / "setup.py").read_text())
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == "VARIANTS":
+            names = {n.targets[0].id: n.value for n in tree.body if isinstance(n, ast.Assign)}
+            variants = {}
+            for item in node.value.elts:
+                name, cflags, ldflags = item.elts
+                if isinstance(cflags, ast.Name):
+                    cflags = names[cflags.id]
+                variants[ast.literal_eval(name)] = (
+                    ast.literal_eval(cflags),
+                    ast.literal_eval(ldflags),
+                )
+            return variants
+    raise AssertionError("setup.py has no VARIANTS")
+
+
+@pytest.mark.parametrize("variant", ["freestanding", "libc-static"])
+def test_every_build_variant_compiles_warning_free_and_runs(variant, tmp_path):
+    """setup.py cannot build with -Werror (other compilers); here, with gcc, we can."""
+    cflags, ldflags = setup_variants()[variant]
+    out = tmp_path / "stage"
+    cmd = ["gcc", "-O2", "-Wall", "-Wextra", "-Werror", *cflags, "-o", str(out), str(SOURCE)]
+    subprocess.run([*cmd, *ldflags], check=True)
+    result = subprocess.run([str(out), "--drop-caps=400", "--nnp", "--", "true"])
+    assert result.returncode == 0

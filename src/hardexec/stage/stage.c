@@ -2,8 +2,8 @@
  * hardexec-stage: apply a least-privilege plan to this process, then execve() the program.
  *
  * The Python parent spawns this program instead of running Python between fork() and exec():
- * a fresh process image may allocate, format and make syscalls freely, and the parent keeps
- * subprocess's vfork() fast path. The plan arrives as options (see hardexec/plan.py):
+ * a fresh process image may do anything, and the parent keeps subprocess's vfork() fast path.
+ * The plan arrives as options (see hardexec/plan.py):
  *
  *   hardexec-stage [--report-fd=N] [--uid=N] [--gid=N] [--groups=G,G | --clear-groups]
  *                  [--drop-caps=KEEPHEX] [--strict] [--nnp] [--exec=PATH] -- PROGRAM [ARG...]
@@ -24,87 +24,348 @@
  * Reports go to the report fd (close-on-exec, so EOF there means exec succeeded) as lines
  * "W|F <step> <errno> <cap|->"; without one, as text on stderr, exiting 125/126/127 like env(1).
  *
- * twin.py is the pure-Python twin of this file; the two must behave identically.
+ * Two builds of this file, chosen by setup.py:
+ *   - freestanding (HX_FREESTANDING, x86_64/aarch64): raw syscalls and our own _start, no C
+ *     library. The stage runs at every spawn, and a static glibc's start-up alone (CPU feature
+ *     probing, IRELATIVE relocations, TLS) costs more than all the steps below together.
+ *   - C library: the same steps through libc, for every other platform.
+ * twin.py is the pure-Python twin of this file; all three must behave identically.
  */
+
+/* ---- platform layer: each call returns its result, or -errno ----------------------------- */
+
+#if defined(HX_FREESTANDING)
+
+#include <asm/unistd.h>
+#include <linux/errno.h>
+
+#if defined(__x86_64__)
+static long sys6(long n, long a, long b, long c, long d, long e, long f)
+{
+    register long r10 __asm__("r10") = d;
+    register long r8 __asm__("r8") = e;
+    register long r9 __asm__("r9") = f;
+    long ret;
+    __asm__ volatile("syscall"
+                     : "=a"(ret)
+                     : "a"(n), "D"(a), "S"(b), "d"(c), "r"(r10), "r"(r8), "r"(r9)
+                     : "rcx", "r11", "memory");
+    return ret;
+}
+/* The kernel enters with argc at (%rsp); align the stack as the ABI wants before the call. */
+__asm__(".text\n.global _start\n_start:\n"
+        "  xor %rbp, %rbp\n  mov %rsp, %rdi\n  and $-16, %rsp\n  call hx_start\n  hlt\n");
+#elif defined(__aarch64__)
+static long sys6(long n, long a, long b, long c, long d, long e, long f)
+{
+    register long x8 __asm__("x8") = n;
+    register long x0 __asm__("x0") = a;
+    register long x1 __asm__("x1") = b;
+    register long x2 __asm__("x2") = c;
+    register long x3 __asm__("x3") = d;
+    register long x4 __asm__("x4") = e;
+    register long x5 __asm__("x5") = f;
+    __asm__ volatile("svc #0"
+                     : "+r"(x0)
+                     : "r"(x8), "r"(x1), "r"(x2), "r"(x3), "r"(x4), "r"(x5)
+                     : "memory");
+    return x0;
+}
+__asm__(".text\n.global _start\n_start:\n"
+        "  mov x29, #0\n  mov x30, #0\n  mov x0, sp\n  bl hx_start\n  brk #0\n");
+#else
+#error "the freestanding stage supports x86_64 and aarch64; build without HX_FREESTANDING"
+#endif
+
+#define F_SETFD 2
+#define FD_CLOEXEC 1
+
+/* The compiler may emit calls to these for struct copies and zeroing. */
+void *memcpy(void *dst, const void *src, unsigned long n)
+{
+    unsigned char *d = dst;
+    const unsigned char *s = src;
+    while (n--)
+        *d++ = *s++;
+    return dst;
+}
+
+void *memset(void *dst, int c, unsigned long n)
+{
+    unsigned char *d = dst;
+    while (n--)
+        *d++ = (unsigned char)c;
+    return dst;
+}
+
+static long hx_write(int fd, const void *buf, unsigned long n)
+{
+    return sys6(__NR_write, fd, (long)buf, (long)n, 0, 0, 0);
+}
+static long hx_cloexec(int fd) { return sys6(__NR_fcntl, fd, F_SETFD, FD_CLOEXEC, 0, 0, 0); }
+static long hx_setgroups(unsigned long n, const unsigned int *groups)
+{
+    return sys6(__NR_setgroups, (long)n, (long)groups, 0, 0, 0, 0);
+}
+static long hx_setresgid(unsigned int g) { return sys6(__NR_setresgid, g, g, g, 0, 0, 0); }
+static long hx_setresuid(unsigned int u) { return sys6(__NR_setresuid, u, u, u, 0, 0, 0); }
+static long hx_prctl(int option, unsigned long arg2, unsigned long arg3)
+{
+    return sys6(__NR_prctl, option, (long)arg2, (long)arg3, 0, 0, 0);
+}
+static long hx_capget(void *header, void *data)
+{
+    return sys6(__NR_capget, (long)header, (long)data, 0, 0, 0, 0);
+}
+static long hx_capset(void *header, const void *data)
+{
+    return sys6(__NR_capset, (long)header, (long)data, 0, 0, 0, 0);
+}
+static long hx_execve(const char *path, char **argv, char **envp)
+{
+    return sys6(__NR_execve, (long)path, (long)argv, (long)envp, 0, 0, 0);
+}
+static __attribute__((noreturn)) void hx_exit(int code)
+{
+    for (;;)
+        sys6(__NR_exit_group, code, 0, 0, 0, 0, 0);
+}
+
+static int stage_main(int argc, char **argv, char **envp);
+
+__attribute__((used, noreturn)) void hx_start(long *sp)
+{
+    int argc = (int)sp[0];
+    char **argv = (char **)(sp + 1);
+    hx_exit(stage_main(argc, argv, argv + argc + 1));
+}
+
+#else /* the C library build */
+
 #define _GNU_SOURCE
-#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
-#include <linux/capability.h>
-#include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
-#ifndef PR_CAP_AMBIENT
-#define PR_CAP_AMBIENT 47
-#define PR_CAP_AMBIENT_RAISE 2
-#define PR_CAP_AMBIENT_CLEAR_ALL 4
+static long ret(long r) { return r < 0 ? -errno : r; }
+static long hx_write(int fd, const void *buf, unsigned long n) { return ret(write(fd, buf, n)); }
+static long hx_cloexec(int fd) { return ret(fcntl(fd, F_SETFD, FD_CLOEXEC)); }
+static long hx_setgroups(unsigned long n, const unsigned int *groups)
+{
+    return ret(setgroups(n, (const gid_t *)groups));
+}
+static long hx_setresgid(unsigned int g) { return ret(setresgid(g, g, g)); }
+static long hx_setresuid(unsigned int u) { return ret(setresuid(u, u, u)); }
+static long hx_prctl(int option, unsigned long arg2, unsigned long arg3)
+{
+    return ret(prctl(option, arg2, arg3, 0UL, 0UL));
+}
+static long hx_capget(void *header, void *data) { return ret(syscall(SYS_capget, header, data)); }
+static long hx_capset(void *header, const void *data)
+{
+    return ret(syscall(SYS_capset, header, data));
+}
+static long hx_execve(const char *path, char **argv, char **envp)
+{
+    return ret(execve(path, argv, envp));
+}
+static __attribute__((noreturn)) void hx_exit(int code) { _exit(code); }
+
+static int stage_main(int argc, char **argv, char **envp);
+
+int main(int argc, char **argv, char **envp) { return stage_main(argc, argv, envp); }
+
 #endif
 
-#define MAX_CAP 63
-#define EXIT_STAGE 125   /* hardexec itself failed */
-#define EXIT_NOEXEC 126  /* program found but could not be executed */
-#define EXIT_NOENT 127   /* program not found */
+/* ---- the stage itself: no C library below this line -------------------------------------- */
 
-extern char **environ;
+#include <linux/capability.h>
+#include <linux/prctl.h>
+
+#define MAX_CAP 63
+#define MAX_GROUPS 65536   /* the kernel's NGROUPS_MAX */
+#define MAX_PATH 4096      /* the kernel's PATH_MAX: longer names fail with ENAMETOOLONG */
+#define EXIT_STAGE 125     /* hardexec itself failed */
+#define EXIT_NOEXEC 126    /* program found but could not be executed */
+#define EXIT_NOENT 127     /* program not found */
+
+typedef unsigned long long u64;
 
 struct plan {
-    int report_fd;
     int has_uid, has_gid, set_groups, drop_caps, strict, nnp;
-    uid_t uid;
-    gid_t gid;
-    size_t ngroups;
-    gid_t *groups;
-    uint64_t keep;
+    unsigned int uid, gid;
+    unsigned long ngroups;
+    u64 keep;
     const char *exec_path;
     char **argv;
+    char **envp;
 };
 
+static unsigned int groups[MAX_GROUPS];
 static int report_fd = -1;
+
+static unsigned long str_len(const char *s)
+{
+    unsigned long n = 0;
+    while (s[n])
+        n++;
+    return n;
+}
+
+static int str_eq(const char *a, const char *b)
+{
+    while (*a && *a == *b)
+        a++, b++;
+    return *a == *b;
+}
+
+/* "--name=value" → value, or 0 when arg is not that option. */
+static const char *option(const char *arg, const char *name)
+{
+    while (*name && *arg == *name)
+        arg++, name++;
+    return *name == '\0' && *arg == '=' ? arg + 1 : 0;
+}
+
+/* Digits of the base only (no sign, blank or 0x), value <= max. */
+static int parse_u64(const char *s, const char *end, int base, u64 max, u64 *out)
+{
+    u64 v = 0;
+    if (s == end)
+        return -1;
+    for (; s < end; s++) {
+        int d = *s >= '0' && *s <= '9'             ? *s - '0'
+                : base == 16 && *s >= 'a' && *s <= 'f' ? *s - 'a' + 10
+                : base == 16 && *s >= 'A' && *s <= 'F' ? *s - 'A' + 10
+                                                       : -1;
+        if (d < 0 || v > (max - (u64)d) / (u64)base)
+            return -1;
+        v = v * (u64)base + (u64)d;
+    }
+    *out = v;
+    return 0;
+}
+
+/* (uid_t)-1 means "unchanged" to setresuid, so it is never a valid identity here. */
+static int parse_id(const char *s, const char *end, unsigned int *out)
+{
+    u64 v;
+    if (parse_u64(s, end, 10, 0xFFFFFFFEull, &v) < 0)
+        return -1;
+    *out = (unsigned int)v;
+    return 0;
+}
+
+/* The texts glibc and Python's os.strerror give for what these syscalls can return. */
+static const char *error_text(int err)
+{
+    switch (err) {
+    case EPERM: return "Operation not permitted";
+    case ENOENT: return "No such file or directory";
+    case EINTR: return "Interrupted system call";
+    case EIO: return "Input/output error";
+    case E2BIG: return "Argument list too long";
+    case ENOEXEC: return "Exec format error";
+    case EBADF: return "Bad file descriptor";
+    case EAGAIN: return "Resource temporarily unavailable";
+    case ENOMEM: return "Cannot allocate memory";
+    case EACCES: return "Permission denied";
+    case EFAULT: return "Bad address";
+    case EBUSY: return "Device or resource busy";
+    case ENOTDIR: return "Not a directory";
+    case EISDIR: return "Is a directory";
+    case EINVAL: return "Invalid argument";
+    case ENFILE: return "Too many open files in system";
+    case EMFILE: return "Too many open files";
+    case ETXTBSY: return "Text file busy";
+    case ENAMETOOLONG: return "File name too long";
+    case ENOSYS: return "Function not implemented";
+    case ELOOP: return "Too many levels of symbolic links";
+    case ELIBBAD: return "Accessing a corrupted shared library";
+    default: return 0;
+    }
+}
+
+struct line {
+    char buf[192];
+    unsigned long n;
+};
+
+static void put(struct line *l, const char *s)
+{
+    while (*s && l->n < sizeof l->buf)
+        l->buf[l->n++] = *s++;
+}
+
+static void put_num(struct line *l, long v)
+{
+    char digits[24];
+    int i = 0;
+    unsigned long u = v < 0 ? -(unsigned long)v : (unsigned long)v;
+    do
+        digits[i++] = (char)('0' + u % 10);
+    while (u /= 10);
+    if (v < 0)
+        put(l, "-");
+    while (i)
+        put(l, (char[]){digits[--i], 0});
+}
 
 /* One record on the report fd, or one line on stderr when there is none. */
 static void report(char kind, const char *step, int err, int cap)
 {
-    char line[160];
-    int n;
+    struct line l = {.n = 0};
     if (report_fd >= 0) {
+        put(&l, kind == 'W' ? "W " : "F ");
+        put(&l, step);
+        put(&l, " ");
+        put_num(&l, err);
+        put(&l, " ");
         if (cap >= 0)
-            n = snprintf(line, sizeof line, "%c %s %d %d\n", kind, step, err, cap);
+            put_num(&l, cap);
         else
-            n = snprintf(line, sizeof line, "%c %s %d -\n", kind, step, err);
+            put(&l, "-");
     } else {
-        n = snprintf(line, sizeof line, "hardexec-stage: %s%s failed: [Errno %d] %s", kind == 'W' ? "warning: " : "",
-                     step, err, strerror(err));
-        if (cap >= 0 && n > 0 && (size_t)n < sizeof line)
-            n += snprintf(line + n, sizeof line - n, " (capability %d)", cap);
-        if (n > 0 && (size_t)n < sizeof line - 1)
-            line[n++] = '\n';
-    }
-    if (n > 0 && (size_t)n < sizeof line) {
-        int fd = report_fd >= 0 ? report_fd : STDERR_FILENO;
-        ssize_t done = 0;
-        while (done < n) {
-            ssize_t w = write(fd, line + done, n - done);
-            if (w < 0 && errno == EINTR)
-                continue;
-            if (w <= 0)
-                break;
-            done += w;
+        const char *text = error_text(err);
+        put(&l, kind == 'W' ? "hardexec-stage: warning: " : "hardexec-stage: ");
+        put(&l, step);
+        put(&l, " failed: [Errno ");
+        put_num(&l, err);
+        put(&l, "] ");
+        if (text) {
+            put(&l, text);
+        } else {
+            put(&l, "Unknown error ");
+            put_num(&l, err);
         }
+        if (cap >= 0) {
+            put(&l, " (capability ");
+            put_num(&l, cap);
+            put(&l, ")");
+        }
+    }
+    put(&l, "\n");
+    int fd = report_fd >= 0 ? report_fd : 2;
+    for (unsigned long done = 0; done < l.n;) {
+        long w = hx_write(fd, l.buf + done, l.n - done);
+        if (w == -EINTR)
+            continue;
+        if (w <= 0)
+            break;
+        done += (unsigned long)w;
     }
 }
 
-static _Noreturn void fail(const char *step, int err, int cap)
+static __attribute__((noreturn)) void fail(const char *step, int err, int cap)
 {
     report('F', step, err, cap);
-    if (strcmp(step, "exec") != 0)
-        _exit(EXIT_STAGE);
-    _exit(err == ENOENT || err == ENOTDIR ? EXIT_NOENT : EXIT_NOEXEC);
+    if (!str_eq(step, "exec"))
+        hx_exit(EXIT_STAGE);
+    hx_exit(err == ENOENT || err == ENOTDIR ? EXIT_NOENT : EXIT_NOEXEC);
 }
 
 /* A capability step failed: abort under --strict, else warn and go on. */
@@ -115,108 +376,63 @@ static void cap_failed(const struct plan *p, const char *step, int err, int cap)
     report('W', step, err, cap);
 }
 
-/* Digits only: strtoull alone would also take a sign, blanks and a "0x" prefix. */
-static int parse_u64(const char *s, int base, uint64_t max, uint64_t *out)
-{
-    char *end;
-    if (*s == '\0')
-        return -1;
-    for (const char *c = s; *c; c++)
-        if (!(base == 16 ? isxdigit((unsigned char)*c) : isdigit((unsigned char)*c)))
-            return -1;
-    errno = 0;
-    unsigned long long v = strtoull(s, &end, base);
-    if (errno || *end != '\0' || v > max)
-        return -1;
-    *out = v;
-    return 0;
-}
-
-static int parse_id(const char *s, uint32_t *out)
-{
-    uint64_t v;
-    /* (uid_t)-1 means "unchanged" to setresuid, so it is never a valid identity here. */
-    if (parse_u64(s, 10, 0xFFFFFFFEu, &v) < 0)
-        return -1;
-    *out = (uint32_t)v;
-    return 0;
-}
-
 static int parse_groups(const char *s, struct plan *p)
 {
-    size_t n = 1;
-    for (const char *c = s; *c; c++)
-        n += *c == ',';
-    p->groups = calloc(n, sizeof *p->groups);
-    if (!p->groups)
-        return -1;
-    char *copy = strdup(s), *save = NULL;
-    if (!copy)
-        return -1;
-    for (char *tok = strtok_r(copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
-        uint32_t gid;
-        if (parse_id(tok, &gid) < 0) {
-            free(copy);
-            return -1;
-        }
-        p->groups[p->ngroups++] = gid;
+    const char *item = s;
+    for (;;) {
+        const char *end = item;
+        while (*end && *end != ',')
+            end++;
+        if (p->ngroups == MAX_GROUPS || parse_id(item, end, &groups[p->ngroups]) < 0)
+            return -1; /* also rejects empty items such as "1,,2" */
+        p->ngroups++;
+        if (!*end)
+            return 0;
+        item = end + 1;
     }
-    free(copy);
-    return p->ngroups == n ? 0 : -1; /* rejects empty items such as "1,,2" */
-}
-
-static int option(const char *arg, const char *name, const char **value)
-{
-    size_t len = strlen(name);
-    if (strncmp(arg, name, len) != 0 || arg[len] != '=')
-        return 0;
-    *value = arg + len + 1;
-    return 1;
 }
 
 static void parse(int argc, char **argv, struct plan *p)
 {
     int i;
-    const char *v;
     for (i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        uint64_t n;
-        if (strcmp(a, "--") == 0)
+        const char *a = argv[i], *v;
+        u64 n;
+        if (str_eq(a, "--"))
             break;
-        if (option(a, "--report-fd", &v)) {
-            if (parse_u64(v, 10, 0x7fffffff, &n) < 0)
+        if ((v = option(a, "--report-fd"))) {
+            if (parse_u64(v, v + str_len(v), 10, 0x7fffffff, &n) < 0)
                 goto bad;
-            p->report_fd = (int)n;
             /* Close-on-exec: the program must not inherit it, and EOF signals a good exec. */
-            if (fcntl(p->report_fd, F_SETFD, FD_CLOEXEC) < 0) {
-                p->report_fd = -1;
-                fail("report_fd", errno, -1);
-            }
-            report_fd = p->report_fd;
-        } else if (option(a, "--uid", &v)) {
-            if (parse_id(v, &p->uid) < 0)
+            long r = hx_cloexec((int)n);
+            if (r < 0)
+                fail("report_fd", (int)-r, -1);
+            report_fd = (int)n;
+        } else if ((v = option(a, "--uid"))) {
+            if (parse_id(v, v + str_len(v), &p->uid) < 0)
                 goto bad;
             p->has_uid = 1;
-        } else if (option(a, "--gid", &v)) {
-            if (parse_id(v, &p->gid) < 0)
+        } else if ((v = option(a, "--gid"))) {
+            if (parse_id(v, v + str_len(v), &p->gid) < 0)
                 goto bad;
             p->has_gid = 1;
-        } else if (option(a, "--groups", &v)) {
+        } else if ((v = option(a, "--groups"))) {
+            p->ngroups = 0;
             if (parse_groups(v, p) < 0)
                 goto bad;
             p->set_groups = 1;
-        } else if (strcmp(a, "--clear-groups") == 0) {
+        } else if (str_eq(a, "--clear-groups")) {
             p->set_groups = 1;
             p->ngroups = 0;
-        } else if (option(a, "--drop-caps", &v)) {
-            if (strlen(v) > 16 || parse_u64(v, 16, UINT64_MAX, &p->keep) < 0)
+        } else if ((v = option(a, "--drop-caps"))) {
+            if (str_len(v) > 16 || parse_u64(v, v + str_len(v), 16, ~0ull, &p->keep) < 0)
                 goto bad;
             p->drop_caps = 1;
-        } else if (strcmp(a, "--strict") == 0) {
+        } else if (str_eq(a, "--strict")) {
             p->strict = 1;
-        } else if (strcmp(a, "--nnp") == 0) {
+        } else if (str_eq(a, "--nnp")) {
             p->nnp = 1;
-        } else if (option(a, "--exec", &v)) {
+        } else if ((v = option(a, "--exec"))) {
             p->exec_path = v;
         } else {
             goto bad;
@@ -235,13 +451,14 @@ static void drop_bounding(const struct plan *p)
 {
     int first_err = 0, first_cap = -1;
     for (int cap = 0; cap <= MAX_CAP; cap++) {
-        int in = prctl(PR_CAPBSET_READ, cap, 0, 0, 0);
+        long in = hx_prctl(PR_CAPBSET_READ, (unsigned long)cap, 0);
         if (in < 0)
             break; /* EINVAL: past the kernel's cap_last_cap */
         if (!in || (p->keep >> cap & 1))
             continue;
-        if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0 && !first_err) {
-            first_err = errno;
+        long r = hx_prctl(PR_CAPBSET_DROP, (unsigned long)cap, 0);
+        if (r < 0 && !first_err) {
+            first_err = (int)-r;
             first_cap = cap;
             if (p->strict)
                 break;
@@ -253,96 +470,115 @@ static void drop_bounding(const struct plan *p)
 }
 
 /* E = P = I = keep & P. Returns the caps actually kept (for the ambient raise). */
-static uint64_t set_caps(const struct plan *p)
+static u64 set_caps(const struct plan *p)
 {
     struct __user_cap_header_struct hdr = {_LINUX_CAPABILITY_VERSION_3, 0};
-    struct __user_cap_data_struct data[2];
-    memset(data, 0, sizeof data);
-    if (syscall(SYS_capget, &hdr, data) < 0) {
-        cap_failed(p, "capget", errno, -1);
+    struct __user_cap_data_struct data[2] = {{0, 0, 0}, {0, 0, 0}};
+    long r = hx_capget(&hdr, data);
+    if (r < 0) {
+        cap_failed(p, "capget", (int)-r, -1);
         return 0;
     }
-    uint64_t permitted = (uint64_t)data[1].permitted << 32 | data[0].permitted;
-    uint64_t missing = p->keep & ~permitted;
+    u64 permitted = (u64)data[1].permitted << 32 | data[0].permitted;
+    u64 missing = p->keep & ~permitted;
     for (int cap = 0; cap <= MAX_CAP; cap++)
         if (missing >> cap & 1)
             cap_failed(p, "keep_caps", EPERM, cap);
-    uint64_t want = p->keep & permitted;
+    u64 want = p->keep & permitted;
     for (int w = 0; w < 2; w++) {
-        uint32_t bits = (uint32_t)(want >> (32 * w));
+        unsigned int bits = (unsigned int)(want >> (32 * w));
         data[w].effective = data[w].permitted = data[w].inheritable = bits;
     }
-    if (syscall(SYS_capset, &hdr, data) < 0) {
-        cap_failed(p, "capset", errno, -1);
+    r = hx_capset(&hdr, data);
+    if (r < 0) {
+        cap_failed(p, "capset", (int)-r, -1);
         return 0;
     }
     return want;
 }
 
-static void set_ambient(const struct plan *p, uint64_t kept)
+static void set_ambient(const struct plan *p, u64 kept)
 {
-    if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) < 0)
-        cap_failed(p, "ambient_clear", errno, -1);
-    for (int cap = 0; cap <= MAX_CAP; cap++)
-        if ((kept >> cap & 1) && prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, cap, 0, 0) < 0)
-            cap_failed(p, "ambient_raise", errno, cap);
+    long r = hx_prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0);
+    if (r < 0)
+        cap_failed(p, "ambient_clear", (int)-r, -1);
+    for (int cap = 0; cap <= MAX_CAP; cap++) {
+        if (!(kept >> cap & 1))
+            continue;
+        r = hx_prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, (unsigned long)cap);
+        if (r < 0)
+            cap_failed(p, "ambient_raise", (int)-r, cap);
+    }
+}
+
+static const char *env_path(char **envp)
+{
+    for (; *envp; envp++) {
+        const char *v = option(*envp, "PATH");
+        if (v)
+            return v;
+    }
+    return "/bin:/usr/bin"; /* os.defpath, as CPython's subprocess uses */
 }
 
 /* execve, searching PATH from the program's own environment the way CPython's subprocess does:
  * an empty entry means the current directory; the first error other than ENOENT/ENOTDIR wins. */
-static _Noreturn void exec_program(const struct plan *p)
+static __attribute__((noreturn)) void exec_program(const struct plan *p)
 {
+    static char buf[MAX_PATH];
     const char *file = p->exec_path ? p->exec_path : p->argv[0];
-    if (p->exec_path || strchr(file, '/')) {
-        execve(file, p->argv, environ);
-        fail("exec", errno, -1);
-    }
-    const char *path = getenv("PATH");
-    if (!path)
-        path = "/bin:/usr/bin"; /* os.defpath */
-    size_t flen = strlen(file);
-    char *buf = malloc(strlen(path) + flen + 2);
-    if (!buf)
-        fail("exec", ENOMEM, -1);
+    int has_slash = 0;
+    for (const char *c = file; *c; c++)
+        has_slash |= *c == '/';
+    if (p->exec_path || has_slash)
+        fail("exec", (int)-hx_execve(file, p->argv, p->envp), -1);
+
+    unsigned long flen = str_len(file);
     int saved = 0, last = ENOENT;
-    for (const char *dir = path;; dir++) {
-        const char *end = strchrnul(dir, ':');
-        size_t dlen = (size_t)(end - dir);
-        memcpy(buf, dir, dlen);
-        if (dlen)
-            buf[dlen++] = '/';
-        memcpy(buf + dlen, file, flen + 1);
-        execve(buf, p->argv, environ);
-        last = errno;
+    for (const char *dir = env_path(p->envp);; dir++) {
+        const char *end = dir;
+        while (*end && *end != ':')
+            end++;
+        unsigned long dlen = (unsigned long)(end - dir);
+        if (dlen + 1 + flen + 1 > sizeof buf) {
+            last = ENAMETOOLONG; /* what the kernel would say of the joined name */
+        } else {
+            memcpy(buf, dir, dlen);
+            if (dlen)
+                buf[dlen++] = '/';
+            memcpy(buf + dlen, file, flen + 1);
+            last = (int)-hx_execve(buf, p->argv, p->envp);
+        }
         if (last != ENOENT && last != ENOTDIR && !saved)
             saved = last;
-        if (*end == '\0')
+        if (!*end)
             break;
         dir = end;
     }
     fail("exec", saved ? saved : last, -1);
 }
 
-int main(int argc, char **argv)
+static int stage_main(int argc, char **argv, char **envp)
 {
-    struct plan p = {.report_fd = -1};
+    struct plan p = {.envp = envp};
+    long r;
     parse(argc, argv, &p);
 
-    if (p.set_groups && setgroups(p.ngroups, p.groups) < 0)
-        fail("setgroups", errno, -1);
-    if (p.has_gid && setresgid(p.gid, p.gid, p.gid) < 0)
-        fail("setresgid", errno, -1);
+    if (p.set_groups && (r = hx_setgroups(p.ngroups, groups)) < 0)
+        fail("setgroups", (int)-r, -1);
+    if (p.has_gid && (r = hx_setresgid(p.gid)) < 0)
+        fail("setresgid", (int)-r, -1);
     if (p.drop_caps)
         drop_bounding(&p);
     if (p.has_uid) {
-        if (p.drop_caps && prctl(PR_SET_KEEPCAPS, 1, 0, 0, 0) < 0)
-            cap_failed(&p, "keepcaps", errno, -1);
-        if (setresuid(p.uid, p.uid, p.uid) < 0)
-            fail("setresuid", errno, -1);
+        if (p.drop_caps && (r = hx_prctl(PR_SET_KEEPCAPS, 1, 0)) < 0)
+            cap_failed(&p, "keepcaps", (int)-r, -1);
+        if ((r = hx_setresuid(p.uid)) < 0)
+            fail("setresuid", (int)-r, -1);
     }
     if (p.drop_caps)
         set_ambient(&p, set_caps(&p));
-    if (p.nnp && prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
-        fail("no_new_privs", errno, -1);
+    if (p.nnp && (r = hx_prctl(PR_SET_NO_NEW_PRIVS, 1, 0)) < 0)
+        fail("no_new_privs", (int)-r, -1);
     exec_program(&p);
 }

@@ -18,6 +18,7 @@ import signal
 import sys
 
 MAX_CAP = 63
+MAX_GROUPS = 65536  # the kernel's NGROUPS_MAX
 EXIT_STAGE, EXIT_NOEXEC, EXIT_NOENT = 125, 126, 127
 PR_CAPBSET_READ, PR_CAPBSET_DROP, PR_SET_KEEPCAPS = 23, 24, 8
 PR_SET_NO_NEW_PRIVS, PR_CAP_AMBIENT = 38, 47
@@ -44,13 +45,28 @@ class CapData(ctypes.Structure):
 report_fd = -1
 
 
+# The errnos stage.c carries texts for (what its syscalls can return); the texts themselves are
+# the C library's, which os.strerror gives.
+KNOWN_ERRORS = frozenset(
+    getattr(errno, name)
+    for name in (
+        "EPERM ENOENT EINTR EIO E2BIG ENOEXEC EBADF EAGAIN ENOMEM EACCES EFAULT EBUSY ENOTDIR "
+        "EISDIR EINVAL ENFILE EMFILE ETXTBSY ENAMETOOLONG ENOSYS ELOOP ELIBBAD"
+    ).split()
+)
+
+
+def error_text(err):
+    return os.strerror(err) if err in KNOWN_ERRORS else f"Unknown error {err}"
+
+
 def report(kind, step, err, cap=-1):
     if report_fd >= 0:
         line = f"{kind} {step} {err} {cap if cap >= 0 else '-'}\n"
         fd = report_fd
     else:
         warn = "warning: " if kind == "W" else ""
-        line = f"hardexec-stage: {warn}{step} failed: [Errno {err}] {os.strerror(err)}"
+        line = f"hardexec-stage: {warn}{step} failed: [Errno {err}] {error_text(err)}"
         line += f" (capability {cap})\n" if cap >= 0 else "\n"
         fd = 2
     data = line.encode()
@@ -116,7 +132,7 @@ def parse(argv):
                 plan["uid"] = parse_id(value)
             elif name == "--gid" and eq:
                 plan["gid"] = parse_id(value)
-            elif name == "--groups" and eq:
+            elif name == "--groups" and eq and value.count(",") < MAX_GROUPS:
                 plan["groups"] = [parse_id(item) for item in value.split(",")]
             elif arg == "--clear-groups":
                 plan["groups"] = []
