@@ -50,10 +50,11 @@ report_fd = -1
 KNOWN_ERRORS = frozenset(
     getattr(errno, name)
     for name in (
-        "EPERM ENOENT EINTR EIO E2BIG ENOEXEC EBADF EAGAIN ENOMEM EACCES EFAULT EBUSY ENOTDIR "
-        "EISDIR EINVAL ENFILE EMFILE ETXTBSY ENAMETOOLONG ENOSYS ELOOP ELIBBAD"
-    ).split()
-)
+        "EPERM", "ENOENT", "EINTR", "EIO", "E2BIG", "ENOEXEC", "EBADF", "EAGAIN", "ENOMEM",
+        "EACCES", "EFAULT", "EBUSY", "ENOTDIR", "EISDIR", "EINVAL", "ENFILE", "EMFILE", "ETXTBSY",
+        "ENAMETOOLONG", "ENOSYS", "ELOOP", "ELIBBAD",
+    )
+)  # fmt: skip
 
 
 def error_text(err):
