@@ -31,7 +31,7 @@ logger.addHandler(logging.NullHandler())  # a library: output only where the app
 # What each step means, for details the user can act on.
 _CAP_DETAIL = {
     "keep_caps": "CAP_{} is not in the launcher's permitted set, so it cannot be kept",
-    "bounding_set": "dropping CAP_{} from the bounding set",
+    "bounding_set": "dropping CAP_{} from the bounding set, the first drop that failed",
     "ambient_raise": "raising CAP_{} in the ambient set",
 }
 
