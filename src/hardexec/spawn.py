@@ -190,7 +190,12 @@ class Popen(subprocess.Popen):
         self.stage_warnings = report.warnings
         if report.error is not None:
             self._abandon(kill=False)
-        report.emit()
+        try:
+            report.emit()
+        except BaseException:
+            if self.returncode is None:  # a warning the caller made an error: the program runs
+                self._abandon()
+            raise
 
     def _abandon(self, kill: bool = True) -> None:
         """End the stage (it exits by itself after a fatal report), reap it, close its pipes."""
@@ -273,7 +278,13 @@ async def create_subprocess_exec(
         raise
     if report.error is not None:
         await proc.wait()
-    report.emit()
+    try:
+        report.emit()
+    except BaseException:
+        if proc.returncode is None:  # a warning the caller made an error: the program runs
+            proc.kill()
+            await asyncio.shield(proc.wait())
+        raise
     return proc
 
 
@@ -335,7 +346,11 @@ class Wrapped:
             self._launch.spawned()
 
     def check(self) -> StageReport:
-        """Read the stage's report to EOF, issue its warnings and raise its error (if any)."""
+        """Read the stage's report to EOF, issue its warnings and raise its error (if any).
+
+        The process belongs to the caller's spawner: on an error, reap it (the stage exits by
+        itself); if a warning is raised as an error, the program is running and yours to end.
+        """
         if self.report is None:
             if self._launch is None or self._launch.read_fd < 0:
                 self.report = StageReport()

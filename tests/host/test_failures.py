@@ -1,5 +1,6 @@
 """Failure semantics: best-effort warnings, strict aborts, always-fatal steps, exec errors."""
 
+import asyncio
 import errno
 import logging
 import os
@@ -53,6 +54,23 @@ def test_missing_cap_aborts_in_strict_mode_with_no_child_left(stage):
     assert (err.value.step, err.value.errno) == ("keep_caps", errno.EPERM)
     assert str(err.value).startswith("keep_caps failed: [Errno 1] Operation not permitted")
     # the autouse leak check asserts no child (running or zombie) and no fd is left
+
+
+def test_warnings_raised_as_errors_leave_no_child(stage):
+    """With warnings as errors the program already runs when the warning raises: end it."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", StageWarning)
+        with pytest.raises(StageWarning):
+            hardexec.Popen(["sleep", "30"], policy=keep_missing(False), stdout=subprocess.PIPE)
+
+        async def spawn():
+            await hardexec.create_subprocess_exec(
+                "sleep", "30", policy=keep_missing(False), stdout=asyncio.subprocess.PIPE
+            )
+
+        with pytest.raises(StageWarning):
+            asyncio.run(spawn())
+    # the autouse leak check asserts both programs were killed and reaped, pipes closed
 
 
 def run_under_setpriv(setpriv_args, policy, argv=("true",)):
