@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from .caps import cap_name
 from .errors import StageError, StageWarning
 
-__all__ = ["StageReport", "parse_report", "read_all"]
+__all__ = ["StageReport", "caller_stacklevel", "parse_report", "read_all"]
 
 logger = logging.getLogger("hardexec")
 logger.addHandler(logging.NullHandler())  # a library: output only where the app configures it
@@ -50,7 +50,7 @@ class StageReport:
         """
         for warning in self.warnings:
             logger.warning("exec stage: %s", warning)
-            warnings.warn(warning, stacklevel=_caller_level())
+            warnings.warn(warning, stacklevel=caller_stacklevel())
         if self.error is not None:
             raise self.error
 
@@ -58,8 +58,9 @@ class StageReport:
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 
 
-def _caller_level() -> int:
-    """The ``stacklevel`` of the first frame outside this package, counted from warnings.warn."""
+def caller_stacklevel() -> int:
+    """``stacklevel`` for a ``warnings.warn`` in the calling function that names the first frame
+    outside hardexec: warnings point at the user's line, whichever API they came through."""
     frame, level = sys._getframe(1), 1
     while frame is not None and os.path.dirname(frame.f_code.co_filename) == _PACKAGE_DIR:
         frame, level = frame.f_back, level + 1

@@ -20,7 +20,7 @@ from typing import IO, Any
 from .errors import StageWarning
 from .plan import StrOrBytesPath, compile_plan
 from .policy import Policy
-from .report import StageReport, parse_report, read_all
+from .report import StageReport, caller_stacklevel, parse_report, read_all
 from .stage import stage_command
 
 __all__ = ["Popen", "Wrapped", "create_subprocess_exec", "run", "wrap"]
@@ -50,7 +50,7 @@ def _applies(policy: Policy) -> bool:
         warnings.warn(
             f"hardexec policies are only enforced on Linux; on {sys.platform} they are ignored",
             RuntimeWarning,
-            stacklevel=4,
+            stacklevel=caller_stacklevel(),
         )
     return False
 
@@ -114,7 +114,8 @@ class _Launch:
             os.close(self.write_fd)
             self.write_fd = -1
 
-    def parse(self, data: bytes) -> StageReport:
+    def finish(self, data: bytes) -> StageReport:
+        """Close both pipe ends and decode what the stage wrote before its exec (or its end)."""
         self.close()
         return parse_report(data, self.program)
 
@@ -182,7 +183,7 @@ class Popen(subprocess.Popen):
         self.args = args  # what the caller passed, as subprocess reports it
         try:
             launch.spawned()
-            report = launch.parse(read_all(launch.read_fd))
+            report = launch.finish(read_all(launch.read_fd))
         except BaseException:  # interrupted while the stage ran: end it, leave nothing behind
             launch.close()
             self._abandon()
@@ -270,7 +271,7 @@ async def create_subprocess_exec(
         raise
     try:
         launch.spawned()
-        report = launch.parse(await _read_all_async(launch.read_fd))
+        report = launch.finish(await _read_all_async(launch.read_fd))
     except BaseException:
         launch.close()
         proc.kill()
@@ -356,7 +357,7 @@ class Wrapped:
                 self.report = StageReport()
             else:
                 self._launch.spawned()
-                self.report = self._launch.parse(read_all(self._launch.read_fd))
+                self.report = self._launch.finish(read_all(self._launch.read_fd))
         self.report.emit()
         return self.report
 

@@ -110,26 +110,25 @@ def test_identity_failures_always_abort_even_in_best_effort_mode(stage):
     assert (err.value.step, err.value.errno) == ("setresuid", errno.EPERM)
 
 
-def test_missing_program_is_file_not_found_like_subprocess(stage):
-    policy = Policy(security=SecurityConfig(drop_all_caps=True))
-    with pytest.raises(FileNotFoundError) as ours:
-        hardexec.run(["no-such-program-x"], policy=policy)
-    with pytest.raises(FileNotFoundError) as theirs:
-        subprocess.run(["no-such-program-x"])
+def assert_exec_error_like_subprocess(argv, kind):
+    policy = Policy(security=SecurityConfig(drop_all_caps=True, no_new_privs=True))
+    with pytest.raises(kind) as ours:
+        hardexec.run(argv, policy=policy)
+    with pytest.raises(kind) as theirs:
+        subprocess.run(argv)
+    assert type(ours.value) is type(theirs.value)
     assert str(ours.value) == str(theirs.value)
+
+
+def test_missing_program_is_file_not_found_like_subprocess(stage):
+    assert_exec_error_like_subprocess(["no-such-program-x"], FileNotFoundError)
 
 
 def test_non_executable_program_is_permission_error_like_subprocess(stage, tmp_path):
     script = tmp_path / "not-executable"
     script.write_text("#!/bin/sh\n")
-    os.chmod(script, 0o644)
-    # root bypasses the x bit only when some x bit is set; none is, so exec fails with EACCES
-    policy = Policy(security=SecurityConfig(no_new_privs=True))
-    with pytest.raises(PermissionError) as ours:
-        hardexec.run([str(script)], policy=policy)
-    with pytest.raises(PermissionError) as theirs:
-        subprocess.run([str(script)])
-    assert str(ours.value) == str(theirs.value)
+    os.chmod(script, 0o644)  # no x bit at all: even root's exec fails with EACCES
+    assert_exec_error_like_subprocess([str(script)], PermissionError)
 
 
 def test_path_search_uses_the_programs_environment(stage, tmp_path):

@@ -42,8 +42,11 @@ def test_off_linux_a_policy_warns_once_and_is_ignored(monkeypatch):
     monkeypatch.setattr(hardexec.spawn.sys, "platform", "darwin")
     monkeypatch.setattr(hardexec.spawn, "_platform_warned", False)
     policy = Policy(security=SecurityConfig(drop_all_caps=True, no_new_privs=True))
-    with pytest.warns(RuntimeWarning, match="only enforced on Linux; on darwin they are ignored"):
+    with pytest.warns(
+        RuntimeWarning, match="only enforced on Linux; on darwin they are ignored"
+    ) as w:
         first = hardexec.run(["echo", "ran"], policy=policy, capture_output=True, text=True)
+    assert w[0].filename == __file__
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         second = hardexec.run(["echo", "ran"], policy=policy, capture_output=True, text=True)
