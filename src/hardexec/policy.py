@@ -51,6 +51,9 @@ class SecurityConfig:
         group: run with this primary group (name or gid).
         supplementary_groups: exactly these supplementary groups (names or gids); ``[]`` clears.
             When ``user`` or ``group`` is set and this is not, root's own groups never leak through.
+
+    After construction ``keep_caps`` is a :class:`CapSet`, and ``identity`` holds the numeric
+    ids the names resolved to (resolved once, here, so a typo fails before any spawn).
     """
 
     drop_all_caps: bool = False
