@@ -1,26 +1,45 @@
 """hardexec: run programs with least privilege on Linux.
 
 Capabilities dropped to an allowlist in all five sets, no privilege gain, a switched identity,
-and a truthful report of what the program received — through mirrors of :mod:`subprocess` and
+resource ceilings (rlimits, a cgroup v2 group per program), whole-tree kill, and a truthful
+report of what the program received and used — through mirrors of :mod:`subprocess` and
 :mod:`asyncio` that never run Python between fork and exec.
 """
 
 from .caps import Capability, CapSet
-from .errors import HardexecError, PolicyError, StageError, StageWarning
-from .policy import Identity, Policy, SecurityConfig
-from .spawn import Popen, Wrapped, create_subprocess_exec, run, wrap
+from .cgroups import Cgroup
+from .errors import CgroupError, HardexecError, PolicyError, StageError, StageWarning
+from .policy import CgroupLimits, CpuMax, Identity, Policy, RlimitConfig, SecurityConfig
+from .spawn import (
+    CompletedProcess,
+    Popen,
+    Process,
+    Wrapped,
+    create_subprocess_exec,
+    run,
+    wrap,
+)
+from .usage import Usage
 
 __all__ = [
     "CapSet",
     "Capability",
+    "Cgroup",
+    "CgroupError",
+    "CgroupLimits",
+    "CompletedProcess",
+    "CpuMax",
     "HardexecError",
     "Identity",
     "Policy",
     "PolicyError",
     "Popen",
+    "Process",
+    "RlimitConfig",
     "SecurityConfig",
     "StageError",
     "StageWarning",
+    "Usage",
     "Wrapped",
     "create_subprocess_exec",
     "run",

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 
-__all__ = ["HardexecError", "PolicyError", "StageError", "StageWarning"]
+__all__ = ["CgroupError", "HardexecError", "PolicyError", "StageError", "StageWarning"]
 
 
 class HardexecError(Exception):
@@ -49,6 +49,14 @@ class StageError(HardexecError, OSError):
 
     def __reduce__(self):  # keep step/detail when pickled (multiprocessing, concurrent.futures)
         return (type(self), (self.step, self.errno, self.detail))
+
+
+class CgroupError(HardexecError, OSError):
+    """The program's cgroup could not be set up (raised before spawn when it is required).
+
+    ``str(err)`` names the group and the kernel rule: ``[Errno 16] cannot enable memory for
+    groups under /sys/fs/cgroup/x: it holds processes itself, …``.
+    """
 
 
 class StageWarning(UserWarning):

@@ -3,10 +3,13 @@
 The stage reads like util-linux ``setpriv``: one option per step, applied in a fixed,
 kernel-correct order whatever order the options come in::
 
-    hardexec-stage [--report-fd=N] [--uid=N] [--gid=N] [--groups=G,G | --clear-groups]
+    hardexec-stage [--report-fd=N] [--cgroup-fd=N [--cgroup-strict]] [--rlimit=RES:VALUE...]
+                   [--uid=N] [--gid=N] [--groups=G,G | --clear-groups]
                    [--drop-caps=KEEPHEX] [--strict] [--nnp] [--exec=PATH] -- PROGRAM [ARG...]
 
-``--drop-caps`` takes the kept set as 16 hex digits (``/proc/<pid>/status`` form).
+``--drop-caps`` takes the kept set as 16 hex digits (``/proc/<pid>/status`` form);
+``--rlimit`` a setrlimit resource number and its value; ``--cgroup-fd`` the group's
+``cgroup.procs``, opened by the parent.
 Both stage implementations (``stage.c`` and ``twin.py``) parse exactly this.
 """
 
@@ -32,14 +35,24 @@ class Plan:
     strict: bool
     no_new_privs: bool
     identity: Identity
+    rlimits: tuple[tuple[int, int], ...] = ()
+    cgroup_strict: bool = False
 
     def stage_args(
-        self, report_fd: int | None, executable: StrOrBytesPath | None = None
+        self,
+        report_fd: int | None,
+        executable: StrOrBytesPath | None = None,
+        cgroup_fd: int | None = None,
     ) -> list[str | bytes | os.PathLike[str] | os.PathLike[bytes]]:
         """The stage's options up to and including ``--`` (the program's argv follows)."""
         args: list[str | bytes | os.PathLike[str] | os.PathLike[bytes]] = []
         if report_fd is not None:
             args.append(f"--report-fd={report_fd}")
+        if cgroup_fd is not None:
+            args.append(f"--cgroup-fd={cgroup_fd}")
+            if self.cgroup_strict:
+                args.append("--cgroup-strict")
+        args.extend(f"--rlimit={resource}:{value}" for resource, value in self.rlimits)
         ident = self.identity
         if ident.uid is not None:
             args.append(f"--uid={ident.uid}")
@@ -71,4 +84,6 @@ def compile_plan(policy: Policy) -> Plan:
         strict=sec.fail_on_cap_error,
         no_new_privs=sec.no_new_privs,
         identity=sec.identity,
+        rlimits=policy.rlimits.limits(),
+        cgroup_strict=policy.cgroups is not None and policy.cgroups.fail_on_error,
     )

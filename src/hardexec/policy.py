@@ -16,11 +16,21 @@ from dataclasses import dataclass, field
 from .caps import CapSet
 from .errors import PolicyError
 
-__all__ = ["Identity", "Policy", "SecurityConfig"]
+__all__ = [
+    "CgroupLimits",
+    "CpuMax",
+    "Identity",
+    "Policy",
+    "RlimitConfig",
+    "SecurityConfig",
+]
 
 # setresuid/setresgid treat (uid_t)-1 as "leave unchanged", so it can never name an identity.
 _MAX_ID = 0xFFFFFFFE
 _MAX_GROUPS = 65536  # the kernel's NGROUPS_MAX
+_MAX_RLIMIT = 2**63 - 1  # RLIM_INFINITY is 2**64-1; anything near it is "no limit" in disguise
+_CPU_PERIOD = (1000, 1_000_000)  # µs: the kernel's bounds for cpu.max's period
+_MAX_CPU_QUOTA = 2**63 // 1000  # µs: the kernel rejects quotas whose ns overflow
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,26 +114,211 @@ class SecurityConfig:
         )
 
 
+# setrlimit resource numbers (asm-generic/resource.h; the same on every Linux architecture
+# hardexec builds for) of each RlimitConfig field.
+RLIMIT_FIELDS = {
+    "max_open_files": ("NOFILE", 7),
+    "max_file_size_bytes": ("FSIZE", 1),
+    "address_space": ("AS", 9),
+    "cpu_seconds": ("CPU", 0),
+    "max_processes": ("NPROC", 6),
+    "stack": ("STACK", 3),
+}
+RLIMIT_CORE = 4
+
+
+@dataclass(frozen=True)
+class RlimitConfig:
+    """POSIX resource limits of the program (the reference's ``RlimitConfig``, extended).
+
+    Each limit given becomes a hard ceiling the program cannot raise: soft = hard =
+    min(requested, the launcher's hard limit). ``None`` leaves a limit as inherited.
+
+    Args:
+        max_open_files: RLIMIT_NOFILE, file descriptors.
+        max_file_size_bytes: RLIMIT_FSIZE; writing beyond it fails (SIGXFSZ / EFBIG).
+        disable_core_dumps: RLIMIT_CORE = 0.
+        address_space: RLIMIT_AS, bytes of virtual memory.
+        cpu_seconds: RLIMIT_CPU, seconds of CPU time; then the program is killed.
+        max_processes: RLIMIT_NPROC, processes of the program's real user (all of them, not only
+            the program's own: prefer ``CgroupLimits.pids`` for a per-program count).
+        stack: RLIMIT_STACK, bytes.
+    """
+
+    max_open_files: int | None = None
+    max_file_size_bytes: int | None = None
+    disable_core_dumps: bool = False
+    address_space: int | None = None
+    cpu_seconds: int | None = None
+    max_processes: int | None = None
+    stack: int | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.disable_core_dumps, bool):
+            value = self.disable_core_dumps
+            raise PolicyError(f"rlimits.disable_core_dumps: expected True or False, got {value!r}")
+        for name in RLIMIT_FIELDS:
+            _check_count(f"rlimits.{name}", getattr(self, name), _MAX_RLIMIT)
+
+    def limits(self) -> tuple[tuple[int, int], ...]:
+        """``(resource, value)`` pairs of every configured limit, core dumps included."""
+        pairs = [
+            (number, getattr(self, name))
+            for name, (_, number) in RLIMIT_FIELDS.items()
+            if getattr(self, name) is not None
+        ]
+        if self.disable_core_dumps:
+            pairs.append((RLIMIT_CORE, 0))
+        return tuple(sorted(pairs))
+
+    def is_empty(self) -> bool:
+        """True when no limit is configured."""
+        return not self.limits()
+
+
+@dataclass(frozen=True)
+class CpuMax:
+    """cgroup v2 ``cpu.max``: at most ``quota`` µs of CPU per ``period`` µs (``None``: no cap).
+
+    ``CpuMax(quota=50_000, period=100_000)`` is half a CPU; a quota above the period allows
+    more than one CPU (``200_000``/``100_000`` is two), as systemd's ``CPUQuota=200%`` does.
+    """
+
+    quota: int | None = None
+    period: int = 100_000
+
+    def __post_init__(self) -> None:
+        _check_count("cgroups.cpu.period", self.period, _MAX_RLIMIT)
+        low, high = _CPU_PERIOD
+        if not low <= self.period <= high:
+            raise PolicyError(f"cgroups.cpu.period: {self.period} µs is outside {low}..{high}")
+        _check_count(
+            "cgroups.cpu.quota", self.quota, _MAX_CPU_QUOTA, zero="process would get no CPU"
+        )
+        if self.quota is not None and self.quota < _CPU_PERIOD[0]:
+            raise PolicyError(
+                f"cgroups.cpu.quota: {self.quota} µs is below the kernel's minimum of "
+                f"{_CPU_PERIOD[0]} µs"
+            )
+
+    @classmethod
+    def from_fraction(cls, cpus: float, period: int = 100_000) -> CpuMax:
+        """``cpus`` CPUs' worth of time: ``CpuMax.from_fraction(0.5)`` is 50 000/100 000."""
+        if isinstance(cpus, bool) or not isinstance(cpus, (int, float)) or not cpus > 0:
+            raise PolicyError(f"cgroups.cpu: {cpus!r} CPUs is not a positive number")
+        return cls(quota=round(cpus * period), period=period)
+
+    def to_file(self) -> str:
+        """The line written to ``cpu.max``: ``"50000 100000"`` or ``"max 100000"``."""
+        return f"{'max' if self.quota is None else self.quota} {self.period}"
+
+
+@dataclass(frozen=True)
+class CgroupLimits:
+    """A cgroup v2 group of its own for the program and all its descendants.
+
+    Args:
+        cpu: ``cpu.max``. memory: ``memory.max`` in bytes. pids: ``pids.max``.
+        fail_on_error: refuse to spawn when the group cannot be set up or joined; by default
+            (as in the reference) the program runs without it and a warning says why.
+
+    A ``CgroupLimits()`` with no limit still gives the program a group: usage accounting and
+    ``kill_tree()`` for everything it starts.
+    """
+
+    cpu: CpuMax | None = None
+    memory: int | None = None
+    pids: int | None = None
+    fail_on_error: bool = False
+
+    def __post_init__(self) -> None:
+        if self.cpu is not None and not isinstance(self.cpu, CpuMax):
+            raise PolicyError(f"cgroups.cpu: expected a CpuMax, got {self.cpu!r}")
+        _check_count("cgroups.memory", self.memory, _MAX_RLIMIT)
+        _check_count("cgroups.pids", self.pids, _MAX_RLIMIT)
+        if not isinstance(self.fail_on_error, bool):
+            raise PolicyError(
+                f"cgroups.fail_on_error: expected True or False, got {self.fail_on_error!r}"
+            )
+
+    def files(self) -> dict[str, str]:
+        """Interface file → value to write, for each configured limit."""
+        values = {}
+        if self.cpu is not None:
+            values["cpu.max"] = self.cpu.to_file()
+        if self.memory is not None:
+            values["memory.max"] = str(self.memory)
+        if self.pids is not None:
+            values["pids.max"] = str(self.pids)
+        return values
+
+    def controllers(self) -> tuple[str, ...]:
+        """The controllers the limits need enabled in the parent's ``cgroup.subtree_control``."""
+        return tuple(name.partition(".")[0] for name in self.files())
+
+
 @dataclass(frozen=True)
 class Policy:
     """Everything hardexec applies to one program (the reference's ``SubprocessBackendConfig``).
 
     An empty policy (the default) spawns the program directly, exactly like :mod:`subprocess`.
+
+    Args:
+        security: capabilities, no_new_privs, identity.
+        rlimits: resource limits, applied by the exec stage.
+        cgroups: a cgroup v2 group of the program's own, with limits; ``None``: no group.
+        cgroup_parent: the cgroup v2 directory to create that group in; by default the group the
+            calling process lives in (its ``0::`` line of ``/proc/self/cgroup``).
     """
 
     security: SecurityConfig = field(default_factory=SecurityConfig)
+    rlimits: RlimitConfig = field(default_factory=RlimitConfig)
+    cgroups: CgroupLimits | None = None
+    cgroup_parent: str | os.PathLike[str] | None = None
 
     def __post_init__(self) -> None:
-        if not isinstance(self.security, SecurityConfig):
-            raise PolicyError(f"policy.security: expected a SecurityConfig, got {self.security!r}")
+        for name, kind in (("security", SecurityConfig), ("rlimits", RlimitConfig)):
+            value = getattr(self, name)
+            if not isinstance(value, kind):
+                raise PolicyError(f"policy.{name}: expected a {kind.__name__}, got {value!r}")
+        if self.cgroups is not None and not isinstance(self.cgroups, CgroupLimits):
+            raise PolicyError(f"policy.cgroups: expected a CgroupLimits, got {self.cgroups!r}")
+        if self.cgroup_parent is not None:
+            from .cgroups import check_parent  # cgroups reads the filesystem; policy stays pure
+
+            object.__setattr__(self, "cgroup_parent", check_parent(self.cgroup_parent))
 
     def with_security(self, security: SecurityConfig) -> Policy:
         """A copy of this policy with ``security`` replaced."""
         return dataclasses.replace(self, security=security)
 
+    def with_rlimits(self, rlimits: RlimitConfig) -> Policy:
+        """A copy of this policy with ``rlimits`` replaced."""
+        return dataclasses.replace(self, rlimits=rlimits)
+
+    def with_cgroups(
+        self, cgroups: CgroupLimits | None, parent: str | os.PathLike[str] | None = None
+    ) -> Policy:
+        """A copy of this policy with ``cgroups`` (and ``cgroup_parent``) replaced."""
+        return dataclasses.replace(self, cgroups=cgroups, cgroup_parent=parent)
+
     def is_empty(self) -> bool:
         """True when the policy changes nothing, so no exec stage is needed."""
-        return self.security.is_empty()
+        return self.security.is_empty() and self.rlimits.is_empty() and self.cgroups is None
+
+
+def _check_count(name: str, value: object, maximum: int, zero: str = "") -> None:
+    """``None``, or a positive int up to ``maximum``; zero gets the reference's message."""
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise PolicyError(f"{name}: expected a whole number, got {value!r}")
+    if value == 0:
+        raise PolicyError(f"{name} cannot be zero" + (f" ({zero})" if zero else ""))
+    if value < 0:
+        raise PolicyError(f"{name}: {value} is negative")
+    if value > maximum:
+        raise PolicyError(f"{name}: {value} is larger than {maximum}")
 
 
 def _resolve_identity(config: SecurityConfig) -> Identity:

@@ -4,11 +4,11 @@ Same idea as CPython's ``_posixsubprocess`` error pipe: the stage inherits the w
 it close-on-exec, so end-of-file without a fatal record means ``execve`` of the program succeeded.
 Each record is one ASCII line::
 
-    W <step> <errno> <cap|->     a best-effort step failed; the stage went on
-    F <step> <errno> <cap|->     the stage aborted before exec; it exits right after
+    W <step> <errno> <arg|->     a best-effort step failed; the stage went on
+    F <step> <errno> <arg|->     the stage aborted before exec; it exits right after
 
 The third field names the capability a record is about (``keep_caps``, ``bounding_set``,
-``ambient_raise``), or ``-``.
+``ambient_raise``), the resource (``setrlimit``), or ``-``.
 """
 
 from __future__ import annotations
@@ -22,18 +22,28 @@ from dataclasses import dataclass
 
 from .caps import cap_name
 from .errors import StageError, StageWarning
+from .policy import RLIMIT_CORE, RLIMIT_FIELDS
 
 __all__ = ["StageReport", "caller_stacklevel", "parse_report", "read_all"]
 
 logger = logging.getLogger("hardexec")
 logger.addHandler(logging.NullHandler())  # a library: output only where the app configures it
 
-# What each step means, for details the user can act on.
+# What the record's third field names, for details the user can act on.
 _CAP_DETAIL = {
     "keep_caps": "CAP_{} is not in the launcher's permitted set, so it cannot be kept",
     "bounding_set": "dropping CAP_{} from the bounding set, the first drop that failed",
     "ambient_raise": "raising CAP_{} in the ambient set",
 }
+_RLIMIT_NAMES = {number: name for name, number in [*RLIMIT_FIELDS.values(), ("CORE", RLIMIT_CORE)]}
+
+
+def _detail(step: str, arg: str) -> str:
+    if not arg.isdecimal():
+        return ""
+    if step == "setrlimit":
+        return "RLIMIT_" + _RLIMIT_NAMES.get(int(arg), arg)
+    return _CAP_DETAIL[step].format(cap_name(int(arg))) if step in _CAP_DETAIL else ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,12 +87,8 @@ def parse_report(
         parts = line.split()
         if len(parts) != 4 or parts[0] not in ("W", "F") or not parts[2].isdecimal():
             return StageReport(tuple(found), StageError("report", errno_mod.EPROTO, repr(line)))
-        kind, step, number, cap = parts[0], parts[1], int(parts[2]), parts[3]
-        detail = (
-            _CAP_DETAIL[step].format(cap_name(int(cap)))
-            if cap.isdecimal() and step in _CAP_DETAIL
-            else ""
-        )
+        kind, step, number, arg = parts[0], parts[1], int(parts[2]), parts[3]
+        detail = _detail(step, arg)
         if kind == "W":
             found.append(StageWarning(step, number, detail))
         elif step == "exec":

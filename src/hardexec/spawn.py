@@ -10,20 +10,36 @@ missing program. One :class:`_Launch` holds that logic for every surface (sync, 
 from __future__ import annotations
 
 import asyncio
+import errno
+import logging
 import os
+import resource
+import signal
 import subprocess
 import sys
 import warnings
 from collections.abc import Sequence
 from typing import IO, Any
 
-from .errors import StageWarning
+from .cgroups import Cgroup
+from .errors import CgroupError, StageWarning
 from .plan import StrOrBytesPath, compile_plan
 from .policy import Policy
 from .report import StageReport, caller_stacklevel, parse_report, read_all
 from .stage import stage_command
+from .usage import Usage
 
-__all__ = ["Popen", "Wrapped", "create_subprocess_exec", "run", "wrap"]
+__all__ = [
+    "CompletedProcess",
+    "Popen",
+    "Process",
+    "Wrapped",
+    "create_subprocess_exec",
+    "run",
+    "wrap",
+]
+
+logger = logging.getLogger("hardexec")
 
 Args = StrOrBytesPath | Sequence[StrOrBytesPath]
 _EMPTY = Policy()
@@ -81,7 +97,7 @@ def _program_argv(args: Args, kwargs: dict[str, Any]) -> tuple[list[StrOrBytesPa
 
 
 class _Launch:
-    """One hardened spawn: the stage argv, the report pipe, and turning the report into Python."""
+    """One hardened spawn: cgroup, stage argv, report pipe, and the report turned into Python."""
 
     def __init__(self, args: Args, policy: Policy, kwargs: dict[str, Any], report: bool = True):
         for name in ("user", "group", "extra_groups"):
@@ -100,31 +116,66 @@ class _Launch:
             pass_fds += _inheritable_fds()
         self.program = executable if executable is not None else argv[0]
         self.read_fd = self.write_fd = -1
-        if report:
-            self.read_fd, self.write_fd = _report_pipe()
-            pass_fds += (self.write_fd,)
+        self.setup_warnings: list[StageWarning] = []
+        self.cgroup = self._make_cgroup(policy)  # before the pipe: a refusal leaks nothing
+        self.joined = self.cgroup is not None
+        try:
+            if report:
+                self.read_fd, self.write_fd = _report_pipe()
+                pass_fds += (self.write_fd,)
+        except BaseException:
+            self.release()
+            raise
+        cgroup_fd = self.cgroup.procs_fd if self.cgroup else None
+        if cgroup_fd is not None:
+            pass_fds += (cgroup_fd,)
         report_fd = self.write_fd if report else None
-        self.argv = [*stage, *plan.stage_args(report_fd, executable), *argv]
+        self.argv = [*stage, *plan.stage_args(report_fd, executable, cgroup_fd), *argv]
         self.pass_fds = pass_fds
         self.kwargs = kwargs
 
+    def _make_cgroup(self, policy: Policy) -> Cgroup | None:
+        limits = policy.cgroups
+        if limits is None:
+            return None
+        try:
+            return Cgroup.create(limits, policy.cgroup_parent)
+        except CgroupError as err:
+            if limits.fail_on_error:
+                raise
+            # The reference's default: run without the group, and say why.
+            self.setup_warnings.append(StageWarning("cgroup", err.errno, err.strerror or ""))
+            return None
+
     def spawned(self) -> None:
-        """Drop the parent's copy of the write end: only the stage holds it now."""
+        """Drop the parent's copies of the fds only the stage needs now."""
         if self.write_fd >= 0:
             os.close(self.write_fd)
             self.write_fd = -1
+        if self.cgroup is not None:
+            self.cgroup.close_fd()
 
     def finish(self, data: bytes) -> StageReport:
-        """Close both pipe ends and decode what the stage wrote before its exec (or its end)."""
+        """Close our fds and decode what the stage wrote before its exec (or its end)."""
         self.close()
-        return parse_report(data, self.program)
+        report = parse_report(data, self.program)
+        if any(w.step == "cgroup_join" for w in report.warnings) and self.cgroup is not None:
+            self.joined = False  # best effort: the program runs outside its (empty) group
+            self.cgroup.remove()
+        return StageReport((*self.setup_warnings, *report.warnings), report.error)
 
     def close(self) -> None:
-        """Close whatever is still open (idempotent)."""
+        """Close whatever fd is still open (idempotent); the group itself stays."""
         self.spawned()
         if self.read_fd >= 0:
             os.close(self.read_fd)
             self.read_fd = -1
+
+    def release(self) -> None:
+        """Close everything and remove the group (now if empty, else once it empties)."""
+        self.close()
+        if self.cgroup is not None:
+            self.cgroup.remove()
 
 
 def _inheritable_fds() -> tuple[int, ...]:
@@ -162,15 +213,23 @@ class Popen(subprocess.Popen):
 
     Attributes:
         policy: the policy applied (an empty :class:`Policy` when none was given).
-        stage_warnings: the warnings the exec stage reported, in order.
+        stage_warnings: what could not be applied (best effort), in order.
+        cgroup: the program's own cgroup, while it has one (``policy.cgroups``).
+        usage: what the program used, once it has been waited for (:class:`Usage`): from its
+            cgroup when it had one, else from ``wait4``'s rusage.
     """
 
     policy: Policy
     stage_warnings: tuple[StageWarning, ...]
+    cgroup: Cgroup | None
+    usage: Usage | None
 
     def __init__(self, args: Args, *, policy: Policy | None = None, **kwargs: Any) -> None:
         self.policy = _check_policy(policy)
         self.stage_warnings = ()
+        self.cgroup = None
+        self.usage = None
+        self._rusage: resource.struct_rusage | None = None
         if not _applies(self.policy):
             super().__init__(args, **kwargs)
             return
@@ -178,9 +237,10 @@ class Popen(subprocess.Popen):
         try:
             super().__init__(launch.argv, pass_fds=launch.pass_fds, **launch.kwargs)
         except BaseException:
-            launch.close()
+            launch.release()
             raise
         self.args = args  # what the caller passed, as subprocess reports it
+        self.cgroup = launch.cgroup  # set before any reaping: the exit hook removes it
         try:
             launch.spawned()
             report = launch.finish(read_all(launch.read_fd))
@@ -188,6 +248,8 @@ class Popen(subprocess.Popen):
             launch.close()
             self._abandon()
             raise
+        if not launch.joined:
+            self.cgroup = None
         self.stage_warnings = report.warnings
         if report.error is not None:
             self._abandon(kill=False)
@@ -198,14 +260,115 @@ class Popen(subprocess.Popen):
                 self._abandon()
             raise
 
+    def kill_tree(self) -> None:
+        """SIGKILL the program and every process it started, daemonised or setsid'd ones too.
+
+        With a cgroup: ``cgroup.kill`` (Linux 5.14+; before that, frozen and killed pid by pid).
+        Without one: the process group when the program leads one (``process_group=0`` or
+        ``start_new_session=True``), else the program alone. Like :meth:`kill`, it does not
+        wait; the group is removed once its last process has exited.
+        """
+        if self.cgroup is not None:
+            self.cgroup.kill()
+            return
+        if self.returncode is not None:
+            return  # reaped: its pid (and process group id) may already be someone else's
+        try:
+            if os.getpgid(self.pid) == self.pid:
+                os.killpg(self.pid, signal.SIGKILL)
+                return
+        except ProcessLookupError:
+            return
+        self.kill()
+
     def _abandon(self, kill: bool = True) -> None:
         """End the stage (it exits by itself after a fatal report), reap it, close its pipes."""
         if kill:
+            self.kill_tree()
             self.kill()
         self.wait()
         for stream in (self.stdin, self.stdout, self.stderr):
             if stream is not None:
                 stream.close()
+
+    # --- reaping: subprocess's own hooks, extended to keep the rusage and finish the group ----
+    # wait4 instead of waitpid so the program's rusage is not lost; every reaping path
+    # (wait, poll, communicate, __del__) goes through _try_wait or _internal_poll, and
+    # then _handle_exitstatus.
+
+    def _try_wait(self, wait_flags: int) -> tuple[int, int]:
+        try:
+            pid, sts, rusage = os.wait4(self.pid, wait_flags)
+        except ChildProcessError:  # SIGCHLD ignored: the status is gone (as in subprocess)
+            return self.pid, 0
+        if pid == self.pid:
+            self._rusage = rusage
+        return pid, sts
+
+    def _internal_poll(
+        self,
+        _deadstate: int | None = None,
+        _wait4: Any = os.wait4,
+        _WNOHANG: int = os.WNOHANG,
+        _ECHILD: int = errno.ECHILD,
+        **_ignored: Any,
+    ) -> int | None:
+        # Mirrors subprocess's own; called from __del__, so it refers to nothing global.
+        if self.returncode is None:
+            if not self._waitpid_lock.acquire(False):
+                return None  # another thread is waiting
+            try:
+                if self.returncode is not None:
+                    return self.returncode
+                pid, sts, rusage = _wait4(self.pid, _WNOHANG)
+                if pid == self.pid:
+                    self._rusage = rusage
+                    self._handle_exitstatus(sts)
+            except OSError as e:
+                if _deadstate is not None:
+                    self.returncode = _deadstate
+                elif e.errno == _ECHILD:
+                    self.returncode = 0
+            finally:
+                self._waitpid_lock.release()
+        return self.returncode
+
+    def _handle_exitstatus(self, sts: int, *args: Any, **kwargs: Any) -> None:
+        super()._handle_exitstatus(sts, *args, **kwargs)
+        if self.usage is not None or self.returncode is None:
+            return
+        try:
+            group = self.cgroup
+            if group is not None:
+                self.usage = group.usage()
+                group.remove()  # now, or by the janitor once the last leftover exits
+            elif self._rusage is not None:
+                self.usage = Usage.from_rusage(self._rusage)
+        except Exception:  # never let accounting break wait(); say so instead
+            logger.exception("hardexec: finishing the cgroup of pid %d failed", self.pid)
+
+
+class CompletedProcess(subprocess.CompletedProcess[Any]):
+    """:class:`subprocess.CompletedProcess` plus what hardexec knows of the run.
+
+    Attributes:
+        usage: what the program used (see :attr:`Popen.usage`).
+        stage_warnings: what could not be applied (best effort).
+    """
+
+    def __init__(
+        self,
+        args: Any,
+        returncode: int,
+        stdout: Any = None,
+        stderr: Any = None,
+        *,
+        usage: Usage | None = None,
+        stage_warnings: tuple[StageWarning, ...] = (),
+    ) -> None:
+        super().__init__(args, returncode, stdout, stderr)
+        self.usage = usage
+        self.stage_warnings = stage_warnings
 
 
 def run(
@@ -217,8 +380,12 @@ def run(
     timeout: float | None = None,
     check: bool = False,
     **kwargs: Any,
-) -> subprocess.CompletedProcess[Any]:
-    """:func:`subprocess.run` with a policy; same arguments, same result, same exceptions."""
+) -> CompletedProcess:
+    """:func:`subprocess.run` with a policy; same arguments, same result, same exceptions.
+
+    One difference, the point of a tree: on a timeout or an exception, everything the program
+    started is killed too (:meth:`Popen.kill_tree`), not only the program.
+    """
     if input is not None:
         if kwargs.get("stdin") is not None:
             raise ValueError("stdin and input arguments may not both be used.")
@@ -231,16 +398,93 @@ def run(
         try:
             stdout, stderr = process.communicate(input, timeout=timeout)
         except subprocess.TimeoutExpired:
+            process.kill_tree()
             process.kill()
             process.wait()
             raise
         except BaseException:
+            process.kill_tree()
             process.kill()
             raise
         retcode = process.poll()
         if check and retcode:
             raise subprocess.CalledProcessError(retcode, process.args, stdout, stderr)
-    return subprocess.CompletedProcess(process.args, retcode, stdout, stderr)
+    return CompletedProcess(
+        process.args,
+        retcode,
+        stdout,
+        stderr,
+        usage=process.usage,
+        stage_warnings=process.stage_warnings,
+    )
+
+
+class Process(asyncio.subprocess.Process):
+    """:class:`asyncio.subprocess.Process` plus :attr:`usage`, :attr:`stage_warnings`,
+    :attr:`cgroup` and :meth:`kill_tree`, as on :class:`Popen`.
+
+    ``usage`` comes from the program's cgroup (asyncio reaps the child itself, so there is no
+    rusage to read): without ``policy.cgroups`` it stays ``None``.
+    """
+
+    def __init__(
+        self,
+        transport: asyncio.SubprocessTransport,
+        protocol: asyncio.subprocess.SubprocessStreamProtocol,
+        loop: asyncio.AbstractEventLoop,
+        exit: _ExitHook,
+    ) -> None:
+        super().__init__(transport, protocol, loop)
+        self._exit = exit
+        self.stage_warnings: tuple[StageWarning, ...] = ()
+
+    @property
+    def cgroup(self) -> Cgroup | None:
+        """The program's own cgroup, while it has one."""
+        return self._exit.cgroup
+
+    @property
+    def usage(self) -> Usage | None:
+        """What the program used, once it has exited (cgroup only)."""
+        return self._exit.usage
+
+    def kill_tree(self) -> None:
+        """SIGKILL the program and every process it started (see :meth:`Popen.kill_tree`)."""
+        if self._exit.cgroup is not None:
+            self._exit.cgroup.kill()
+        elif self.returncode is None:
+            self.kill()
+
+    async def wait(self) -> int:
+        """Wait for the program to exit; then :attr:`usage` is set and the group removed."""
+        returncode = await super().wait()
+        self._exit.finish()
+        return returncode
+
+
+class _ExitHook:
+    """Reads a finished program's usage and removes its group: when asyncio reports the exit,
+    which may come before the caller has its :class:`Process` (or never awaits it)."""
+
+    def __init__(self, cgroup: Cgroup | None) -> None:
+        self.cgroup = cgroup
+        self.usage: Usage | None = None
+
+    def finish(self) -> None:
+        group, self.cgroup = self.cgroup, None
+        if group is not None:
+            self.usage = group.usage()
+            group.remove()
+
+
+class _Protocol(asyncio.subprocess.SubprocessStreamProtocol):
+    def __init__(self, limit: int, loop: asyncio.AbstractEventLoop, exit: _ExitHook) -> None:
+        super().__init__(limit=limit, loop=loop)
+        self._exit = exit
+
+    def process_exited(self) -> None:
+        self._exit.finish()
+        super().process_exited()
 
 
 async def create_subprocess_exec(
@@ -252,37 +496,51 @@ async def create_subprocess_exec(
     stderr: int | IO[Any] | None = None,
     limit: int = 2**16,
     **kwds: Any,
-) -> asyncio.subprocess.Process:
-    """:func:`asyncio.create_subprocess_exec` with a policy.
+) -> Process:
+    """:func:`asyncio.create_subprocess_exec` with a policy; returns a :class:`Process`.
 
     Raises :class:`StageError` / ``FileNotFoundError`` like :class:`Popen`, after reaping the
     stage. Cancelled while the stage runs, it kills and reaps the stage before re-raising.
     """
     policy = _check_policy(policy)
-    spawn = asyncio.create_subprocess_exec
-    streams = {"stdin": stdin, "stdout": stdout, "stderr": stderr, "limit": limit}
-    if not _applies(policy):
-        return await spawn(program, *args, **streams, **kwds)
-    launch = _Launch([program, *args], policy, kwds)
+    loop = asyncio.get_running_loop()
+    streams = {"stdin": stdin, "stdout": stdout, "stderr": stderr}
+    launch = _Launch([program, *args], policy, kwds) if _applies(policy) else None
+    exit_hook = _ExitHook(launch.cgroup if launch else None)
     try:
-        proc = await spawn(*launch.argv, pass_fds=launch.pass_fds, **streams, **launch.kwargs)
+        if launch is None:
+            argv, extra = [program, *args], kwds
+        else:
+            argv, extra = launch.argv, {**launch.kwargs, "pass_fds": launch.pass_fds}
+        transport, protocol = await loop.subprocess_exec(
+            lambda: _Protocol(limit, loop, exit_hook), *argv, **streams, **extra
+        )
     except BaseException:
-        launch.close()
+        if launch is not None:
+            launch.release()
         raise
+    proc = Process(transport, protocol, loop, exit_hook)
+    if launch is None:
+        return proc
     try:
         launch.spawned()
         report = launch.finish(await _read_all_async(launch.read_fd))
     except BaseException:
         launch.close()
+        proc.kill_tree()
         proc.kill()
         await asyncio.shield(proc.wait())
         raise
+    if not launch.joined:
+        exit_hook.cgroup = None
+    proc.stage_warnings = report.warnings
     if report.error is not None:
         await proc.wait()
     try:
         report.emit()
     except BaseException:
         if proc.returncode is None:  # a warning the caller made an error: the program runs
+            proc.kill_tree()
             proc.kill()
             await asyncio.shield(proc.wait())
         raise
@@ -328,6 +586,9 @@ class Wrapped:
 
     Made with ``report=False`` there is no pipe: the stage writes one line to stderr and exits
     125 (126/127 when the program cannot be executed / is not found), like env(1).
+
+    With ``policy.cgroups`` the group is made by :func:`wrap`; :attr:`cgroup` gives its usage
+    and kill, and :meth:`close` (the ``with`` block's end) removes it once it is empty.
     """
 
     def __init__(self, launch: _Launch | None, argv: list[StrOrBytesPath]):
@@ -335,6 +596,12 @@ class Wrapped:
         self.argv: list[StrOrBytesPath] = launch.argv if launch else argv
         self.pass_fds: tuple[int, ...] = launch.pass_fds if launch else ()
         self.report: StageReport | None = None
+
+    @property
+    def cgroup(self) -> Cgroup | None:
+        """The program's cgroup, when the policy asks for one and it could be made."""
+        launch = self._launch
+        return launch.cgroup if launch is not None and launch.joined else None
 
     @property
     def report_fd(self) -> int:
@@ -362,9 +629,9 @@ class Wrapped:
         return self.report
 
     def close(self) -> None:
-        """Close both pipe ends (idempotent)."""
+        """Close both pipe ends and remove the group once it is empty (idempotent)."""
         if self._launch:
-            self._launch.close()
+            self._launch.release()
 
     def __enter__(self) -> Wrapped:
         return self

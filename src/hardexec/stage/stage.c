@@ -5,10 +5,14 @@
  * a fresh process image may do anything, and the parent keeps subprocess's vfork() fast path.
  * The plan arrives as options (see hardexec/plan.py):
  *
- *   hardexec-stage [--report-fd=N] [--uid=N] [--gid=N] [--groups=G,G | --clear-groups]
+ *   hardexec-stage [--report-fd=N] [--cgroup-fd=N [--cgroup-strict]] [--rlimit=RES:VALUE...]
+ *                  [--uid=N] [--gid=N] [--groups=G,G | --clear-groups]
  *                  [--drop-caps=KEEPHEX] [--strict] [--nnp] [--exec=PATH] -- PROGRAM [ARG...]
  *
  * Steps run in one fixed order, the only one the kernel makes correct (capabilities(7)):
+ *   0. join the cgroup                 write "0" to its cgroup.procs (opened by the parent), so
+ *                                      the program and all it starts are inside from the start
+ *   0. rlimits: soft = hard = min(VALUE, inherited hard); lowering needs no privilege
  *   1. setgroups, setresgid            needs CAP_SETGID, so before any capability is dropped
  *   2. drop non-kept caps from the bounding set
  *                                      needs CAP_SETPCAP; without it root regains every cap
@@ -19,10 +23,12 @@
  *   6. PR_SET_NO_NEW_PRIVS
  *   7. execve (PATH searched like CPython's subprocess)
  *
- * Failure semantics: steps 2-5 are best-effort unless --strict: a failure is reported as a
- * warning and the stage goes on. Identity changes, no_new_privs and exec always abort.
+ * Failure semantics: steps 2-5 are best-effort unless --strict, the cgroup join unless
+ * --cgroup-strict: a failure is reported as a warning and the stage goes on. Rlimits, identity
+ * changes, no_new_privs and exec always abort.
  * Reports go to the report fd (close-on-exec, so EOF there means exec succeeded) as lines
- * "W|F <step> <errno> <cap|->"; without one, as text on stderr, exiting 125/126/127 like env(1).
+ * "W|F <step> <errno> <cap|resource|->"; without one, as text on stderr, exiting 125/126/127
+ * like env(1).
  *
  * Two builds of this file, chosen by setup.py:
  *   - freestanding (HX_FREESTANDING, x86_64/aarch64): raw syscalls and our own _start, no C
@@ -103,6 +109,11 @@ static long hx_write(int fd, const void *buf, unsigned long n)
     return sys6(__NR_write, fd, (long)buf, (long)n, 0, 0, 0);
 }
 static long hx_cloexec(int fd) { return sys6(__NR_fcntl, fd, F_SETFD, FD_CLOEXEC, 0, 0, 0); }
+static long hx_close(int fd) { return sys6(__NR_close, fd, 0, 0, 0, 0, 0); }
+static long hx_prlimit(int resource, const void *new_limit, void *old_limit)
+{
+    return sys6(__NR_prlimit64, 0, resource, (long)new_limit, (long)old_limit, 0, 0);
+}
 static long hx_setgroups(unsigned long n, const unsigned int *groups)
 {
     return sys6(__NR_setgroups, (long)n, (long)groups, 0, 0, 0, 0);
@@ -154,6 +165,11 @@ __attribute__((used, noreturn)) void hx_start(long *sp)
 static long ret(long r) { return r < 0 ? -errno : r; }
 static long hx_write(int fd, const void *buf, unsigned long n) { return ret(write(fd, buf, n)); }
 static long hx_cloexec(int fd) { return ret(fcntl(fd, F_SETFD, FD_CLOEXEC)); }
+static long hx_close(int fd) { return ret(close(fd)); }
+static long hx_prlimit(int resource, const void *new_limit, void *old_limit)
+{
+    return ret(syscall(SYS_prlimit64, 0, resource, new_limit, old_limit));
+}
 static long hx_setgroups(unsigned long n, const unsigned int *groups)
 {
     return ret(setgroups(n, (const gid_t *)groups));
@@ -189,13 +205,21 @@ int main(int argc, char **argv, char **envp) { return stage_main(argc, argv, env
 #define MAX_CAP 63
 #define MAX_GROUPS 65536   /* the kernel's NGROUPS_MAX */
 #define MAX_PATH 4096      /* the kernel's PATH_MAX: longer names fail with ENAMETOOLONG */
+#define MAX_RLIMITS 16     /* the kernel's RLIM_NLIMITS */
 #define EXIT_STAGE 125     /* hardexec itself failed */
 #define EXIT_NOEXEC 126    /* program found but could not be executed */
 #define EXIT_NOENT 127     /* program not found */
 
 typedef unsigned long long u64;
 
+struct rlimit64 {
+    u64 cur, max;
+};
+
 struct plan {
+    int cgroup_fd, cgroup_strict;
+    int nrlimits, rlimit_resource[MAX_RLIMITS];
+    u64 rlimit_value[MAX_RLIMITS];
     int has_uid, has_gid, set_groups, drop_caps, strict, nnp;
     unsigned int uid, gid;
     unsigned long ngroups;
@@ -315,8 +339,9 @@ static void put_num(struct line *l, long v)
         put(l, (char[]){digits[--i], 0});
 }
 
-/* One record on the report fd, or one line on stderr when there is none. */
-static void report(char kind, const char *step, int err, int cap)
+/* One record on the report fd, or one line on stderr when there is none. ``arg`` is the
+ * capability or (for setrlimit) the resource the record is about, or -1. */
+static void report(char kind, const char *step, int err, int arg)
 {
     struct line l = {.n = 0};
     if (report_fd >= 0) {
@@ -325,8 +350,8 @@ static void report(char kind, const char *step, int err, int cap)
         put(&l, " ");
         put_num(&l, err);
         put(&l, " ");
-        if (cap >= 0)
-            put_num(&l, cap);
+        if (arg >= 0)
+            put_num(&l, arg);
         else
             put(&l, "-");
     } else {
@@ -342,9 +367,9 @@ static void report(char kind, const char *step, int err, int cap)
             put(&l, "Unknown error ");
             put_num(&l, err);
         }
-        if (cap >= 0) {
-            put(&l, " (capability ");
-            put_num(&l, cap);
+        if (arg >= 0) {
+            put(&l, str_eq(step, "setrlimit") ? " (resource " : " (capability ");
+            put_num(&l, arg);
             put(&l, ")");
         }
     }
@@ -360,9 +385,9 @@ static void report(char kind, const char *step, int err, int cap)
     }
 }
 
-static __attribute__((noreturn)) void fail(const char *step, int err, int cap)
+static __attribute__((noreturn)) void fail(const char *step, int err, int arg)
 {
-    report('F', step, err, cap);
+    report('F', step, err, arg);
     if (!str_eq(step, "exec"))
         hx_exit(EXIT_STAGE);
     hx_exit(err == ENOENT || err == ENOTDIR ? EXIT_NOENT : EXIT_NOEXEC);
@@ -392,6 +417,22 @@ static int parse_groups(const char *s, struct plan *p)
     }
 }
 
+/* "RES:VALUE", RES below RLIM_NLIMITS, VALUE a figure below RLIM_INFINITY (as the policy's). */
+static int parse_rlimit(const char *s, struct plan *p)
+{
+    const char *colon = s;
+    u64 resource;
+    while (*colon && *colon != ':')
+        colon++;
+    if (!*colon || p->nrlimits == MAX_RLIMITS ||
+        parse_u64(s, colon, 10, MAX_RLIMITS - 1, &resource) < 0 ||
+        parse_u64(colon + 1, colon + 1 + str_len(colon + 1), 10, 0x7fffffffffffffffull,
+                  &p->rlimit_value[p->nrlimits]) < 0)
+        return -1;
+    p->rlimit_resource[p->nrlimits++] = (int)resource;
+    return 0;
+}
+
 static void parse(int argc, char **argv, struct plan *p)
 {
     int i;
@@ -408,6 +449,15 @@ static void parse(int argc, char **argv, struct plan *p)
             if (r < 0)
                 fail("report_fd", (int)-r, -1);
             report_fd = (int)n;
+        } else if ((v = option(a, "--cgroup-fd"))) {
+            if (parse_u64(v, v + str_len(v), 10, 0x7fffffff, &n) < 0)
+                goto bad;
+            p->cgroup_fd = (int)n;
+        } else if (str_eq(a, "--cgroup-strict")) {
+            p->cgroup_strict = 1;
+        } else if ((v = option(a, "--rlimit"))) {
+            if (parse_rlimit(v, p) < 0)
+                goto bad;
         } else if ((v = option(a, "--uid"))) {
             if (parse_id(v, v + str_len(v), &p->uid) < 0)
                 goto bad;
@@ -444,6 +494,34 @@ static void parse(int argc, char **argv, struct plan *p)
     return;
 bad:
     fail("arguments", EINVAL, -1);
+}
+
+/* Move this process into the program's cgroup; the parent opened its cgroup.procs for us. */
+static void join_cgroup(const struct plan *p)
+{
+    long r = hx_write(p->cgroup_fd, "0", 1);
+    hx_close(p->cgroup_fd);
+    if (r < 0) {
+        if (p->cgroup_strict)
+            fail("cgroup_join", (int)-r, -1);
+        report('W', "cgroup_join", (int)-r, -1);
+    }
+}
+
+/* Each limit becomes a ceiling the program cannot raise: soft = hard = min(asked, hard). */
+static void set_rlimits(const struct plan *p)
+{
+    for (int i = 0; i < p->nrlimits; i++) {
+        struct rlimit64 old, lim;
+        int resource = p->rlimit_resource[i];
+        long r = hx_prlimit(resource, 0, &old);
+        if (r >= 0) {
+            lim.cur = lim.max = p->rlimit_value[i] < old.max ? p->rlimit_value[i] : old.max;
+            r = hx_prlimit(resource, &lim, 0);
+        }
+        if (r < 0)
+            fail("setrlimit", (int)-r, resource);
+    }
 }
 
 /* Keep only the kept caps in the bounding set, 0..cap_last_cap as the kernel reports it. */
@@ -560,10 +638,13 @@ static __attribute__((noreturn)) void exec_program(const struct plan *p)
 
 static int stage_main(int argc, char **argv, char **envp)
 {
-    struct plan p = {.envp = envp};
+    struct plan p = {.cgroup_fd = -1, .envp = envp};
     long r;
     parse(argc, argv, &p);
 
+    if (p.cgroup_fd >= 0)
+        join_cgroup(&p);
+    set_rlimits(&p);
     if (p.set_groups && (r = hx_setgroups(p.ngroups, groups)) < 0)
         fail("setgroups", (int)-r, -1);
     if (p.has_gid && (r = hx_setresgid(p.gid)) < 0)

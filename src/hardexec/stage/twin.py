@@ -11,14 +11,17 @@ puts both back to SIG_DFL before exec, which is what ``subprocess`` does by defa
 (``restore_signals=True``); a launcher passing ``restore_signals=False`` gets them reset anyway.
 """
 
+import contextlib
 import ctypes
 import errno
 import os
+import resource as resource_mod
 import signal
 import sys
 
 MAX_CAP = 63
 MAX_GROUPS = 65536  # the kernel's NGROUPS_MAX
+MAX_RLIMITS = 16  # the kernel's RLIM_NLIMITS
 EXIT_STAGE, EXIT_NOEXEC, EXIT_NOENT = 125, 126, 127
 PR_CAPBSET_READ, PR_CAPBSET_DROP, PR_SET_KEEPCAPS = 23, 24, 8
 PR_SET_NO_NEW_PRIVS, PR_CAP_AMBIENT = 38, 47
@@ -61,14 +64,15 @@ def error_text(err):
     return os.strerror(err) if err in KNOWN_ERRORS else f"Unknown error {err}"
 
 
-def report(kind, step, err, cap=-1):
+def report(kind, step, err, arg=-1):
     if report_fd >= 0:
-        line = f"{kind} {step} {err} {cap if cap >= 0 else '-'}\n"
+        line = f"{kind} {step} {err} {arg if arg >= 0 else '-'}\n"
         fd = report_fd
     else:
         warn = "warning: " if kind == "W" else ""
         line = f"hardexec-stage: {warn}{step} failed: [Errno {err}] {error_text(err)}"
-        line += f" (capability {cap})\n" if cap >= 0 else "\n"
+        label = "resource" if step == "setrlimit" else "capability"
+        line += f" ({label} {arg})\n" if arg >= 0 else "\n"
         fd = 2
     data = line.encode()
     try:
@@ -78,8 +82,8 @@ def report(kind, step, err, cap=-1):
         pass
 
 
-def fail(step, err, cap=-1):
-    report("F", step, err, cap)
+def fail(step, err, arg=-1):
+    report("F", step, err, arg)
     if step != "exec":
         os._exit(EXIT_STAGE)
     os._exit(EXIT_NOENT if err in (errno.ENOENT, errno.ENOTDIR) else EXIT_NOEXEC)
@@ -114,7 +118,7 @@ def parse_id(text):
 def parse(argv):
     global report_fd
     plan = {"uid": None, "gid": None, "groups": None, "keep": None, "strict": False}
-    plan.update(nnp=False, exec=None)
+    plan.update(nnp=False, exec=None, cgroup_fd=None, cgroup_strict=False, rlimits=[])
     try:
         index = argv.index("--")
     except ValueError:
@@ -129,6 +133,16 @@ def parse(argv):
                 except OSError as exc:
                     fail("report_fd", exc.errno)
                 report_fd = fd
+            elif name == "--cgroup-fd" and eq:
+                plan["cgroup_fd"] = parse_number(value, 10, 0x7FFFFFFF)
+            elif arg == "--cgroup-strict":
+                plan["cgroup_strict"] = True
+            elif name == "--rlimit" and eq and len(plan["rlimits"]) < MAX_RLIMITS:
+                resource, colon, limit = value.partition(":")
+                if not colon:
+                    raise ValueError(value)
+                number = parse_number(resource, 10, MAX_RLIMITS - 1)
+                plan["rlimits"].append((number, parse_number(limit, 10, 2**63 - 1)))
             elif name == "--uid" and eq:
                 plan["uid"] = parse_id(value)
             elif name == "--gid" and eq:
@@ -153,6 +167,30 @@ def parse(argv):
     if not plan["argv"]:
         fail("arguments", errno.EINVAL)
     return plan
+
+
+def join_cgroup(plan):
+    try:
+        os.write(plan["cgroup_fd"], b"0")
+        err = 0
+    except OSError as exc:
+        err = exc.errno
+    with contextlib.suppress(OSError):
+        os.close(plan["cgroup_fd"])
+    if err:
+        if plan["cgroup_strict"]:
+            fail("cgroup_join", err)
+        report("W", "cgroup_join", err)
+
+
+def set_rlimits(plan):
+    for resource, value in plan["rlimits"]:
+        try:
+            _, hard = resource_mod.prlimit(0, resource)
+            limit = value if hard == resource_mod.RLIM_INFINITY else min(value, hard)
+            resource_mod.prlimit(0, resource, (limit, limit))
+        except OSError as exc:
+            fail("setrlimit", exc.errno, resource)
 
 
 def drop_bounding(plan):
@@ -227,6 +265,9 @@ def exec_program(plan):
 
 def main():
     plan = parse(sys.argv[1:])
+    if plan["cgroup_fd"] is not None:
+        join_cgroup(plan)
+    set_rlimits(plan)
     if plan["groups"] is not None:
         try:
             os.setgroups(plan["groups"])
