@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from hardexec import cgroups
 from hardexec.stage import native_available
-from helpers import children, open_fds
+from helpers import IS_LINUX, children, hardexec_groups, open_fds, wait_until
 
 STAGES = ("native", "python")
 
@@ -19,12 +20,27 @@ def stage(request, monkeypatch):
     return request.param
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _janitor_started():
+    """Start the cgroup janitor up front, so its own wake-up pipe is not counted as a leak."""
+    if IS_LINUX:
+        cgroups._janitor()
+
+
 @pytest.fixture
 def no_leaks():
-    """Assert that the test leaves no fd open and no child (running or zombie) behind."""
+    """Assert that the test leaves no fd, no child (running or zombie), no cgroup behind.
+
+    A group whose processes outlive its program is removed by the janitor once they exit,
+    so the check waits a little for pending removals first.
+    """
+    groups_before = hardexec_groups()
     before = open_fds()
     yield
     leaked_children = children()
+    wait_until(lambda: not cgroups.pending_removal(), timeout=5)
+    leaked_groups = hardexec_groups() - groups_before
     leaked_fds = open_fds() - before
     assert not leaked_children, f"children left behind: {leaked_children}"
+    assert not leaked_groups, f"cgroups left behind: {sorted(leaked_groups)}"
     assert not leaked_fds, f"fds left open: {sorted(leaked_fds)}"

@@ -50,3 +50,26 @@ def parse_status(text: str) -> dict[str, str]:
 
 def run_text(argv, **kwargs) -> subprocess.CompletedProcess[str]:
     return subprocess.run(argv, capture_output=True, text=True, check=False, **kwargs)
+
+
+def hardexec_groups() -> set[str]:
+    """Every hardexec-made cgroup directory under the cgroup v2 mount (none when not mounted)."""
+    from hardexec import cgroups
+
+    try:
+        root = cgroups.v2_mount()
+    except OSError:
+        return set()
+    return {str(path) for path in root.rglob("hardexec-*") if path.is_dir()}
+
+
+def wait_until(predicate, timeout: float = 5.0, step: float = 0.01) -> bool:
+    """Poll ``predicate`` until it is true or ``timeout`` s pass; its last value."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return predicate()
+        time.sleep(step)
+    return True

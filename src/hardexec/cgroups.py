@@ -29,13 +29,15 @@ from .usage import Usage
 __all__ = ["Cgroup", "check_parent", "default_parent", "group_name", "v2_mount"]
 
 _USAGE_FILES = ("cpu.stat", "memory.peak", "memory.events", "pids.peak")
+_MOUNTINFO = "/proc/self/mountinfo"
+_SELF_CGROUP = "/proc/self/cgroup"
 _sequence = itertools.count()
 
 
 def v2_mount() -> Path:
     """Where the cgroup v2 hierarchy is mounted (its root, not a bind of a subtree)."""
     mounts = []
-    with open("/proc/self/mountinfo") as f:
+    with open(_MOUNTINFO) as f:
         for line in f:
             fields = line.split()
             fstype = fields[fields.index("-") + 1]
@@ -59,7 +61,7 @@ def default_parent() -> Path:
     Never the hierarchy's root by surprise: when this process lives elsewhere, that is where
     its programs' groups go; when it cannot be told, it is an error, not a fallback.
     """
-    with open("/proc/self/cgroup") as f:
+    with open(_SELF_CGROUP) as f:
         for line in f:
             if line.startswith("0::"):
                 relative = line[3:].rstrip("\n")

@@ -1,0 +1,85 @@
+"""cgroup naming, discovery and usage parsing, on fake /proc files (no cgroup is touched)."""
+
+import errno
+import re
+
+import pytest
+
+from hardexec import CgroupError, Usage
+from hardexec import cgroups as cg
+from hardexec.report import parse_report
+
+
+def test_group_names_follow_the_reference_and_never_repeat():
+    first, second = cg.group_name(), cg.group_name()
+    assert re.fullmatch(r"hardexec-\d+-[0-9a-f]+-[0-9a-f]+", first)
+    assert first != second
+    assert int(second.split("-")[2], 16) == int(first.split("-")[2], 16) + 1
+
+
+@pytest.mark.parametrize(
+    ("runner", "slot"), [("../../etc", "x"), ("a/b", "c d"), (".hidden", "1"), ("ü", "\n")]
+)
+def test_group_names_are_sanitised(runner, slot):
+    name = cg.group_name(runner, slot)
+    assert re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", name), name
+    assert "/" not in name and not name.startswith(".") and len(name) <= 255
+
+
+def test_v2_mount_reads_mountinfo(tmp_path, monkeypatch):
+    info = tmp_path / "mountinfo"
+    info.write_text(
+        "25 1 0:22 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory\n"
+        "26 1 0:23 /sub /mnt/bind rw - cgroup2 cgroup2 rw\n"
+        "27 1 0:23 / /run/my\\040cgroup rw shared:9 - cgroup2 cgroup2 rw\n"
+    )
+    monkeypatch.setattr(cg, "_MOUNTINFO", str(info))
+    assert str(cg.v2_mount()) == "/run/my cgroup"  # the root mount, unescaped; not the bind
+    info.write_text("25 1 0:22 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory\n")
+    with pytest.raises(CgroupError) as err:
+        cg.v2_mount()
+    assert err.value.errno == errno.ENOENT and "no cgroup v2 hierarchy is mounted" in str(err.value)
+
+
+def test_default_parent_is_the_callers_own_group(tmp_path, monkeypatch):
+    info, own = tmp_path / "mountinfo", tmp_path / "cgroup"
+    info.write_text("27 1 0:23 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n")
+    own.write_text("1:name=systemd:/x\n0::/user.slice/job.scope\n")
+    monkeypatch.setattr(cg, "_MOUNTINFO", str(info))
+    monkeypatch.setattr(cg, "_SELF_CGROUP", str(own))
+    assert str(cg.default_parent()) == "/sys/fs/cgroup/user.slice/job.scope"
+    own.write_text("1:name=systemd:/x\n")
+    with pytest.raises(CgroupError, match="no 0:: line"):
+        cg.default_parent()
+    own.write_text("0::/gone (deleted)\n")
+    with pytest.raises(CgroupError, match="has been removed"):
+        cg.default_parent()
+
+
+def test_usage_from_cgroup_files():
+    usage = Usage.from_cgroup_files(
+        {
+            "cpu.stat": "usage_usec 1500000\nuser_usec 1000000\nsystem_usec 500000\n"
+            "nr_periods 30\nnr_throttled 20\nthrottled_usec 2500000\n",
+            "memory.peak": "67108864\n",
+            "memory.events": "low 0\nhigh 0\nmax 12\noom 1\noom_kill 1\noom_group_kill 0\n",
+            "pids.peak": "7\n",
+        }
+    )
+    assert usage == Usage("cgroup", 1.0, 0.5, 2.5, 64 << 20, 7, True)
+
+
+def test_usage_from_a_group_without_controllers():
+    usage = Usage.from_cgroup_files(
+        {"cpu.stat": "usage_usec 10\nuser_usec 6\nsystem_usec 4\n", "memory.peak": None}
+    )
+    assert usage == Usage("cgroup", 6e-6, 4e-6, None, None, None, None)
+
+
+def test_rlimit_failures_name_the_resource():
+    report = parse_report(b"F setrlimit 1 7\n", "prog")
+    assert str(report.error) == (
+        "setrlimit failed: [Errno 1] Operation not permitted (RLIMIT_NOFILE)"
+    )
+    warning = parse_report(b"W cgroup_join 9 -\n", "prog").warnings[0]
+    assert (warning.step, warning.errno) == ("cgroup_join", errno.EBADF)
