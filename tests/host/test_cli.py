@@ -1,6 +1,7 @@
 """The hardexec command: options, exit statuses, one-line messages."""
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -8,7 +9,7 @@ import time
 
 import pytest
 
-from helpers import parse_status, run_text
+from helpers import hardexec_groups, parse_status, run_text
 
 HARDEXEC = [sys.executable, "-m", "hardexec"]
 
@@ -165,3 +166,69 @@ def test_console_script_is_installed():
     script = os.path.join(os.path.dirname(sys.executable), "hardexec")
     result = run_text([script, "caps", "--decode", "400"])
     assert result.stdout == "NET_BIND_SERVICE\n"
+
+
+def test_rlimit_options_reach_the_program(stage):
+    result = hx(
+        "run", "--nofile", "64", "--fsize", "1M", "--no-core", "--as", "2G", "--stack", "4M",
+        "--cpu-seconds", "100", "--nproc", "4000", "--", "cat", "/proc/self/limits",
+    )  # fmt: skip
+    rows = {line[:26].strip(): line[26:].split()[:2] for line in result.stdout.splitlines()[1:]}
+    assert rows["Max open files"] == ["64", "64"]
+    assert rows["Max file size"] == [str(1 << 20)] * 2
+    assert rows["Max core file size"] == ["0", "0"]
+    assert rows["Max address space"] == [str(2 << 30)] * 2
+    assert rows["Max stack size"] == [str(4 << 20)] * 2
+    assert rows["Max cpu time"] == ["100", "100"]
+    assert rows["Max processes"] == ["4000", "4000"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--nofile", "0"], "hardexec: --nofile cannot be zero"),
+        (["--nofile", "-3"], "hardexec: --nofile: '-3' is not a whole number"),
+        (["--fsize", "0"], "hardexec: --fsize cannot be zero"),
+        (["--memory", "0"], "hardexec: --memory cannot be zero"),
+        (["--pids", "0"], "hardexec: --pids cannot be zero"),
+        (["--memory", "12X"], "hardexec: --memory: '12X' is not a size"),
+        (["--stack", "1.5M"], "hardexec: --stack: '1.5M' is not a size"),
+        (["--cpus", "abc"], "hardexec: --cpus: 'abc' is not a number of CPUs"),
+        (["--cpu-max", "0/100000"], "cannot be zero (process would get no CPU)"),
+        (["--cpu-max", "50000/0"], "hardexec: --cpu-max period cannot be zero"),
+        (["--cpu-max", "50000/2000000"], "2000000 µs is outside 1000..1000000"),
+        (["--cpus", "1", "--cpu-max", "max"], "--cpus and --cpu-max say the same thing"),
+        (["--cgroup", "--cgroup-parent", "/nonexistent-x"], "'/nonexistent-x' does not exist"),
+        (["--cgroup", "--cgroup-parent", "/tmp"], "'/tmp' is not a cgroup v2 group"),
+        (["--cgroup-parent", "/tmp"], "--cgroup-parent: no cgroup is asked for"),
+    ],
+)
+def test_bad_limits_exit_125_before_anything_runs(args, message, tmp_path):
+    marker = tmp_path / "ran"
+    before = hardexec_groups()
+    result = hx("run", *args, "--", "touch", str(marker))
+    assert result.returncode == 125
+    assert result.stderr.count("\n") == 1 and message in result.stderr, result.stderr
+    assert not marker.exists() and hardexec_groups() == before
+
+
+def test_a_cgroup_that_cannot_be_made_warns_or_with_strict_refuses(stage, tmp_path):
+    lenient = hx("run", "--memory", "64M", "--", "echo", "ran")
+    assert lenient.returncode == 0 and lenient.stdout == "ran\n"
+    assert lenient.stderr.startswith("hardexec: warning: cgroup failed: [Errno 95]")
+    assert "memory controller is not available" in lenient.stderr
+    marker = tmp_path / "ran"
+    strict = hx("run", "--memory", "64M", "--strict", "--", "touch", str(marker))
+    assert strict.returncode == 125 and not marker.exists()
+    assert "memory controller is not available" in strict.stderr
+    assert strict.stderr.count("\n") == 1
+
+
+def test_usage_is_reported_on_request(stage):
+    busy = "import time\nend = time.process_time() + 0.2\nwhile time.process_time() < end: pass"
+    result = hx("run", "--cgroup", "--usage", "--", "/usr/bin/python3", "-I", "-c", busy)
+    assert result.returncode == 0
+    assert re.fullmatch(
+        r"hardexec: usage: cpu \d+\.\d{3}s user \d+\.\d{3}s system \(from cgroup\)\n",
+        result.stderr,
+    ), result.stderr
