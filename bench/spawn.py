@@ -5,7 +5,12 @@ Every variant spawns /bin/true with "drop all caps, keep NET_BIND_SERVICE, no_ne
 subprocess: no policy). Variants are interleaved round by round so drift in machine load hits all
 of them alike; the figure per variant is the median over rounds. Then the same is measured from a
 parent holding 4 GiB of touched memory, where fork() (forced by preexec_fn) copies page tables and
-vfork() does not. Ratios are printed side by side; targets are from issue 2.
+vfork() does not. Ratios are printed side by side; targets are from issues 2 and 3.
+
+``--vm`` measures a spawn with a cgroup of its own (create, write memory.max and pids.max, join,
+remove) against a plain spawn inside the VM tier's kernel, whose cgroup v2 has the controllers
+this host lacks (it boots once with virtme-ng, like tests/vm; software emulation, so only the
+ratio means anything there).
 """
 
 from __future__ import annotations
@@ -13,14 +18,16 @@ from __future__ import annotations
 import argparse
 import ctypes
 import os
+import shlex
 import statistics
 import subprocess
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import hardexec
-from hardexec import Capability, Policy, SecurityConfig
+from hardexec import Capability, CgroupLimits, Policy, SecurityConfig
 
 TRUE = "/bin/true"
 KEEP = Capability.NET_BIND_SERVICE
@@ -78,6 +85,47 @@ def variants() -> dict[str, Callable[[], object]]:
     }
 
 
+CGROUP = Policy(cgroups=CgroupLimits(memory=256 << 20, pids=64, fail_on_error=True))
+
+
+def cgroup_variants() -> dict[str, Callable[[], object]]:
+    return {
+        "plain": lambda: subprocess.run([TRUE], check=True),
+        "hardexec": lambda: hardexec.run([TRUE], policy=POLICY, check=True),
+        "+cgroup": lambda: hardexec.run([TRUE], policy=CGROUP, check=True),
+    }
+
+
+def measure_cgroup(rounds: int) -> int:
+    """The issue 3 target: a spawn with its own cgroup against a plain spawn."""
+    try:
+        hardexec.run([TRUE], policy=CGROUP, check=True)
+    except hardexec.CgroupError as err:
+        print(f"cgroup spawn: not measurable here ({err}); use --vm", file=sys.stderr)
+        return 2
+    times = measure(cgroup_variants(), rounds)
+    for name, seconds in times.items():
+        print(f"{name:<12}{seconds * 1e3:>10.3f} ms")
+    ratio = times["+cgroup"] / times["plain"]
+    print(f"{'hardexec+cgroup / plain':<36}{ratio:>8.2f}   target <= 3.0")
+    return 0
+
+
+def in_vm(rounds: int) -> int:
+    """Run ``--cgroup-only`` inside the VM tier's kernel and show its output."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+    import vm
+
+    why = vm.why_not()
+    if why:
+        print(f"bench/spawn.py --vm: {why}", file=sys.stderr)
+        return 2
+    me = [sys.executable, os.path.abspath(__file__), "--cgroup-only", "--rounds", str(rounds)]
+    argv, env = vm.command(" ".join(map(shlex.quote, me)))
+    print(f"in the VM ({vm.kernel()}, software emulation):", flush=True)
+    return subprocess.run(argv, env=env, check=False).returncode
+
+
 def measure(chosen: dict[str, Callable[[], object]], rounds: int) -> dict[str, float]:
     """Median seconds per spawn of each variant, interleaved round by round."""
     samples: dict[str, list[float]] = {name: [] for name in chosen}
@@ -101,10 +149,16 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer rounds (smoke test)")
     parser.add_argument("--gib", type=int, default=4, help="size of the big parent (GiB)")
+    parser.add_argument("--vm", action="store_true", help="the cgroup spawn, inside the VM")
+    parser.add_argument("--cgroup-only", action="store_true", help="the cgroup spawn, here")
+    parser.add_argument("--rounds", type=int, help="rounds for --vm / --cgroup-only")
     args = parser.parse_args()
     if os.geteuid() != 0:
         print("bench/spawn.py: run as root (capability drops need it)", file=sys.stderr)
         return 2
+    if args.vm or args.cgroup_only:
+        rounds = args.rounds or (20 if args.quick else 200)
+        return in_vm(rounds) if args.vm else measure_cgroup(rounds)
     rounds, big_rounds = (30, 5) if args.quick else (400, 30)
     print(f"stage: {hardexec.spawn.stage_command()[0]}")
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} cpus, rounds {rounds}/{big_rounds}")

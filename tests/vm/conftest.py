@@ -8,10 +8,8 @@ the tests run for real, with the same leak checks as the host tier.
 
 from __future__ import annotations
 
-import glob
 import os
 import shlex
-import shutil
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
@@ -20,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import IS_LINUX, IS_ROOT
+import vm
 
 IN_VM = os.environ.get("HARDEXEC_IN_VM") == "1"
 ROOT = Path(__file__).resolve().parents[2]
@@ -34,30 +32,6 @@ class Outcome:
     message: str = ""
 
 
-def _why_no_vm() -> str | None:
-    if not IS_LINUX:
-        return "the VM tier needs Linux"
-    if not IS_ROOT:
-        return "the VM tier needs root (cgroup v2 limits are set by root inside the VM)"
-    if _vng() is None:
-        return "virtme-ng (vng) is not installed: ./run-tests installs it"
-    if not _kernel():
-        return "no /boot/vmlinuz-*: ./run-tests installs linux-image-amd64"
-    if shutil.which("qemu-system-x86_64") is None:
-        return "qemu-system-x86_64 is not installed: ./run-tests installs qemu-system-x86"
-    return None
-
-
-def _vng() -> str | None:
-    beside = Path(sys.executable).parent / "vng"
-    return str(beside) if beside.exists() else shutil.which("vng")
-
-
-def _kernel() -> str | None:
-    kernels = sorted(glob.glob("/boot/vmlinuz-*"))
-    return kernels[-1] if kernels else None
-
-
 def _boot_and_run(nodeids: list[str]) -> tuple[dict[tuple[str, str], Outcome], str]:
     inner = " ".join(
         [
@@ -69,11 +43,7 @@ def _boot_and_run(nodeids: list[str]) -> tuple[dict[tuple[str, str], Outcome], s
             f"; echo {BEGIN}; cat /tmp/hardexec-vm.xml; echo; echo {END}",
         ]
     )
-    command = [
-        _vng(), "--disable-kvm",  # KVM hangs at boot on this machine kind (DESIGN.md)
-        "-r", _kernel(), "--memory", "1G", "--cpus", "2", "--exec", inner,
-    ]  # fmt: skip
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"}
+    command, env = vm.command(inner)
     try:
         done = subprocess.run(
             command, capture_output=True, text=True, timeout=VM_TIMEOUT, env=env, check=False
@@ -122,7 +92,7 @@ def _outcome(item: pytest.Function) -> Outcome:
 def pytest_collection_modifyitems(config, items):
     if IN_VM:
         return
-    why = _why_no_vm()
+    why = vm.why_not()
     if why:
         for item in items:
             if Path(item.path).parent == Path(__file__).parent:
