@@ -159,7 +159,7 @@ def main() -> int:
     if args.vm or args.cgroup_only:
         rounds = args.rounds or (20 if args.quick else 200)
         return in_vm(rounds) if args.vm else measure_cgroup(rounds)
-    rounds, big_rounds = (30, 5) if args.quick else (400, 30)
+    rounds, big_rounds = (30, 5) if args.quick else (400, 60)
     print(f"stage: {hardexec.spawn.stage_command()[0]}")
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} cpus, rounds {rounds}/{big_rounds}")
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import itertools
+import logging
 import os
 import re
 import select
@@ -28,6 +29,7 @@ from .usage import Usage
 
 __all__ = ["Cgroup", "check_parent", "default_parent", "group_name", "v2_mount"]
 
+logger = logging.getLogger("hardexec")
 _USAGE_FILES = ("cpu.stat", "memory.peak", "memory.events", "pids.peak")
 _MOUNTINFO = "/proc/self/mountinfo"
 _SELF_CGROUP = "/proc/self/cgroup"
@@ -299,22 +301,24 @@ class _Janitor(threading.Thread):
             for fd, _ in self._poll.poll():
                 if fd == self._wake_read:
                     os.read(self._wake_read, 4096)
-                    self._sweep()
-                else:
-                    self._sweep()
+            try:
+                self._sweep()
+            except Exception:  # keep watching the others; say what went wrong
+                logger.exception("hardexec: removing a finished program's cgroup failed")
 
     def _sweep(self) -> None:
         with self._lock:
             for fd, path in list(self._watched.items()):
-                events = os.pread(fd, 4096, 0).decode()
-                if "populated 1" in events:
-                    continue
                 try:
+                    busy = "populated 1" in os.pread(fd, 4096, 0).decode()
+                    if busy:
+                        continue
                     os.rmdir(path)
-                except FileNotFoundError:
-                    pass
-                except OSError:
-                    continue  # e.g. EBUSY while a child group lingers: retry on next event
+                except OSError as err:
+                    # ENODEV/ENOENT: someone else removed it; EBUSY: a child group lingers, so
+                    # wait for the next event
+                    if err.errno not in (errno.ENODEV, errno.ENOENT):
+                        continue
                 self._poll.unregister(fd)
                 os.close(fd)
                 del self._watched[fd]

@@ -18,7 +18,7 @@ import signal
 import subprocess
 import sys
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import IO, Any
 
 from .cgroups import Cgroup
@@ -268,18 +268,7 @@ class Popen(subprocess.Popen):
         ``start_new_session=True``), else the program alone. Like :meth:`kill`, it does not
         wait; the group is removed once its last process has exited.
         """
-        if self.cgroup is not None:
-            self.cgroup.kill()
-            return
-        if self.returncode is not None:
-            return  # reaped: its pid (and process group id) may already be someone else's
-        try:
-            if os.getpgid(self.pid) == self.pid:
-                os.killpg(self.pid, signal.SIGKILL)
-                return
-        except ProcessLookupError:
-            return
-        self.kill()
+        _kill_tree(self.cgroup, self.pid, self.returncode, self.kill)
 
     def _abandon(self, kill: bool = True) -> None:
         """End the stage (it exits by itself after a fatal report), reap it, close its pipes."""
@@ -346,6 +335,24 @@ class Popen(subprocess.Popen):
                 self.usage = Usage.from_rusage(self._rusage)
         except Exception:  # never let accounting break wait(); say so instead
             logger.exception("hardexec: finishing the cgroup of pid %d failed", self.pid)
+
+
+def _kill_tree(
+    cgroup: Cgroup | None, pid: int, returncode: int | None, kill: Callable[[], None]
+) -> None:
+    """The one tree kill of Popen and Process: the group, else the process group, else pid."""
+    if cgroup is not None:
+        cgroup.kill()
+        return
+    if returncode is not None:
+        return  # reaped: its pid (and process group id) may already be someone else's
+    try:
+        if os.getpgid(pid) == pid:
+            os.killpg(pid, signal.SIGKILL)
+            return
+    except ProcessLookupError:
+        return
+    kill()
 
 
 class CompletedProcess(subprocess.CompletedProcess[Any]):
@@ -450,10 +457,7 @@ class Process(asyncio.subprocess.Process):
 
     def kill_tree(self) -> None:
         """SIGKILL the program and every process it started (see :meth:`Popen.kill_tree`)."""
-        if self._exit.cgroup is not None:
-            self._exit.cgroup.kill()
-        elif self.returncode is None:
-            self.kill()
+        _kill_tree(self._exit.cgroup, self.pid, self.returncode, self.kill)
 
     async def wait(self) -> int:
         """Wait for the program to exit; then :attr:`usage` is set and the group removed."""
