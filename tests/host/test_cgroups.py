@@ -257,3 +257,67 @@ def test_cgroups_are_ignored_with_a_warning_off_linux(monkeypatch):
         warnings.simplefilter("always")
         result = hardexec.run(["true"], policy=Policy(cgroups=CgroupLimits(pids=4)))
     assert result.returncode == 0 and "only enforced on Linux" in str(caught[0].message)
+
+
+def test_kill_without_cgroup_kill_freezes_and_kills_pid_by_pid(test_parent, monkeypatch, tmp_path):
+    """Kernels before 5.14 have no cgroup.kill: the fallback must still reach a daemon."""
+    real_write = cg._write
+
+    def no_cgroup_kill(path, value):
+        if path.name == "cgroup.kill":
+            raise FileNotFoundError(errno.ENOENT, "No such file", str(path))
+        real_write(path, value)
+
+    monkeypatch.setattr(cg, "_write", no_cgroup_kill)
+    pidfile = tmp_path / "daemon.pid"
+    policy = Policy(cgroups=CgroupLimits(), cgroup_parent=test_parent)
+    script = SPAWN_DAEMON.format(pidfile=pidfile)
+    with hardexec.Popen(["sh", "-c", script], policy=policy, stdout=subprocess.PIPE) as p:
+        p.stdout.readline()
+        daemon = int(pidfile.read_text())
+        p.kill_tree()
+        assert p.wait(timeout=10) == -9
+    assert wait_until(lambda: not alive(daemon))
+
+
+def test_wrap_makes_the_group_and_removes_it_on_close(stage, test_parent):
+    policy = Policy(cgroups=CgroupLimits(), cgroup_parent=test_parent)
+    with hardexec.wrap(["cat", "/proc/self/cgroup"], policy) as wrapped:
+        group = wrapped.cgroup
+        proc = subprocess.Popen(wrapped.argv, pass_fds=wrapped.pass_fds, stdout=subprocess.PIPE)
+        wrapped.spawned()
+        wrapped.check()
+        out = proc.communicate()[0].decode()
+        assert own_group_of(out) == "/" + str(group.path.relative_to(cg.v2_mount()))
+        assert wrapped.cgroup.usage().source == "cgroup"
+    assert not group.path.exists()
+
+
+def test_async_processes_get_a_group_usage_and_tree_kill(stage, test_parent, tmp_path):
+    import asyncio
+
+    policy = Policy(cgroups=CgroupLimits(), cgroup_parent=test_parent)
+    pidfile = tmp_path / "daemon.pid"
+
+    async def main():
+        proc = await hardexec.create_subprocess_exec(
+            "cat", "/proc/self/cgroup", policy=policy, stdout=asyncio.subprocess.PIPE
+        )
+        group = proc.cgroup
+        out, _ = await proc.communicate()
+        assert own_group_of(out.decode()) == "/" + str(group.path.relative_to(cg.v2_mount()))
+        assert proc.usage is not None and proc.usage.source == "cgroup"
+        assert not group.path.exists()
+
+        tree = await hardexec.create_subprocess_exec(
+            "sh", "-c", SPAWN_DAEMON.format(pidfile=pidfile), policy=policy,
+            stdout=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        assert await tree.stdout.readline() == b"ready\n"
+        daemon = int(pidfile.read_text())
+        tree.kill_tree()
+        assert await tree.wait() == -9
+        return daemon
+
+    daemon = asyncio.run(main())
+    assert wait_until(lambda: not alive(daemon))
