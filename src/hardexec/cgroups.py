@@ -244,15 +244,6 @@ class Cgroup:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(int(pid), signal.SIGKILL)
 
-    def wait_empty(self, timeout: float) -> bool:
-        """Wait (up to ``timeout`` s) for the group to hold no process; True if it is empty."""
-        deadline = time.monotonic() + timeout
-        while self.populated():
-            if time.monotonic() >= deadline:
-                return False
-            time.sleep(0.005)
-        return True
-
     def remove(self) -> bool:
         """Remove the group now if it is empty, else as soon as it empties; True if gone now."""
         self.close_fd()

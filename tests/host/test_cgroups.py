@@ -148,7 +148,7 @@ def test_a_group_outliving_its_program_is_removed_once_it_empties(stage, test_pa
         p.stdout.readline()
     group_path = p.cgroup.path
     daemon = int(pidfile.read_text())
-    assert alive(daemon) and group_path.exists()  # still busy: kept, handed to the janitor
+    assert alive(daemon) and p.cgroup.populated()  # still busy: kept, handed to the janitor
     assert str(group_path) in map(str, cg.pending_removal())
     os.kill(daemon, 9)  # what the caller's own clean-up would do
     assert wait_until(lambda: not group_path.exists()), "not removed once it emptied"
