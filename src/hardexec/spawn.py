@@ -118,7 +118,6 @@ class _Launch:
         self.read_fd = self.write_fd = -1
         self.setup_warnings: list[StageWarning] = []
         self.cgroup = self._make_cgroup(policy)  # before the pipe: a refusal leaks nothing
-        self.joined = self.cgroup is not None
         try:
             if report:
                 self.read_fd, self.write_fd = _report_pipe()
@@ -160,8 +159,8 @@ class _Launch:
         self.close()
         report = parse_report(data, self.program)
         if any(w.step == "cgroup_join" for w in report.warnings) and self.cgroup is not None:
-            self.joined = False  # best effort: the program runs outside its (empty) group
-            self.cgroup.remove()
+            self.cgroup.remove()  # best effort: the program runs outside its (empty) group
+            self.cgroup = None
         return StageReport((*self.setup_warnings, *report.warnings), report.error)
 
     def close(self) -> None:
@@ -248,8 +247,7 @@ class Popen(subprocess.Popen):
             launch.close()
             self._abandon()
             raise
-        if not launch.joined:
-            self.cgroup = None
+        self.cgroup = launch.cgroup  # None again if the stage could not join it
         self.stage_warnings = report.warnings
         if report.error is not None:
             self._abandon(kill=False)
@@ -274,7 +272,6 @@ class Popen(subprocess.Popen):
         """End the stage (it exits by itself after a fatal report), reap it, close its pipes."""
         if kill:
             self.kill_tree()
-            self.kill()
         self.wait()
         for stream in (self.stdin, self.stdout, self.stderr):
             if stream is not None:
@@ -340,9 +337,15 @@ class Popen(subprocess.Popen):
 def _kill_tree(
     cgroup: Cgroup | None, pid: int, returncode: int | None, kill: Callable[[], None]
 ) -> None:
-    """The one tree kill of Popen and Process: the group, else the process group, else pid."""
+    """The one tree kill of Popen and Process: the group, else the process group, else pid.
+
+    The program itself is killed in every case, even when the group cannot hold it yet (a stage
+    interrupted before it joined) or the group's kill misses it.
+    """
     if cgroup is not None:
         cgroup.kill()
+        if returncode is None:
+            kill()
         return
     if returncode is not None:
         return  # reaped: its pid (and process group id) may already be someone else's
@@ -406,12 +409,10 @@ def run(
             stdout, stderr = process.communicate(input, timeout=timeout)
         except subprocess.TimeoutExpired:
             process.kill_tree()
-            process.kill()
             process.wait()
             raise
         except BaseException:
             process.kill_tree()
-            process.kill()
             raise
         retcode = process.poll()
         if check and retcode:
@@ -532,11 +533,9 @@ async def create_subprocess_exec(
     except BaseException:
         launch.close()
         proc.kill_tree()
-        proc.kill()
         await asyncio.shield(proc.wait())
         raise
-    if not launch.joined:
-        exit_hook.cgroup = None
+    exit_hook.cgroup = launch.cgroup  # None again if the stage could not join it
     proc.stage_warnings = report.warnings
     if report.error is not None:
         await proc.wait()
@@ -545,7 +544,6 @@ async def create_subprocess_exec(
     except BaseException:
         if proc.returncode is None:  # a warning the caller made an error: the program runs
             proc.kill_tree()
-            proc.kill()
             await asyncio.shield(proc.wait())
         raise
     return proc
@@ -605,7 +603,7 @@ class Wrapped:
     def cgroup(self) -> Cgroup | None:
         """The program's cgroup, when the policy asks for one and it could be made."""
         launch = self._launch
-        return launch.cgroup if launch is not None and launch.joined else None
+        return launch.cgroup if launch is not None else None
 
     @property
     def report_fd(self) -> int:

@@ -321,3 +321,41 @@ def test_async_processes_get_a_group_usage_and_tree_kill(stage, test_parent, tmp
 
     daemon = asyncio.run(main())
     assert wait_until(lambda: not alive(daemon))
+
+
+@pytest.fixture
+def stage_loses_cgroup_fd(monkeypatch):
+    """Start the stage with its cgroup.procs fd closed, so its join fails with EBADF."""
+    real = hardexec.spawn.stage_command()
+    closer = (
+        "import os, sys\n"
+        "args = sys.argv[1:]\n"
+        "os.close(int([a for a in args if a.startswith('--cgroup-fd=')][0].split('=')[1]))\n"
+        "os.execv(args[0], args)\n"
+    )
+    monkeypatch.setattr(
+        hardexec.spawn, "stage_command", lambda: (sys.executable, "-I", "-c", closer, *real)
+    )
+
+
+def test_a_failed_join_warns_runs_outside_and_removes_the_group(
+    stage, test_parent, stage_loses_cgroup_fd
+):
+    policy = Policy(cgroups=CgroupLimits(), cgroup_parent=test_parent)
+    with pytest.warns(StageWarning) as record:
+        p = hardexec.Popen(["cat", "/proc/self/cgroup"], policy=policy, stdout=subprocess.PIPE)
+    with p:
+        out = p.stdout.read()
+    assert [(w.message.step, w.message.errno) for w in record] == [("cgroup_join", errno.EBADF)]
+    with open("/proc/self/cgroup", "rb") as f:
+        assert out == f.read()  # it ran where we are
+    assert p.cgroup is None and p.usage.source == "rusage"
+    assert subgroups(test_parent) == []
+
+
+def test_a_failed_join_aborts_when_the_group_is_required(stage, test_parent, stage_loses_cgroup_fd):
+    policy = Policy(cgroups=CgroupLimits(fail_on_error=True), cgroup_parent=test_parent)
+    with pytest.raises(StageError) as err:
+        hardexec.run(["true"], policy=policy)
+    assert (err.value.step, err.value.errno) == ("cgroup_join", errno.EBADF)
+    assert subgroups(test_parent) == []
