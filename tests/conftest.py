@@ -6,7 +6,14 @@ import pytest
 
 from hardexec import cgroups
 from hardexec.stage import native_available
-from helpers import IS_LINUX, children, hardexec_groups, open_fds, wait_until
+from helpers import (
+    IS_LINUX,
+    children,
+    hardexec_groups,
+    hardexec_temp_files,
+    open_fds,
+    wait_until,
+)
 
 STAGES = ("native", "python")
 
@@ -29,18 +36,24 @@ def _janitor_started():
 
 @pytest.fixture
 def no_leaks():
-    """Assert that the test leaves no fd, no child (running or zombie), no cgroup behind.
+    """Assert that the test leaves nothing behind: fd, child, cgroup, temp file.
+
+    Checked: no new open fd (memfds included), no child (running or zombie), no hardexec-made
+    cgroup, no hardexec-* file or folder in the temp dir or /dev/shm.
 
     A group whose processes outlive its program is removed by the janitor once they exit,
     so the check waits a little for pending removals first.
     """
     groups_before = hardexec_groups()
+    temp_before = hardexec_temp_files()
     before = open_fds()
     yield
     leaked_children = children()
     wait_until(lambda: not cgroups.pending_removal(), timeout=5)
     leaked_groups = hardexec_groups() - groups_before
     leaked_fds = open_fds() - before
+    leaked_temp = hardexec_temp_files() - temp_before
     assert not leaked_children, f"children left behind: {leaked_children}"
     assert not leaked_groups, f"cgroups left behind: {sorted(leaked_groups)}"
     assert not leaked_fds, f"fds left open: {sorted(leaked_fds)}"
+    assert not leaked_temp, f"temp files left behind: {sorted(leaked_temp)}"

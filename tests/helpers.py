@@ -6,12 +6,15 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
 IS_ROOT = os.geteuid() == 0
 IS_LINUX = sys.platform.startswith("linux")
 
 
 def open_fds() -> set[str]:
+    """This process's open fds as 'fd -> target' (a memfd shows as '/memfd:name (deleted)')."""
     return {
         f"{fd} -> {_target(fd)}" for fd in os.listdir("/proc/self/fd") if _target(fd) is not None
     }
@@ -46,6 +49,17 @@ _STATUS_LINE = re.compile(r"^(\w+):[ \t]*(.*)$", re.M)  # \s* would eat an empty
 def parse_status(text: str) -> dict[str, str]:
     """``/proc/<pid>/status`` text → {field: value}."""
     return {key: value.strip() for key, value in _STATUS_LINE.findall(text)}
+
+
+def hardexec_temp_files() -> set[str]:
+    """Files and folders named hardexec-* in the temp dir (and /dev/shm, where shm lives)."""
+    found = set()
+    for where in {tempfile.gettempdir(), "/dev/shm"}:
+        try:
+            found |= {str(path) for path in Path(where).glob("hardexec-*")}
+        except OSError:  # no such folder here
+            continue
+    return found
 
 
 def run_text(argv, **kwargs) -> subprocess.CompletedProcess[str]:
