@@ -77,6 +77,29 @@ def hardexec_groups() -> set[str]:
     return {str(path) for path in root.rglob("hardexec-*") if path.is_dir()}
 
 
+def made_by_another_process(group: str) -> bool:
+    """True when a hardexec-<pid>-… group was made by a running process that is neither this
+    one nor one of its descendants: another test run on this machine, not a leak of ours.
+
+    A group whose maker has exited is counted as ours (a hardexec command a test started, say).
+    """
+    try:
+        maker = int(os.path.basename(group).split("-")[1])
+    except (IndexError, ValueError):
+        return False
+    pid = maker
+    while pid > 1:
+        if pid == os.getpid():
+            return False
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                stat = f.read()
+        except OSError:  # exited: it may have been ours
+            return pid != maker
+        pid = int(stat[stat.rindex(")") + 2 :].split()[1])
+    return True
+
+
 def wait_until(predicate, timeout: float = 5.0, step: float = 0.01) -> bool:
     """Poll ``predicate`` until it is true or ``timeout`` s pass; its last value."""
     import time
