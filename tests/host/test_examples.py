@@ -1,0 +1,272 @@
+"""Every file in examples/ runs as written and shows what it says; the README quotes them verbatim.
+
+Each example runs as its own process, the way a reader would run it: shell ones with ``sh FILE``,
+Python ones with this interpreter. The ``hardexec`` command on PATH is the one next to
+``sys.executable`` (else a shim running ``python -m hardexec``), and PYTHONPATH leads to the
+hardexec package these tests import, so an example runs the code under test. Each check reads
+what the example printed, not only its exit status.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+import hardexec
+from hardexec import cgroups
+from hardexec.errors import CgroupError
+from helpers import parse_status, wait_until
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = ROOT / "examples"
+README = ROOT / "README.md"
+KEPT = "0000000000000400"  # NET_BIND_SERVICE
+CAP_SETS = ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb")
+HANG_GUARD = 120  # seconds: only so that a hung example fails instead of stalling the suite
+
+
+def _command_dir(tmp_path: Path) -> Path:
+    """Where the ``hardexec`` command of this interpreter is; a ``-m hardexec`` shim if none."""
+    bindir = Path(sys.executable).parent
+    if os.access(bindir / "hardexec", os.X_OK):
+        return bindir
+    shim_dir = tmp_path / "bin"
+    shim_dir.mkdir()
+    shim = shim_dir / "hardexec"
+    shim.write_text(f'#!/bin/sh\nexec "{sys.executable}" -m hardexec "$@"\n')
+    shim.chmod(0o755)
+    return shim_dir
+
+
+def _environment(tmp_path: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    dirs = dict.fromkeys([str(_command_dir(tmp_path)), str(Path(sys.executable).parent)])
+    env["PATH"] = os.pathsep.join([*dirs, env.get("PATH", os.defpath)])
+    package_root = str(Path(hardexec.__file__).resolve().parents[1])
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
+    env.pop("HARDEXEC_STAGE", None)  # the stage a reader gets: native when built
+    return env
+
+
+def run_example(name: str, tmp_path: Path, own_network: bool = False):
+    """Run examples/NAME to its end; stdout and stderr as text."""
+    path = EXAMPLES / name
+    argv = [sys.executable, str(path)] if path.suffix == ".py" else ["sh", str(path)]
+    if own_network:
+        # A network namespace of its own, loopback up: port 80 is free whatever else runs here.
+        argv = ["unshare", "--net", "sh", "-c", 'ip link set lo up && exec "$@"', "sh", *argv]
+    work = tmp_path / "cwd"
+    work.mkdir()
+    proc = subprocess.Popen(
+        argv,
+        cwd=work,
+        env=_environment(tmp_path),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # one process group to end if it hangs
+    )
+    try:
+        out, err = proc.communicate(timeout=HANG_GUARD)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        pytest.fail(f"{name} did not finish within {HANG_GUARD} s\nstdout: {out}\nstderr: {err}")
+    return subprocess.CompletedProcess(argv, proc.returncode, out, err)
+
+
+def _ok(result: subprocess.CompletedProcess[str]) -> None:
+    assert result.returncode == 0, f"exit {result.returncode}\n{result.stdout}\n{result.stderr}"
+
+
+def _process_gone(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except FileNotFoundError:
+        return True
+
+
+def _memory_controller() -> bool:
+    """Whether hardexec can give a program memory.max here (in the group it would use)."""
+    try:
+        parent = cgroups.default_parent()
+    except (CgroupError, OSError):
+        return False
+    controllers = parent / "cgroup.controllers"
+    return controllers.is_file() and "memory" in controllers.read_text().split()
+
+
+# --- what each example must show ------------------------------------------------------------
+
+
+def check_what_the_program_gets(result) -> None:
+    _ok(result)
+    status = parse_status(result.stdout)
+    assert {name: status.get(name) for name in CAP_SETS} == dict.fromkeys(CAP_SETS, KEPT)
+    assert status["NoNewPrivs"] == "1"
+
+
+def check_unprivileged_user(result) -> None:
+    _ok(result)
+    status = parse_status(result.stdout)
+    assert status["Uid"].split() == ["65534"] * 4
+    assert status["Gid"].split() == ["65534"] * 4
+    assert {name: status.get(name) for name in CAP_SETS} == dict.fromkeys(CAP_SETS, KEPT)
+
+
+def check_rlimits(result) -> None:
+    _ok(result)
+    limits = {line[: line.index("  ")]: line.split()[-3:-1] for line in result.stdout.splitlines()}
+    assert limits == {
+        "Max file size": ["10485760", "10485760"],
+        "Max core file size": ["0", "0"],
+        "Max open files": ["1024", "1024"],
+    }
+
+
+def check_cgroup_usage(result) -> None:
+    _ok(result)
+    assert re.fullmatch(r"0::/(.+/)?hardexec-\d+-[0-9a-f]+-[0-9a-f]+\n", result.stdout)
+    assert re.search(r"^hardexec: usage: cpu .* \(from cgroup\)$", result.stderr, re.M)
+
+
+def check_memory_limit(result) -> None:
+    _ok(result)  # the script itself ends with echo
+    if _memory_controller():
+        assert result.stdout == "exit status 137\n"
+        assert "hardexec: killed by the OOM killer (memory.max=64M)" in result.stderr
+    else:
+        # The ceiling cannot be applied here: a refusal, not a run without it.
+        assert result.stdout == "exit status 125\n", result.stderr
+        lines = result.stderr.splitlines()
+        assert len(lines) == 1 and "memory" in lines[0], result.stderr
+
+
+def check_caps(result) -> None:
+    _ok(result)
+    lines = result.stdout.splitlines()
+    assert re.fullmatch(r"\s*0\s+CHOWN\s+\S.*", lines[0])
+    assert any(re.fullmatch(r"12\s+NET_ADMIN\s+\S.*", line) for line in lines)
+    assert lines[-1] == "NET_ADMIN,NET_RAW"
+
+
+def check_web_server(result) -> None:
+    _ok(result)
+    assert result.stdout == "client: HTTP 200\n"
+    assert '"GET / HTTP/1.1" 200' in result.stderr  # the server's own log of the request
+
+
+def check_run_and_popen(result) -> None:
+    _ok(result)
+    assert result.stdout.splitlines() == [
+        f"CapEff:\t{KEPT}",
+        "sleep ended with -15",
+        "not found: no-such-program",
+    ]
+
+
+def check_asyncio_exec(result) -> None:
+    _ok(result)
+    assert result.stdout.splitlines() == [f"CapAmb:\t{KEPT}", "exit status 0"]
+
+
+def check_wrap_any_spawner(result) -> None:
+    _ok(result)
+    assert result.stdout == "CapPrm:\t0000000000000000\n"
+
+
+def check_ceilings_and_usage(result) -> None:
+    _ok(result)
+    lines = result.stdout.splitlines()
+    assert lines[0] == "1024"  # ulimit -n, as the program saw it
+    assert lines[1].startswith("usage: Usage(source='cgroup'")
+    match = re.fullmatch(r"daemon pid: (\d+)", lines[2])
+    assert match, lines
+    assert lines[3] == "program killed by signal 9"
+    # setsid'd, so only the cgroup reached it: it must be gone (or an unreaped zombie)
+    assert wait_until(lambda: _process_gone(int(match.group(1)))), "the daemon survived"
+
+
+CHECKS: dict[str, Callable[[subprocess.CompletedProcess[str]], None]] = {
+    "what_the_program_gets.sh": check_what_the_program_gets,
+    "unprivileged_user.sh": check_unprivileged_user,
+    "rlimits.sh": check_rlimits,
+    "cgroup_usage.sh": check_cgroup_usage,
+    "memory_limit.sh": check_memory_limit,
+    "caps.sh": check_caps,
+    "web_server.sh": check_web_server,
+    "run_and_popen.py": check_run_and_popen,
+    "asyncio_exec.py": check_asyncio_exec,
+    "wrap_any_spawner.py": check_wrap_any_spawner,
+    "ceilings_and_usage.py": check_ceilings_and_usage,
+}
+OWN_NETWORK = {"web_server.sh"}
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in EXAMPLES.iterdir() if p.is_file()))
+def test_example_runs_and_shows_what_it_says(name, tmp_path):
+    check = CHECKS.get(name)
+    assert check is not None, f"examples/{name} has no check in {Path(__file__).name}"
+    own_network = name in OWN_NETWORK
+    if own_network and not (shutil.which("unshare") and shutil.which("ip")):
+        pytest.skip("needs unshare and ip to give the example a loopback of its own")
+    check(run_example(name, tmp_path, own_network))
+
+
+# --- the README quotes the examples ------------------------------------------------------------
+
+_MARKER = re.compile(r"<!-- (example: examples/(?P<file>\S+)|not run by the tests: .+) -->")
+
+
+def readme_blocks() -> list[tuple[str, str]]:
+    """Each fenced code block of the README: (the marker comment right above it, its text)."""
+    blocks, lines = [], README.read_text().splitlines(keepends=True)
+    i = 0
+    while i < len(lines):
+        if lines[i].startswith("```"):
+            marker = lines[i - 1].strip() if i > 0 else ""
+            end = next(j for j in range(i + 1, len(lines)) if lines[j].startswith("```"))
+            blocks.append((marker, "".join(lines[i + 1 : end])))
+            i = end
+        i += 1
+    return blocks
+
+
+def test_every_readme_code_block_is_a_quoted_example_or_says_why_not():
+    blocks = readme_blocks()
+    assert blocks
+    for marker, text in blocks:
+        assert _MARKER.fullmatch(marker), (
+            "a README code block must follow '<!-- example: examples/FILE -->' (and equal that "
+            f"file) or '<!-- not run by the tests: REASON -->'; this one has {marker!r}:\n{text}"
+        )
+
+
+def test_readme_quotes_every_example_verbatim():
+    quoted = {}
+    for marker, text in readme_blocks():
+        match = _MARKER.fullmatch(marker)
+        if match and match["file"]:
+            quoted[match["file"]] = text
+    files = {p.name for p in EXAMPLES.iterdir() if p.is_file()}
+    assert set(quoted) == files
+    for name, text in quoted.items():
+        assert text == (EXAMPLES / name).read_text(), f"README's quote of examples/{name} differs"
+
+
+def test_the_documents_stand_alone():
+    readme = README.read_text()
+    assert "docs/design.md" in readme and (ROOT / "docs" / "design.md").is_file()
+    for doc in (README, ROOT / "docs" / "design.md"):
+        text = doc.read_text()
+        assert "../" not in text, f"{doc.name} points outside the repository"
+        assert not re.search(r"\bthe reference\b", text, re.I), f"{doc.name} says 'the reference'"
