@@ -4,22 +4,49 @@ Capabilities dropped to an allowlist in all five sets, no privilege gain, a swit
 resource ceilings (rlimits, a cgroup v2 group per program), whole-tree kill, and a truthful
 report of what the program received and used — through mirrors of :mod:`subprocess` and
 :mod:`asyncio` that never run Python between fork and exec.
+
+Names are imported on first use: ``import hardexec`` costs almost nothing, and asyncio is
+loaded only by code that uses :func:`create_subprocess_exec`.
 """
 
-from .caps import Capability, CapSet
-from .cgroups import Cgroup
-from .errors import CgroupError, HardexecError, PolicyError, StageError, StageWarning
-from .policy import CgroupLimits, CpuMax, Identity, Policy, RlimitConfig, SecurityConfig
-from .spawn import (
-    CompletedProcess,
-    Popen,
-    Process,
-    Wrapped,
-    create_subprocess_exec,
-    run,
-    wrap,
-)
-from .usage import Usage
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .aio import Process, create_subprocess_exec
+    from .caps import Capability, CapSet
+    from .cgroups import Cgroup
+    from .errors import CgroupError, HardexecError, PolicyError, StageError, StageWarning
+    from .policy import CgroupLimits, CpuMax, Identity, Policy, RlimitConfig, SecurityConfig
+    from .spawn import CompletedProcess, Popen, Wrapped, run, wrap
+    from .usage import Usage
+
+_WHERE = {
+    "CapSet": "caps",
+    "Capability": "caps",
+    "Cgroup": "cgroups",
+    "CgroupError": "errors",
+    "CgroupLimits": "policy",
+    "CompletedProcess": "spawn",
+    "CpuMax": "policy",
+    "HardexecError": "errors",
+    "Identity": "policy",
+    "Policy": "policy",
+    "PolicyError": "errors",
+    "Popen": "spawn",
+    "Process": "aio",
+    "RlimitConfig": "policy",
+    "SecurityConfig": "policy",
+    "StageError": "errors",
+    "StageWarning": "errors",
+    "Usage": "usage",
+    "Wrapped": "spawn",
+    "create_subprocess_exec": "aio",
+    "run": "spawn",
+    "wrap": "spawn",
+}
 
 __all__ = [
     "CapSet",
@@ -47,3 +74,16 @@ __all__ = [
 ]
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'hardexec' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value  # once is enough
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_WHERE])

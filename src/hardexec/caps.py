@@ -5,12 +5,11 @@ this module may define more; wherever hardexec accepts capabilities it also acce
 up to 63, the last one the v3 ``capget``/``capset`` ABI (two 32-bit words) can express.
 
 :class:`CapSet` is an immutable set of capabilities over those 64 bits, laid out like the kernel's
-v3 ABI (and the reference's ``KeepMask``): word 0 holds caps 0..31, word 1 holds caps 32..63.
+v3 ABI (and solti-exec's ``KeepMask``): word 0 holds caps 0..31, word 1 holds caps 32..63.
 """
 
 from __future__ import annotations
 
-import difflib
 import enum
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -146,13 +145,15 @@ def parse_cap(value: object, *, field: str = "capability") -> int:
     if not isinstance(value, str):
         raise PolicyError(f"{field}: {value!r} is not a capability name or number")
     text = value.strip()
-    if text.isdecimal():
+    if text.isascii() and text.isdecimal():  # not Arabic-Indic digits, say
         return _from_number(int(text), field, value)
     key = text.upper()
     if key.startswith("CAP_"):
         key = key[4:]
     if key in _BY_NAME:
         return _BY_NAME[key]
+    import difflib  # only on this error path: it costs start-up time otherwise
+
     close = difflib.get_close_matches(key, _BY_NAME, n=3, cutoff=0.6)
     hint = f"; did you mean {', '.join(close)}?" if close else "; `hardexec caps` lists them"
     raise PolicyError(f"{field}: unknown capability {value!r}{hint}")

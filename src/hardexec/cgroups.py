@@ -1,6 +1,6 @@
 """cgroup v2, the parent's side: where groups go, one group per program, usage, kill, removal.
 
-Every filesystem step happens here, in the parent, before the spawn (the reference allocated and
+Every filesystem step happens here, in the parent, before the spawn (solti-exec allocated and
 formatted inside pre_exec). The exec stage only writes "0" to the ``cgroup.procs`` fd opened here,
 so the program and all its descendants are inside from their first instruction.
 
@@ -11,6 +11,7 @@ delegated to us (EACCES/EPERM), no cgroup v2 at all.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import errno
 import itertools
@@ -80,21 +81,36 @@ def default_parent() -> Path:
 
 def check_parent(path: str | os.PathLike[str]) -> str:
     """Validate an explicit ``cgroup_parent``: an existing cgroup v2 directory, by absolute path."""
+    shown = _shorten(os.fspath(path))
+    if "\0" in os.fspath(path):
+        raise PolicyError(f"cgroup_parent: {shown} contains a NUL byte")
     parent = Path(path)
     if not parent.is_absolute():
-        raise PolicyError(f"cgroup_parent: {os.fspath(path)!r} is not an absolute path")
-    if not parent.is_dir():
-        raise PolicyError(f"cgroup_parent: {os.fspath(path)!r} does not exist")
+        raise PolicyError(f"cgroup_parent: {shown} is not an absolute path")
+    try:
+        os.stat(parent / "cgroup.controllers")
+    except FileNotFoundError:
+        if not parent.is_dir():
+            raise PolicyError(f"cgroup_parent: {shown} does not exist") from None
+    except OSError as err:  # ENAMETOOLONG, ENOTDIR, EACCES, …
+        raise PolicyError(f"cgroup_parent: {shown}: {err.strerror}") from None
     if not (parent / "cgroup.controllers").is_file():
         raise PolicyError(
-            f"cgroup_parent: {os.fspath(path)!r} is not a cgroup v2 group (it has no "
+            f"cgroup_parent: {shown} is not a cgroup v2 group (it has no "
             "cgroup.controllers: a cgroup v1 hierarchy, or not a cgroup at all)"
         )
     return str(parent)
 
 
+def _shorten(text: str, keep: int = 80) -> str:
+    """``repr`` of a user's value, cut in the middle when long (a 4 KiB path is no message)."""
+    if len(text) <= keep:
+        return repr(text)
+    return repr(text[: keep // 2]) + f"…({len(text)} characters)…" + repr(text[-keep // 2 :])
+
+
 def group_name(runner: str = "hardexec", slot: str | None = None) -> str:
-    """``{runner}-{slot}-{seq:x}-{timestamp:x}`` as the reference names groups, made safe.
+    """``{runner}-{slot}-{seq:x}-{timestamp:x}`` as solti-exec names groups, made safe.
 
     ``slot`` defaults to this process's pid, ``seq`` counts groups made by this process and the
     timestamp is in microseconds, so names never repeat. Anything but letters, digits, ``_ . -``
@@ -174,6 +190,9 @@ class Cgroup:
         self.path = path
         self.limits = limits
         self.procs_fd = procs_fd
+        if not limits.keep_at_exit:
+            with _made_lock:
+                _made_here.add(path)
 
     @classmethod
     def create(cls, limits: CgroupLimits, parent: str | os.PathLike[str] | None = None) -> Cgroup:
@@ -206,6 +225,13 @@ class Cgroup:
             os.rmdir(path)
             raise
         return cls(path, limits, procs_fd)
+
+    def wait_empty(self, timeout: float | None = None) -> bool:
+        """Wait until no process is left in the group (or it is gone); False on timeout.
+
+        Sleeps on the kernel's notification (``cgroup.events`` changes are POLLPRI), no polling.
+        """
+        return _wait_empty(self.path, timeout)
 
     def close_fd(self) -> None:
         """Close the parent's ``cgroup.procs`` fd (the stage has its own copy)."""
@@ -250,12 +276,13 @@ class Cgroup:
         try:
             os.rmdir(self.path)
         except FileNotFoundError:
-            return True
+            pass
         except OSError as err:
             if err.errno != errno.EBUSY:
                 raise
             _janitor().watch(self.path)
             return False
+        _forget(self.path)
         return True
 
     def __repr__(self) -> str:
@@ -313,6 +340,7 @@ class _Janitor(threading.Thread):
                 self._poll.unregister(fd)
                 os.close(fd)
                 del self._watched[fd]
+                _forget(path)
 
     def pending(self) -> list[Path]:
         """Groups still waiting to empty."""
@@ -331,6 +359,61 @@ def _janitor() -> _Janitor:
             _janitor_thread = _Janitor()
             _janitor_thread.start()
         return _janitor_thread
+
+
+def _wait_empty(path: Path, timeout: float | None) -> bool:
+    try:
+        fd = os.open(path / "cgroup.events", os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return True
+    try:
+        poller = select.poll()
+        poller.register(fd, select.POLLPRI | select.POLLERR)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while "populated 1" in os.pread(fd, 4096, 0).decode():
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                return False
+            poller.poll(None if left is None else max(1, int(left * 1000)))
+        return True
+    except OSError as err:
+        if err.errno in (errno.ENODEV, errno.ENOENT):  # removed meanwhile: empty by definition
+            return True
+        raise
+    finally:
+        os.close(fd)
+
+
+# Groups this process made that still exist (keep_at_exit=False): at interpreter exit, what
+# runs in them is killed and they are removed, since nothing else ever would (the janitor is
+# a daemon thread and dies with the interpreter).
+_made_here: set[Path] = set()
+_made_lock = threading.Lock()
+_EXIT_WAIT = 5.0  # s: SIGKILL'd processes are gone in milliseconds; this bounds a stuck exit
+
+
+def _forget(path: Path) -> None:
+    with _made_lock:
+        _made_here.discard(path)
+
+
+def _clean_up_at_exit() -> None:
+    with _made_lock:
+        paths = list(_made_here)
+    for path in paths:
+        try:
+            group = Cgroup(path, CgroupLimits(keep_at_exit=True), -1)
+            group.kill()
+            _wait_empty(path, _EXIT_WAIT)
+            os.rmdir(path)
+        except FileNotFoundError:
+            pass
+        except OSError as err:
+            logger.warning("hardexec: could not remove the cgroup %s at exit: %s", path, err)
+        _forget(path)
+
+
+atexit.register(_clean_up_at_exit)
 
 
 def pending_removal() -> list[Path]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import grp
+import math
 import os
 import pwd
 from collections.abc import Iterable
@@ -47,7 +48,7 @@ class Identity:
 
 @dataclass(frozen=True)
 class SecurityConfig:
-    """Capability and identity policy of the program (the reference's ``SecurityConfig``).
+    """Capability and identity policy of the program (solti-exec's ``SecurityConfig``).
 
     Args:
         drop_all_caps: drop every capability except ``keep_caps`` from all five sets
@@ -129,7 +130,7 @@ RLIMIT_CORE = 4
 
 @dataclass(frozen=True)
 class RlimitConfig:
-    """POSIX resource limits of the program (the reference's ``RlimitConfig``, extended).
+    """POSIX resource limits of the program (solti-exec's ``RlimitConfig``, extended).
 
     Each limit given becomes a hard ceiling the program cannot raise: soft = hard =
     min(requested, the launcher's hard limit). ``None`` leaves a limit as inherited.
@@ -206,6 +207,8 @@ class CpuMax:
         """``cpus`` CPUs' worth of time: ``CpuMax.from_fraction(0.5)`` is 50 000/100 000."""
         if isinstance(cpus, bool) or not isinstance(cpus, (int, float)) or not cpus > 0:
             raise PolicyError(f"cgroups.cpu: {cpus!r} CPUs is not a positive number")
+        if not math.isfinite(cpus) or cpus * period > _MAX_CPU_QUOTA:
+            raise PolicyError(f"cgroups.cpu: {cpus!r} CPUs is more than the kernel can express")
         return cls(quota=round(cpus * period), period=period)
 
     def to_file(self) -> str:
@@ -220,7 +223,11 @@ class CgroupLimits:
     Args:
         cpu: ``cpu.max``. memory: ``memory.max`` in bytes. pids: ``pids.max``.
         fail_on_error: refuse to spawn when the group cannot be set up or joined; by default
-            (as in the reference) the program runs without it and a warning says why.
+            (as in solti-exec) the program runs without it, and a warning says that it runs
+            without the named limits and why.
+        keep_at_exit: when the interpreter exits normally, hardexec kills whatever still runs
+            in the groups it made and removes them (programs still running included); True
+            leaves this group and its processes alone.
 
     A ``CgroupLimits()`` with no limit still gives the program a group: usage accounting and
     ``kill_tree()`` for everything it starts.
@@ -230,16 +237,17 @@ class CgroupLimits:
     memory: int | None = None
     pids: int | None = None
     fail_on_error: bool = False
+    keep_at_exit: bool = False
 
     def __post_init__(self) -> None:
         if self.cpu is not None and not isinstance(self.cpu, CpuMax):
             raise PolicyError(f"cgroups.cpu: expected a CpuMax, got {self.cpu!r}")
         _check_count("cgroups.memory", self.memory, _MAX_RLIMIT)
         _check_count("cgroups.pids", self.pids, _MAX_RLIMIT)
-        if not isinstance(self.fail_on_error, bool):
-            raise PolicyError(
-                f"cgroups.fail_on_error: expected True or False, got {self.fail_on_error!r}"
-            )
+        for name in ("fail_on_error", "keep_at_exit"):
+            value = getattr(self, name)
+            if not isinstance(value, bool):
+                raise PolicyError(f"cgroups.{name}: expected True or False, got {value!r}")
 
     def files(self) -> dict[str, str]:
         """Interface file → value to write, for each configured limit."""
@@ -259,7 +267,7 @@ class CgroupLimits:
 
 @dataclass(frozen=True)
 class Policy:
-    """Everything hardexec applies to one program (the reference's ``SubprocessBackendConfig``).
+    """Everything hardexec applies to one program (solti-exec's ``SubprocessBackendConfig``).
 
     An empty policy (the default) spawns the program directly, exactly like :mod:`subprocess`.
 
@@ -269,12 +277,17 @@ class Policy:
         cgroups: a cgroup v2 group of the program's own, with limits; ``None``: no group.
         cgroup_parent: the cgroup v2 directory to create that group in; by default the group the
             calling process lives in (its ``0::`` line of ``/proc/self/cgroup``).
+        die_with_parent: SIGKILL the program when the thread that spawned it exits
+            (``PR_SET_PDEATHSIG``, set just before exec; if the launcher is already gone by then,
+            the program is not started). The kernel ties it to the spawning *thread*, not the
+            process: spawn from a thread that lives as long as the program should.
     """
 
     security: SecurityConfig = field(default_factory=SecurityConfig)
     rlimits: RlimitConfig = field(default_factory=RlimitConfig)
     cgroups: CgroupLimits | None = None
     cgroup_parent: str | os.PathLike[str] | None = None
+    die_with_parent: bool = False
 
     def __post_init__(self) -> None:
         for name, kind in (("security", SecurityConfig), ("rlimits", RlimitConfig)):
@@ -283,6 +296,10 @@ class Policy:
                 raise PolicyError(f"policy.{name}: expected a {kind.__name__}, got {value!r}")
         if self.cgroups is not None and not isinstance(self.cgroups, CgroupLimits):
             raise PolicyError(f"policy.cgroups: expected a CgroupLimits, got {self.cgroups!r}")
+        if not isinstance(self.die_with_parent, bool):
+            raise PolicyError(
+                f"policy.die_with_parent: expected True or False, got {self.die_with_parent!r}"
+            )
         if self.cgroup_parent is not None:
             from .cgroups import check_parent  # cgroups reads the filesystem; policy stays pure
 
@@ -304,11 +321,16 @@ class Policy:
 
     def is_empty(self) -> bool:
         """True when the policy changes nothing, so no exec stage is needed."""
-        return self.security.is_empty() and self.rlimits.is_empty() and self.cgroups is None
+        return (
+            self.security.is_empty()
+            and self.rlimits.is_empty()
+            and self.cgroups is None
+            and not self.die_with_parent
+        )
 
 
 def _check_count(name: str, value: object, maximum: int, zero: str = "") -> None:
-    """``None``, or a positive int up to ``maximum``; zero gets the reference's message."""
+    """``None``, or a positive int up to ``maximum``; zero gets solti-exec's message."""
     if value is None:
         return
     if isinstance(value, bool) or not isinstance(value, int):
@@ -384,9 +406,14 @@ def _as_id(value: object, name: str) -> int | None:
     if isinstance(value, str):
         if not value.strip():
             raise PolicyError(f"{name}: empty name")
-        if not value.strip().isdecimal():
+        if "\0" in value:
+            raise PolicyError(f"{name}: {value!r} contains a NUL byte")
+        text = value.strip()
+        if not (text.isascii() and text.isdecimal()):
+            if text.isdecimal():  # Arabic-Indic digits are decimal to Python, no id to the kernel
+                raise PolicyError(f"{name}: {value!r} is not a name or an ASCII number")
             return None
-        value = int(value)
+        value = int(text)
     if not 0 <= value <= _MAX_ID:
         raise PolicyError(f"{name}: id {value} is outside 0..{_MAX_ID}")
     return value

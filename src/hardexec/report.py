@@ -8,7 +8,7 @@ Each record is one ASCII line::
     F <step> <errno> <arg|->     the stage aborted before exec; it exits right after
 
 The third field names the capability a record is about (``keep_caps``, ``bounding_set``,
-``ambient_raise``), the resource (``setrlimit``), or ``-``.
+``ambient_raise``), the resource (``setrlimit``), the signal (``ignore_signals``), or ``-``.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from .caps import cap_name
 from .errors import StageError, StageWarning
-from .policy import RLIMIT_CORE, RLIMIT_FIELDS
+from .policy import RLIMIT_CORE, RLIMIT_FIELDS, Policy
 
 __all__ = ["StageReport", "caller_stacklevel", "parse_report", "read_all"]
 
@@ -31,19 +31,72 @@ logger.addHandler(logging.NullHandler())  # a library: output only where the app
 
 # What the record's third field names, for details the user can act on.
 _CAP_DETAIL = {
-    "keep_caps": "CAP_{} is not in the launcher's permitted set, so it cannot be kept",
     "bounding_set": "dropping CAP_{} from the bounding set, the first drop that failed",
     "ambient_raise": "raising CAP_{} in the ambient set",
 }
 _RLIMIT_NAMES = {number: name for name, number in [*RLIMIT_FIELDS.values(), ("CORE", RLIMIT_CORE)]}
+# The capability a step needs from the process that starts the stage (capabilities(7)).
+_NEEDS = {
+    "setgroups": "SETGID",
+    "setresgid": "SETGID",
+    "setresuid": "SETUID",
+    "bounding_set": "SETPCAP",
+}
 
 
-def _detail(step: str, arg: str) -> str:
-    if not arg.isdecimal():
-        return ""
-    if step == "setrlimit":
+def _own_sets() -> dict[str, int]:
+    """This process's CapPrm/CapEff/CapAmb (read only to explain a failure)."""
+    sets = {}
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(("CapPrm:", "CapEff:", "CapAmb:")):
+                name, value = line.split(":")
+                sets[name] = int(value, 16)
+    return sets
+
+
+def _keep_detail(cap: int) -> str:
+    name = cap_name(cap)
+    if not _own_sets().get("CapPrm", 0) >> cap & 1:
+        return f"CAP_{name} is not in the launcher's permitted set"
+    return (
+        f"CAP_{name} is in the launcher's permitted set but not in its ambient set, so it was "
+        "lost when the exec stage started (a program without file capabilities keeps only "
+        "ambient ones across exec); raise it into the launcher's inheritable and ambient sets "
+        f"first (setpriv --inh-caps +{name.lower()} --ambient-caps +{name.lower()}), or launch "
+        "as root"
+    )
+
+
+def _detail(kind: str, step: str, number: int, arg: str, root_program: bool) -> str:
+    if step == "setrlimit" and arg.isdecimal():
         return "RLIMIT_" + _RLIMIT_NAMES.get(int(arg), arg)
-    return _CAP_DETAIL[step].format(cap_name(int(arg))) if step in _CAP_DETAIL else ""
+    if step == "ignore_signals" and arg.isdecimal():
+        return f"signal {arg}"
+    if step == "die_with_parent" and number == errno_mod.ESRCH:
+        return "the launcher exited before the program started"
+    parts = []
+    if step == "keep_caps" and arg.isdecimal():
+        parts.append(_keep_detail(int(arg)))
+    elif step in _CAP_DETAIL and arg.isdecimal():
+        parts.append(_CAP_DETAIL[step].format(cap_name(int(arg))))
+    if number == errno_mod.EPERM and step in _NEEDS:
+        # The kernel refused: whatever the launcher holds, it did not include this.
+        parts.append(f"the launcher lacks CAP_{_NEEDS[step]}")
+    if step == "bounding_set" and kind == "F" and root_program:
+        parts.append("no CAP_SETPCAP: root would regain every capability at exec")
+    return "; ".join(parts)
+
+
+def _root_program(policy: Policy | None) -> bool:
+    """Whether the program runs as uid 0 with execve's root rule in force (as the stage sees)."""
+    if policy is None or policy.security.no_new_privs:
+        return False
+    uid = policy.security.identity.uid
+    if uid is not None:
+        return uid == 0
+    ruid, euid, _ = os.getresuid()
+    return ruid == 0 or euid == 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,9 +131,12 @@ def caller_stacklevel() -> int:
 
 
 def parse_report(
-    data: bytes, program: str | bytes | os.PathLike[str] | os.PathLike[bytes]
+    data: bytes,
+    program: str | bytes | os.PathLike[str] | os.PathLike[bytes],
+    policy: Policy | None = None,
 ) -> StageReport:
-    """Decode the stage's records. ``program`` names the file for an ``exec`` failure."""
+    """Decode the stage's records. ``program`` names the file for an ``exec`` failure;
+    ``policy`` (the one applied) lets the details say why a step failed."""
     found: list[StageWarning] = []
     error: OSError | None = None
     for line in data.decode("ascii", "replace").splitlines():
@@ -88,7 +144,7 @@ def parse_report(
         if len(parts) != 4 or parts[0] not in ("W", "F") or not parts[2].isdecimal():
             return StageReport(tuple(found), StageError("report", errno_mod.EPROTO, repr(line)))
         kind, step, number, arg = parts[0], parts[1], int(parts[2]), parts[3]
-        detail = _detail(step, arg)
+        detail = _detail(kind, step, number, arg, _root_program(policy))
         if kind == "W":
             found.append(StageWarning(step, number, detail))
         elif step == "exec":

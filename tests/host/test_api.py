@@ -9,6 +9,7 @@ import threading
 import pytest
 
 import hardexec
+import hardexec.spawn_core
 from hardexec import Policy, SecurityConfig, StageError
 from helpers import open_fds, parse_status
 
@@ -116,7 +117,7 @@ def test_empty_policy_spawns_directly_with_no_stage(monkeypatch):
     def no_stage():
         raise AssertionError("the stage must not be used for an empty policy")
 
-    monkeypatch.setattr(hardexec.spawn, "stage_command", no_stage)
+    monkeypatch.setattr(hardexec.spawn_core, "stage_command", no_stage)
     assert hardexec.run(["true"], policy=Policy()).returncode == 0
     assert hardexec.run(["true"]).returncode == 0
     wrapped = hardexec.wrap(["id", "-u"], Policy(security=SecurityConfig(fail_on_cap_error=True)))
@@ -159,9 +160,9 @@ def test_create_subprocess_exec_raises_like_popen(stage):
 @pytest.fixture
 def slow_stage(monkeypatch):
     """A stage that sleeps before it starts, holding the report pipe open meanwhile."""
-    real = hardexec.spawn.stage_command()
+    real = hardexec.spawn_core.stage_command()
     slow = ("/bin/sh", "-c", 'sleep 30; exec "$0" "$@"', *real)
-    monkeypatch.setattr(hardexec.spawn, "stage_command", lambda: slow)
+    monkeypatch.setattr(hardexec.spawn_core, "stage_command", lambda: slow)
 
 
 def test_create_subprocess_exec_cancelled_while_the_stage_runs_leaves_nothing(stage, slow_stage):
@@ -200,13 +201,18 @@ def test_wrap_works_with_another_spawner(stage):
 
 
 def test_wrap_without_report_pipe_speaks_like_env(stage):
-    wrapped = hardexec.wrap(["no-such-program-x"], POLICY, report=False)
-    assert wrapped.pass_fds == () and wrapped.report_fd == -1
-    result = subprocess.run(wrapped.argv, capture_output=True, text=True)
+    with hardexec.wrap(["no-such-program-x"], POLICY, report=False) as wrapped:
+        assert len(wrapped.pass_fds) == 1 and wrapped.report_fd == -1  # the environment's memfd
+        assert wrapped.env == {}
+        result = subprocess.run(
+            wrapped.argv, pass_fds=wrapped.pass_fds, env=wrapped.env, capture_output=True, text=True
+        )
     assert result.returncode == 127
-    assert "exec failed: [Errno 2] No such file or directory" in result.stderr
-    strict = hardexec.wrap(["true"], STRICT_MISSING, report=False)
-    result = subprocess.run(strict.argv, capture_output=True, text=True)
+    assert result.stderr == "hardexec: no-such-program-x: No such file or directory\n"
+    with hardexec.wrap(["true"], STRICT_MISSING, report=False) as strict:
+        result = subprocess.run(
+            strict.argv, pass_fds=strict.pass_fds, env=strict.env, capture_output=True, text=True
+        )
     assert result.returncode == 125 and "keep_caps failed: [Errno 1]" in result.stderr
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 import hardexec
+import hardexec.spawn_core
 from hardexec import (
     CgroupError,
     CgroupLimits,
@@ -251,8 +252,8 @@ def test_nothing_made_by_this_module_is_left(test_parent):
 
 
 def test_cgroups_are_ignored_with_a_warning_off_linux(monkeypatch):
-    monkeypatch.setattr(hardexec.spawn.sys, "platform", "freebsd")
-    monkeypatch.setattr(hardexec.spawn, "_platform_warned", False)
+    monkeypatch.setattr(hardexec.spawn_core.sys, "platform", "freebsd")
+    monkeypatch.setattr(hardexec.spawn_core, "_platform_warned", False)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         result = hardexec.run(["true"], policy=Policy(cgroups=CgroupLimits(pids=4)))
@@ -326,7 +327,7 @@ def test_async_processes_get_a_group_usage_and_tree_kill(stage, test_parent, tmp
 @pytest.fixture
 def stage_loses_cgroup_fd(monkeypatch):
     """Start the stage with its cgroup.procs fd closed, so its join fails with EBADF."""
-    real = hardexec.spawn.stage_command()
+    real = hardexec.spawn_core.stage_command()
     closer = (
         "import os, sys\n"
         "args = sys.argv[1:]\n"
@@ -334,7 +335,7 @@ def stage_loses_cgroup_fd(monkeypatch):
         "os.execv(args[0], args)\n"
     )
     monkeypatch.setattr(
-        hardexec.spawn, "stage_command", lambda: (sys.executable, "-I", "-c", closer, *real)
+        hardexec.spawn_core, "stage_command", lambda: (sys.executable, "-I", "-c", closer, *real)
     )
 
 

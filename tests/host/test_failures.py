@@ -77,7 +77,7 @@ def run_under_setpriv(setpriv_args, policy, argv=("true",)):
     """Start the stage from a launcher that setpriv has stripped, via hardexec.wrap()."""
     with hardexec.wrap(list(argv), policy) as wrapped:
         proc = subprocess.Popen(
-            ["setpriv", *setpriv_args, *wrapped.argv], pass_fds=wrapped.pass_fds
+            ["setpriv", *setpriv_args, *wrapped.argv], pass_fds=wrapped.pass_fds, env=wrapped.env
         )
         wrapped.spawned()
         try:
@@ -89,15 +89,34 @@ def run_under_setpriv(setpriv_args, policy, argv=("true",)):
             proc.wait()
 
 
-def test_bounding_set_failure_is_reported_truthfully(stage):
-    """Without CAP_SETPCAP the bounding set cannot shrink: best effort warns, strict aborts."""
-    policy = Policy(security=SecurityConfig(drop_all_caps=True))
-    found = run_under_setpriv(["--bounding-set=-setpcap"], policy)
-    assert [(w.step, w.errno) for w in found] == [("bounding_set", errno.EPERM)]
+def test_bounding_set_failure_for_a_root_program_refuses_even_in_best_effort(stage):
+    """Without CAP_SETPCAP the bounding set cannot shrink, and execve would hand a uid-0 program
+    every capability left in it: the opposite of the request, so it never runs."""
+    policy = Policy(security=SecurityConfig(drop_all_caps=True, keep_caps=["NET_BIND_SERVICE"]))
+    with pytest.raises(StageError) as err:
+        run_under_setpriv(["--bounding-set=-setpcap"], policy)
+    assert (err.value.step, err.value.errno) == ("bounding_set", errno.EPERM)
+    assert "no CAP_SETPCAP: root would regain every capability at exec" in str(err.value)
+    assert "the launcher lacks CAP_SETPCAP" in str(err.value)
     strict = Policy(security=SecurityConfig(drop_all_caps=True, fail_on_cap_error=True))
     with pytest.raises(StageError) as err:
         run_under_setpriv(["--bounding-set=-setpcap"], strict)
     assert (err.value.step, err.value.errno) == ("bounding_set", errno.EPERM)
+
+
+def test_bounding_set_failure_warns_when_nothing_can_be_regained(stage, tmp_path):
+    """With no_new_privs, execve cannot raise root above the kept permitted set, and a non-root
+    program gains nothing from the bounding set: best effort warns and runs."""
+    out = tmp_path / "status"
+    argv = ("sh", "-c", f"cat /proc/self/status > {out}")
+    for security in (
+        SecurityConfig(drop_all_caps=True, keep_caps=["NET_BIND_SERVICE"], no_new_privs=True),
+        SecurityConfig(drop_all_caps=True, keep_caps=["NET_BIND_SERVICE"], user="nobody"),
+    ):
+        found = run_under_setpriv(["--bounding-set=-setpcap"], Policy(security=security), argv)
+        assert [(w.step, w.errno) for w in found] == [("bounding_set", errno.EPERM)]
+        status = parse_status(out.read_text())
+        assert status["CapEff"] == status["CapPrm"] == "0000000000000400"  # nothing regained
 
 
 def test_identity_failures_always_abort_even_in_best_effort_mode(stage):
@@ -154,8 +173,14 @@ def test_policy_errors_come_before_any_spawn():
 
 
 def test_popen_identity_arguments_conflict_with_a_policy():
-    policy = Policy(security=SecurityConfig(no_new_privs=True))
-    with pytest.raises(TypeError, match="user=: with a policy"):
-        hardexec.Popen(["true"], policy=policy, user="nobody")
+    policy = Policy(security=SecurityConfig(no_new_privs=True, user="nobody"))
+    with pytest.raises(PolicyError, match="user='root' conflicts with the policy's security.user"):
+        hardexec.Popen(["true"], policy=policy, user="root")
+    with pytest.raises(PolicyError, match="extra_groups=\\(1,\\) conflicts"):
+        hardexec.Popen(
+            ["true"],
+            policy=policy.with_security(SecurityConfig(supplementary_groups=[2])),
+            extra_groups=[1],
+        )
     with pytest.raises(TypeError, match="policy: expected hardexec.Policy"):
         hardexec.run(["true"], policy=SecurityConfig(no_new_privs=True))  # type: ignore[arg-type]

@@ -1,5 +1,6 @@
 """The stage command line a policy compiles to, and how the parent reads the stage's report."""
 
+import array
 import errno
 
 import pytest
@@ -9,9 +10,9 @@ from hardexec.plan import compile_plan
 from hardexec.report import parse_report
 
 
-def args_of(report_fd=None, executable=None, **security):
+def args_of(report_fd=None, executable=None, groups_fd=None, **security):
     plan = compile_plan(Policy(security=SecurityConfig(**security)))
-    return plan.stage_args(report_fd, executable)
+    return plan.stage_args(report_fd, executable, groups_fd=groups_fd)
 
 
 def test_drop_all_keep_one_nnp():
@@ -27,6 +28,7 @@ def test_identity_and_strict():
     args = args_of(
         None,
         "/bin/prog",
+        9,
         drop_all_caps=True,
         fail_on_cap_error=True,
         user=65534,
@@ -36,10 +38,29 @@ def test_identity_and_strict():
     assert args == [
         "--uid=65534",
         "--gid=65534",
-        "--groups=1,2",
+        "--groups-fd=9",
         "--drop-caps=0000000000000000",
         "--strict",
         "--exec=/bin/prog",
+        "--",
+    ]
+
+
+def test_groups_travel_as_native_gids_in_an_fd():
+    plan = compile_plan(Policy(security=SecurityConfig(supplementary_groups=[1, 70000])))
+    assert plan.groups_data() == array.array("I", [1, 70000]).tobytes()
+    with pytest.raises(ValueError, match="groups_fd"):
+        plan.stage_args(None)  # a list of groups and nowhere to put it
+
+
+def test_env_fd_signals_and_die_with_parent():
+    plan = compile_plan(Policy(security=SecurityConfig(no_new_privs=True), die_with_parent=True))
+    assert plan.stage_args(3, env_fd=4, parent=77, ignore_signals=(25, 13)) == [
+        "--report-fd=3",
+        "--env-fd=4",
+        "--nnp",
+        "--ignore-signals=13,25",
+        "--die-with-parent=77",
         "--",
     ]
 

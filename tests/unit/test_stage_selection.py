@@ -7,6 +7,7 @@ import warnings
 import pytest
 
 import hardexec
+import hardexec.spawn_core
 from hardexec import HardexecError, Policy, SecurityConfig
 from hardexec import stage as stage_mod
 
@@ -39,8 +40,8 @@ def test_native_required_but_not_built(monkeypatch, tmp_path, fresh_selection):
 
 
 def test_off_linux_a_policy_warns_once_and_is_ignored(monkeypatch):
-    monkeypatch.setattr(hardexec.spawn.sys, "platform", "darwin")
-    monkeypatch.setattr(hardexec.spawn, "_platform_warned", False)
+    monkeypatch.setattr(hardexec.spawn_core.sys, "platform", "darwin")
+    monkeypatch.setattr(hardexec.spawn_core, "_platform_warned", False)
     policy = Policy(security=SecurityConfig(drop_all_caps=True, no_new_privs=True))
     with pytest.warns(
         RuntimeWarning, match="only enforced on Linux; on darwin they are ignored"

@@ -5,30 +5,43 @@
  * a fresh process image may do anything, and the parent keeps subprocess's vfork() fast path.
  * The plan arrives as options (see hardexec/plan.py):
  *
- *   hardexec-stage [--report-fd=N] [--cgroup-fd=N [--cgroup-strict]] [--rlimit=RES:VALUE...]
- *                  [--uid=N] [--gid=N] [--groups=G,G | --clear-groups]
- *                  [--drop-caps=KEEPHEX] [--strict] [--nnp] [--exec=PATH] -- PROGRAM [ARG...]
+ *   hardexec-stage [--report-fd=N] [--env-fd=N] [--cgroup-fd=N [--cgroup-strict]]
+ *                  [--rlimit=RES:VALUE...] [--uid=N] [--gid=N] [--groups-fd=N | --clear-groups]
+ *                  [--drop-caps=KEEPHEX] [--strict] [--nnp] [--ignore-signals=N,N]
+ *                  [--die-with-parent=PID] [--exec=PATH] -- PROGRAM [ARG...]
+ *
+ * The stage is started with an empty environment: the program's arrives in the --env-fd memfd
+ * ("NAME=value\0" entries), so nothing a loader or interpreter reads from it (LD_PRELOAD,
+ * LD_AUDIT, PYTHON*) acts in this privileged process. Without --env-fd the program gets the
+ * stage's own environment. --groups-fd is a memfd of native 32-bit gids (no argv limit).
  *
  * Steps run in one fixed order, the only one the kernel makes correct (capabilities(7)):
- *   0. join the cgroup                 write "0" to its cgroup.procs (opened by the parent), so
+ *   0. read the environment and groups memfds
+ *   1. join the cgroup                 write "0" to its cgroup.procs (opened by the parent), so
  *                                      the program and all it starts are inside from the start
- *   0. rlimits: soft = hard = min(VALUE, inherited hard); lowering needs no privilege
- *   1. setgroups, setresgid            needs CAP_SETGID, so before any capability is dropped
- *   2. drop non-kept caps from the bounding set
- *                                      needs CAP_SETPCAP; without it root regains every cap
- *                                      at execve (the reference's defect)
- *   3. PR_SET_KEEPCAPS, setresuid      keeps the permitted set across the uid change
- *   4. capset E = P = I = keep & P     I must be *set*, not masked: ambient needs P and I
- *   5. clear ambient, raise each kept  how a non-root program receives the kept caps at execve
- *   6. PR_SET_NO_NEW_PRIVS
- *   7. execve (PATH searched like CPython's subprocess)
+ *   2. rlimits: soft = hard = min(VALUE, inherited hard); lowering needs no privilege
+ *   3. setgroups, setresgid            needs CAP_SETGID, so before any capability is dropped
+ *   4. drop non-kept caps from the bounding set
+ *                                      needs CAP_SETPCAP; without it root regains every cap at
+ *                                      execve (solti-exec's defect), so for a uid-0 program
+ *                                      without no_new_privs a failure here always aborts
+ *   5. PR_SET_KEEPCAPS, setresuid      keeps the permitted set across the uid change
+ *   6. capset E = P = I = keep & P     I must be *set*, not masked: ambient needs P and I
+ *   7. clear ambient, raise each kept  how a non-root program receives the kept caps at execve
+ *   8. PR_SET_NO_NEW_PRIVS
+ *   9. ignore the listed signals       what subprocess's restore_signals left ignored
+ *  10. PR_SET_PDEATHSIG(SIGKILL), then check getppid() against --die-with-parent: last, because
+ *      any credential change above clears it, and the check closes the race with a parent
+ *      that died before it was set
+ *  11. execve (PATH searched like CPython's subprocess, for --exec too)
  *
- * Failure semantics: steps 2-5 are best-effort unless --strict, the cgroup join unless
- * --cgroup-strict: a failure is reported as a warning and the stage goes on. Rlimits, identity
- * changes, no_new_privs and exec always abort.
+ * Failure semantics: steps 4-7 are best-effort unless --strict, the cgroup join unless
+ * --cgroup-strict: a failure is reported as a warning and the stage goes on. Everything else
+ * always aborts.
  * Reports go to the report fd (close-on-exec, so EOF there means exec succeeded) as lines
- * "W|F <step> <errno> <cap|resource|->"; without one, as text on stderr, exiting 125/126/127
- * like env(1).
+ * "W|F <step> <errno> <cap|resource|signal|->"; without one, as one line on stderr
+ * ("hardexec: <step> failed: ..." or "hardexec: <program>: <error>"), exiting 125/126/127 like
+ * env(1).
  *
  * Two builds of this file, chosen by setup.py:
  *   - freestanding (HX_FREESTANDING, x86_64/aarch64): raw syscalls and our own _start, no C
@@ -141,6 +154,29 @@ static __attribute__((noreturn)) void hx_exit(int code)
     for (;;)
         sys6(__NR_exit_group, code, 0, 0, 0, 0, 0);
 }
+static long hx_size(int fd) { return sys6(__NR_lseek, fd, 0, 2 /* SEEK_END */, 0, 0, 0); }
+static long hx_map(int fd, unsigned long n) /* a private read-only view of a memfd, or -errno */
+{
+    return sys6(__NR_mmap, 0, (long)n, 1 /* PROT_READ */, 2 /* MAP_PRIVATE */, fd, 0);
+}
+static long hx_alloc(unsigned long n) /* zeroed memory, or -errno */
+{
+    return sys6(__NR_mmap, 0, (long)n, 3 /* PROT_READ|WRITE */, 0x22 /* PRIVATE|ANONYMOUS */, -1,
+                0);
+}
+static long hx_getppid(void) { return sys6(__NR_getppid, 0, 0, 0, 0, 0, 0); }
+static long hx_getresuid(unsigned int ids[3])
+{
+    return sys6(__NR_getresuid, (long)&ids[0], (long)&ids[1], (long)&ids[2], 0, 0, 0);
+}
+struct hx_sigaction {
+    unsigned long handler, flags, restorer, mask;
+};
+static long hx_ignore_signal(int sig)
+{
+    struct hx_sigaction act = {1 /* SIG_IGN */, 0, 0, 0};
+    return sys6(__NR_rt_sigaction, sig, (long)&act, 0, sizeof act.mask, 0, 0);
+}
 
 static int stage_main(int argc, char **argv, char **envp);
 
@@ -157,7 +193,9 @@ __attribute__((used, noreturn)) void hx_start(long *sp)
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
+#include <signal.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -190,6 +228,20 @@ static long hx_execve(const char *path, char **argv, char **envp)
     return ret(execve(path, argv, envp));
 }
 static __attribute__((noreturn)) void hx_exit(int code) { _exit(code); }
+static long hx_size(int fd) { return ret(lseek(fd, 0, SEEK_END)); }
+static long hx_map(int fd, unsigned long n)
+{
+    void *p = mmap(0, n, PROT_READ, MAP_PRIVATE, fd, 0);
+    return p == MAP_FAILED ? -errno : (long)p;
+}
+static long hx_alloc(unsigned long n)
+{
+    void *p = mmap(0, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    return p == MAP_FAILED ? -errno : (long)p;
+}
+static long hx_getppid(void) { return getppid(); }
+static long hx_getresuid(unsigned int ids[3]) { return ret(getresuid(&ids[0], &ids[1], &ids[2])); }
+static long hx_ignore_signal(int sig) { return signal(sig, SIG_IGN) == SIG_ERR ? -errno : 0; }
 
 static int stage_main(int argc, char **argv, char **envp);
 
@@ -217,19 +269,21 @@ struct rlimit64 {
 };
 
 struct plan {
-    int cgroup_fd, cgroup_strict;
+    int cgroup_fd, cgroup_strict, env_fd, groups_fd;
     int nrlimits, rlimit_resource[MAX_RLIMITS];
     u64 rlimit_value[MAX_RLIMITS];
     int has_uid, has_gid, set_groups, drop_caps, strict, nnp;
     unsigned int uid, gid;
     unsigned long ngroups;
+    const unsigned int *groups;
     u64 keep;
+    u64 ignore_signals; /* bit n-1: signal n */
+    long parent;        /* --die-with-parent: the pid that must stay our parent, else 0 */
     const char *exec_path;
     char **argv;
     char **envp;
 };
 
-static unsigned int groups[MAX_GROUPS];
 static int report_fd = -1;
 
 static unsigned long str_len(const char *s)
@@ -315,7 +369,7 @@ static const char *error_text(int err)
 }
 
 struct line {
-    char buf[192];
+    char buf[MAX_PATH + 256]; /* room for a program's name */
     unsigned long n;
 };
 
@@ -339,9 +393,26 @@ static void put_num(struct line *l, long v)
         put(l, (char[]){digits[--i], 0});
 }
 
+static const char *program_name; /* for exec failures on stderr */
+
+/* Why a step failed with EPERM: the privilege the process that started the stage lacked. */
+static const char *needs(const char *step)
+{
+    if (str_eq(step, "setgroups") || str_eq(step, "setresgid"))
+        return "the launcher lacks CAP_SETGID";
+    if (str_eq(step, "setresuid"))
+        return "the launcher lacks CAP_SETUID";
+    if (str_eq(step, "bounding_set"))
+        return "the launcher lacks CAP_SETPCAP";
+    if (str_eq(step, "keep_caps"))
+        return "the launcher's permitted set lacks it";
+    return 0;
+}
+
 /* One record on the report fd, or one line on stderr when there is none. ``arg`` is the
- * capability or (for setrlimit) the resource the record is about, or -1. */
-static void report(char kind, const char *step, int err, int arg)
+ * capability, resource (setrlimit) or signal (ignore_signals) the record is about, or -1;
+ * ``why`` is said on stderr only (the parent words its own from the record). */
+static void report_why(char kind, const char *step, int err, int arg, const char *why)
 {
     struct line l = {.n = 0};
     if (report_fd >= 0) {
@@ -356,11 +427,17 @@ static void report(char kind, const char *step, int err, int arg)
             put(&l, "-");
     } else {
         const char *text = error_text(err);
-        put(&l, kind == 'W' ? "hardexec-stage: warning: " : "hardexec-stage: ");
-        put(&l, step);
-        put(&l, " failed: [Errno ");
-        put_num(&l, err);
-        put(&l, "] ");
+        int exec = str_eq(step, "exec");
+        put(&l, kind == 'W' ? "hardexec: warning: " : "hardexec: ");
+        if (exec) { /* as the shell says it: "hardexec: prog: No such file or directory" */
+            put(&l, program_name);
+            put(&l, ": ");
+        } else {
+            put(&l, step);
+            put(&l, " failed: [Errno ");
+            put_num(&l, err);
+            put(&l, "] ");
+        }
         if (text) {
             put(&l, text);
         } else {
@@ -368,12 +445,23 @@ static void report(char kind, const char *step, int err, int arg)
             put_num(&l, err);
         }
         if (arg >= 0) {
-            put(&l, str_eq(step, "setrlimit") ? " (resource " : " (capability ");
+            put(&l, str_eq(step, "setrlimit")         ? " (resource "
+                    : str_eq(step, "ignore_signals") ? " (signal "
+                                                     : " (capability ");
             put_num(&l, arg);
             put(&l, ")");
         }
+        if (!why && err == EPERM)
+            why = needs(step);
+        if (why) {
+            put(&l, ": ");
+            put(&l, why);
+        }
     }
-    put(&l, "\n");
+    if (l.n == sizeof l.buf) /* cut short: still one line */
+        l.buf[l.n - 1] = '\n';
+    else
+        l.buf[l.n++] = '\n';
     int fd = report_fd >= 0 ? report_fd : 2;
     for (unsigned long done = 0; done < l.n;) {
         long w = hx_write(fd, l.buf + done, l.n - done);
@@ -385,12 +473,23 @@ static void report(char kind, const char *step, int err, int arg)
     }
 }
 
-static __attribute__((noreturn)) void fail(const char *step, int err, int arg)
+static void report(char kind, const char *step, int err, int arg)
 {
-    report('F', step, err, arg);
+    report_why(kind, step, err, arg, 0);
+}
+
+static __attribute__((noreturn)) void fail_why(const char *step, int err, int arg,
+                                               const char *why)
+{
+    report_why('F', step, err, arg, why);
     if (!str_eq(step, "exec"))
         hx_exit(EXIT_STAGE);
     hx_exit(err == ENOENT || err == ENOTDIR ? EXIT_NOENT : EXIT_NOEXEC);
+}
+
+static __attribute__((noreturn)) void fail(const char *step, int err, int arg)
+{
+    fail_why(step, err, arg, 0);
 }
 
 /* A capability step failed: abort under --strict, else warn and go on. */
@@ -401,20 +500,31 @@ static void cap_failed(const struct plan *p, const char *step, int err, int cap)
     report('W', step, err, cap);
 }
 
-static int parse_groups(const char *s, struct plan *p)
+/* "N,N,...": signal numbers 1..64, as a mask. */
+static int parse_signals(const char *s, u64 *mask)
 {
     const char *item = s;
     for (;;) {
         const char *end = item;
+        u64 sig;
         while (*end && *end != ',')
             end++;
-        if (p->ngroups == MAX_GROUPS || parse_id(item, end, &groups[p->ngroups]) < 0)
+        if (parse_u64(item, end, 10, 64, &sig) < 0 || sig == 0)
             return -1; /* also rejects empty items such as "1,,2" */
-        p->ngroups++;
+        *mask |= 1ull << (sig - 1);
         if (!*end)
             return 0;
         item = end + 1;
     }
+}
+
+static int parse_fd(const char *v, int *fd)
+{
+    u64 n;
+    if (parse_u64(v, v + str_len(v), 10, 0x7fffffff, &n) < 0)
+        return -1;
+    *fd = (int)n;
+    return 0;
 }
 
 /* "RES:VALUE", RES below RLIM_NLIMITS, VALUE a figure below RLIM_INFINITY (as the policy's). */
@@ -449,10 +559,12 @@ static void parse(int argc, char **argv, struct plan *p)
             if (r < 0)
                 fail("report_fd", (int)-r, -1);
             report_fd = (int)n;
-        } else if ((v = option(a, "--cgroup-fd"))) {
-            if (parse_u64(v, v + str_len(v), 10, 0x7fffffff, &n) < 0)
+        } else if ((v = option(a, "--env-fd"))) {
+            if (parse_fd(v, &p->env_fd) < 0)
                 goto bad;
-            p->cgroup_fd = (int)n;
+        } else if ((v = option(a, "--cgroup-fd"))) {
+            if (parse_fd(v, &p->cgroup_fd) < 0)
+                goto bad;
         } else if (str_eq(a, "--cgroup-strict")) {
             p->cgroup_strict = 1;
         } else if ((v = option(a, "--rlimit"))) {
@@ -466,14 +578,13 @@ static void parse(int argc, char **argv, struct plan *p)
             if (parse_id(v, v + str_len(v), &p->gid) < 0)
                 goto bad;
             p->has_gid = 1;
-        } else if ((v = option(a, "--groups"))) {
-            p->ngroups = 0;
-            if (parse_groups(v, p) < 0)
+        } else if ((v = option(a, "--groups-fd"))) {
+            if (parse_fd(v, &p->groups_fd) < 0)
                 goto bad;
             p->set_groups = 1;
         } else if (str_eq(a, "--clear-groups")) {
             p->set_groups = 1;
-            p->ngroups = 0;
+            p->groups_fd = -1;
         } else if ((v = option(a, "--drop-caps"))) {
             if (str_len(v) > 16 || parse_u64(v, v + str_len(v), 16, ~0ull, &p->keep) < 0)
                 goto bad;
@@ -482,6 +593,13 @@ static void parse(int argc, char **argv, struct plan *p)
             p->strict = 1;
         } else if (str_eq(a, "--nnp")) {
             p->nnp = 1;
+        } else if ((v = option(a, "--die-with-parent"))) {
+            if (parse_u64(v, v + str_len(v), 10, 0x7fffffff, &n) < 0 || n == 0)
+                goto bad;
+            p->parent = (long)n;
+        } else if ((v = option(a, "--ignore-signals"))) {
+            if (parse_signals(v, &p->ignore_signals) < 0)
+                goto bad;
         } else if ((v = option(a, "--exec"))) {
             p->exec_path = v;
         } else {
@@ -524,6 +642,22 @@ static void set_rlimits(const struct plan *p)
     }
 }
 
+/* Whether the program will run as root with execve's root rule in force: then every cap left
+ * in the bounding set comes back at exec (capabilities(7), "Capabilities and execution of
+ * programs by root"), unless no_new_privs caps the gain at the current permitted set or
+ * SECBIT_NOROOT turns the rule off. */
+static int root_regains(const struct plan *p)
+{
+    unsigned int ids[3] = {1, 1, 1};
+    long bits = hx_prctl(PR_GET_SECUREBITS, 0, 0);
+    if (p->nnp || (bits > 0 && (bits & 1 /* SECBIT_NOROOT */)))
+        return 0;
+    if (p->has_uid)
+        return p->uid == 0;
+    hx_getresuid(ids);
+    return ids[0] == 0 || ids[1] == 0;
+}
+
 /* Keep only the kept caps in the bounding set, 0..cap_last_cap as the kernel reports it. */
 static void drop_bounding(const struct plan *p)
 {
@@ -542,7 +676,11 @@ static void drop_bounding(const struct plan *p)
                 break;
         }
     }
-    /* The same cause (no CAP_SETPCAP) fails every cap: one warning, naming the first. */
+    /* The same cause (no CAP_SETPCAP) fails every cap: one warning, naming the first. Best
+     * effort cannot cover a root program: it would get the opposite of what was asked. */
+    if (first_err && root_regains(p))
+        fail_why("bounding_set", first_err, first_cap,
+                 "no CAP_SETPCAP: root would regain every capability at exec");
     if (first_err)
         cap_failed(p, "bounding_set", first_err, first_cap);
 }
@@ -589,6 +727,58 @@ static void set_ambient(const struct plan *p, u64 kept)
     }
 }
 
+/* The program's environment, from the sealed memfd the parent wrote (the stage itself was
+ * started with a fixed, empty one, so no loader or interpreter variable of the program's can
+ * act inside this privileged process): "NAME=value\0" entries. */
+static void load_env(struct plan *p)
+{
+    static char *empty[1];
+    long size = hx_size(p->env_fd), base;
+    p->envp = empty;
+    if (size < 0)
+        fail("env_fd", (int)-size, -1);
+    if (size > 0) {
+        if ((base = hx_map(p->env_fd, (unsigned long)size)) < 0)
+            fail("env_fd", (int)-base, -1);
+        const char *text = (const char *)base;
+        unsigned long n = 0;
+        if (text[size - 1] != '\0')
+            fail("env_fd", EINVAL, -1);
+        for (long i = 0; i < size; i++)
+            n += text[i] == '\0';
+        long array = hx_alloc((n + 1) * sizeof(char *));
+        if (array < 0)
+            fail("env_fd", (int)-array, -1);
+        p->envp = (char **)array;
+        n = 0;
+        for (long i = 0; i < size; i += (long)str_len(text + i) + 1)
+            p->envp[n++] = (char *)(text + i);
+        p->envp[n] = 0;
+    }
+    hx_close(p->env_fd);
+}
+
+/* Supplementary groups as native 32-bit gids, from a memfd: no argv length limit applies, so
+ * the kernel's 65536 fit. */
+static void load_groups(struct plan *p)
+{
+    long size = hx_size(p->groups_fd), base;
+    if (size < 0)
+        fail("groups_fd", (int)-size, -1);
+    if (size % 4 || size / 4 > MAX_GROUPS)
+        fail("groups_fd", EINVAL, -1);
+    p->ngroups = (unsigned long)size / 4;
+    if (size > 0) {
+        if ((base = hx_map(p->groups_fd, (unsigned long)size)) < 0)
+            fail("groups_fd", (int)-base, -1);
+        p->groups = (const unsigned int *)base;
+        for (unsigned long i = 0; i < p->ngroups; i++)
+            if (p->groups[i] == 0xFFFFFFFFu) /* (gid_t)-1 is "unchanged", never an id */
+                fail("groups_fd", EINVAL, -1);
+    }
+    hx_close(p->groups_fd);
+}
+
 static const char *env_path(char **envp)
 {
     for (; *envp; envp++) {
@@ -608,7 +798,7 @@ static __attribute__((noreturn)) void exec_program(const struct plan *p)
     int has_slash = 0;
     for (const char *c = file; *c; c++)
         has_slash |= *c == '/';
-    if (p->exec_path || has_slash)
+    if (has_slash) /* else searched on PATH, --exec too, as subprocess does for executable= */
         fail("exec", (int)-hx_execve(file, p->argv, p->envp), -1);
 
     unsigned long flen = str_len(file);
@@ -638,14 +828,19 @@ static __attribute__((noreturn)) void exec_program(const struct plan *p)
 
 static int stage_main(int argc, char **argv, char **envp)
 {
-    struct plan p = {.cgroup_fd = -1, .envp = envp};
+    struct plan p = {.cgroup_fd = -1, .env_fd = -1, .groups_fd = -1, .envp = envp};
     long r;
     parse(argc, argv, &p);
+    program_name = p.exec_path ? p.exec_path : p.argv[0];
+    if (p.env_fd >= 0)
+        load_env(&p);
+    if (p.groups_fd >= 0)
+        load_groups(&p);
 
     if (p.cgroup_fd >= 0)
         join_cgroup(&p);
     set_rlimits(&p);
-    if (p.set_groups && (r = hx_setgroups(p.ngroups, groups)) < 0)
+    if (p.set_groups && (r = hx_setgroups(p.ngroups, p.groups)) < 0)
         fail("setgroups", (int)-r, -1);
     if (p.has_gid && (r = hx_setresgid(p.gid)) < 0)
         fail("setresgid", (int)-r, -1);
@@ -661,5 +856,16 @@ static int stage_main(int argc, char **argv, char **envp)
         set_ambient(&p, set_caps(&p));
     if (p.nnp && (r = hx_prctl(PR_SET_NO_NEW_PRIVS, 1, 0)) < 0)
         fail("no_new_privs", (int)-r, -1);
+    for (int sig = 1; sig <= 64; sig++)
+        if ((p.ignore_signals >> (sig - 1) & 1) && (r = hx_ignore_signal(sig)) < 0)
+            fail("ignore_signals", (int)-r, sig);
+    if (p.parent) {
+        /* Last before exec: a credential change clears the death signal (prctl(2)), and the
+         * check after setting it closes the race with a parent that died before it was set. */
+        if ((r = hx_prctl(PR_SET_PDEATHSIG, 9 /* SIGKILL */, 0)) < 0)
+            fail("die_with_parent", (int)-r, -1);
+        if (hx_getppid() != p.parent)
+            fail_why("die_with_parent", ESRCH, -1, "the parent has already exited");
+    }
     exec_program(&p);
 }

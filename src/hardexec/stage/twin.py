@@ -6,17 +6,26 @@ the launcher. It takes the same options, runs the same steps in the same order, 
 report records and exits with the same codes as stage.c; read that file for the reasons.
 This file imports only the standard library (``-I -S`` gives it no site-packages).
 
-One difference cannot be avoided: CPython ignores SIGPIPE and SIGXFSZ at start-up, so the twin
-puts both back to SIG_DFL before exec, which is what ``subprocess`` does by default
-(``restore_signals=True``); a launcher passing ``restore_signals=False`` gets them reset anyway.
+CPython's own start-up changes three things a C program would not, and the twin undoes each:
+it ignores SIGPIPE and SIGXFSZ (put back to SIG_DFL; the launcher lists in --ignore-signals
+what must stay ignored), installs a SIGINT handler (back to SIG_DFL, so a ^C ends the stage as
+it ends stage.c), and may coerce the C locale by adding LC_CTYPE to its environment (the
+program's environment comes from --env-fd, or else from /proc/self/environ, which holds the
+environment as it was at exec). Any exception becomes a failure record, never a traceback and
+an exit status that could pass for the program's.
 """
 
+import signal
+
+if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+import array  # after SIGINT: a ^C during these imports must end the stage plainly
 import contextlib
 import ctypes
 import errno
 import os
 import resource as resource_mod
-import signal
 import sys
 
 MAX_CAP = 63
@@ -24,7 +33,7 @@ MAX_GROUPS = 65536  # the kernel's NGROUPS_MAX
 MAX_RLIMITS = 16  # the kernel's RLIM_NLIMITS
 EXIT_STAGE, EXIT_NOEXEC, EXIT_NOENT = 125, 126, 127
 PR_CAPBSET_READ, PR_CAPBSET_DROP, PR_SET_KEEPCAPS = 23, 24, 8
-PR_SET_NO_NEW_PRIVS, PR_CAP_AMBIENT = 38, 47
+PR_SET_NO_NEW_PRIVS, PR_CAP_AMBIENT, PR_SET_PDEATHSIG, PR_GET_SECUREBITS = 38, 47, 1, 27
 PR_CAP_AMBIENT_RAISE, PR_CAP_AMBIENT_CLEAR_ALL = 2, 4
 CAP_V3 = 0x20080522
 
@@ -46,6 +55,7 @@ class CapData(ctypes.Structure):
 
 
 report_fd = -1
+program_name = b""
 
 
 # The errnos stage.c carries texts for (what its syscalls can return); the texts themselves are
@@ -64,17 +74,35 @@ def error_text(err):
     return os.strerror(err) if err in KNOWN_ERRORS else f"Unknown error {err}"
 
 
-def report(kind, step, err, arg=-1):
+NEEDS = {
+    "setgroups": "the launcher lacks CAP_SETGID",
+    "setresgid": "the launcher lacks CAP_SETGID",
+    "setresuid": "the launcher lacks CAP_SETUID",
+    "bounding_set": "the launcher lacks CAP_SETPCAP",
+    "keep_caps": "the launcher's permitted set lacks it",
+}
+LINE_MAX = 4096 + 256  # stage.c's line buffer
+
+
+def report(kind, step, err, arg=-1, why=None):
     if report_fd >= 0:
-        line = f"{kind} {step} {err} {arg if arg >= 0 else '-'}\n"
+        data = f"{kind} {step} {err} {arg if arg >= 0 else '-'}\n".encode()
         fd = report_fd
     else:
-        warn = "warning: " if kind == "W" else ""
-        line = f"hardexec-stage: {warn}{step} failed: [Errno {err}] {error_text(err)}"
-        label = "resource" if step == "setrlimit" else "capability"
-        line += f" ({label} {arg})\n" if arg >= 0 else "\n"
+        head = b"hardexec: warning: " if kind == "W" else b"hardexec: "
+        if step == "exec":
+            data = head + program_name + b": " + error_text(err).encode()
+        else:
+            data = head + f"{step} failed: [Errno {err}] {error_text(err)}".encode()
+        if arg >= 0:
+            label = {"setrlimit": "resource", "ignore_signals": "signal"}.get(step, "capability")
+            data += f" ({label} {arg})".encode()
+        if why is None and err == errno.EPERM:
+            why = NEEDS.get(step)
+        if why:
+            data += b": " + why.encode()
+        data = data[: LINE_MAX - 1] + b"\n"
         fd = 2
-    data = line.encode()
     try:
         while data:
             data = data[os.write(fd, data) :]
@@ -82,8 +110,8 @@ def report(kind, step, err, arg=-1):
         pass
 
 
-def fail(step, err, arg=-1):
-    report("F", step, err, arg)
+def fail(step, err, arg=-1, why=None):
+    report("F", step, err, arg, why)
     if step != "exec":
         os._exit(EXIT_STAGE)
     os._exit(EXIT_NOENT if err in (errno.ENOENT, errno.ENOTDIR) else EXIT_NOEXEC)
@@ -115,10 +143,14 @@ def parse_id(text):
     return parse_number(text, 10, 0xFFFFFFFE)
 
 
+def parse_fd(value):
+    return parse_number(value, 10, 0x7FFFFFFF)
+
+
 def parse(argv):
-    global report_fd
     plan = {"uid": None, "gid": None, "groups": None, "keep": None, "strict": False}
     plan.update(nnp=False, exec=None, cgroup_fd=None, cgroup_strict=False, rlimits=[])
+    plan.update(env_fd=None, groups_fd=None, parent=None, ignore=set())
     try:
         index = argv.index("--")
     except ValueError:
@@ -126,40 +158,7 @@ def parse(argv):
     try:
         for arg in argv[:index]:
             name, eq, value = arg.partition("=")
-            if name == "--report-fd" and eq:
-                fd = parse_number(value, 10, 0x7FFFFFFF)
-                try:
-                    os.set_inheritable(fd, False)  # close-on-exec: EOF means a good exec
-                except OSError as exc:
-                    fail("report_fd", exc.errno)
-                report_fd = fd
-            elif name == "--cgroup-fd" and eq:
-                plan["cgroup_fd"] = parse_number(value, 10, 0x7FFFFFFF)
-            elif arg == "--cgroup-strict":
-                plan["cgroup_strict"] = True
-            elif name == "--rlimit" and eq and len(plan["rlimits"]) < MAX_RLIMITS:
-                resource, colon, limit = value.partition(":")
-                if not colon:
-                    raise ValueError(value)
-                number = parse_number(resource, 10, MAX_RLIMITS - 1)
-                plan["rlimits"].append((number, parse_number(limit, 10, 2**63 - 1)))
-            elif name == "--uid" and eq:
-                plan["uid"] = parse_id(value)
-            elif name == "--gid" and eq:
-                plan["gid"] = parse_id(value)
-            elif name == "--groups" and eq and value.count(",") < MAX_GROUPS:
-                plan["groups"] = [parse_id(item) for item in value.split(",")]
-            elif arg == "--clear-groups":
-                plan["groups"] = []
-            elif name == "--drop-caps" and eq and len(value) <= 16:
-                plan["keep"] = parse_number(value, 16, (1 << 64) - 1)
-            elif arg == "--strict":
-                plan["strict"] = True
-            elif arg == "--nnp":
-                plan["nnp"] = True
-            elif name == "--exec" and eq:
-                plan["exec"] = os.fsencode(value)
-            else:
+            if not (parse_flag(plan, arg) or (eq and parse_option(plan, name, value))):
                 raise ValueError(arg)
     except ValueError:
         fail("arguments", errno.EINVAL)
@@ -167,6 +166,106 @@ def parse(argv):
     if not plan["argv"]:
         fail("arguments", errno.EINVAL)
     return plan
+
+
+def parse_flag(plan, arg):
+    """An option without a value; False when ``arg`` is none of them."""
+    if arg == "--clear-groups":
+        plan["groups_fd"] = None
+        plan["groups"] = []
+    elif arg in ("--cgroup-strict", "--strict", "--nnp"):
+        plan[arg[2:].replace("-", "_")] = True
+    else:
+        return False
+    return True
+
+
+def parse_option(plan, name, value):
+    """``--name=value``; False when ``name`` is no option of the stage."""
+    global report_fd
+    if name == "--report-fd":
+        fd = parse_fd(value)
+        try:
+            os.set_inheritable(fd, False)  # close-on-exec: EOF means a good exec
+        except OSError as exc:
+            fail("report_fd", exc.errno)
+        report_fd = fd
+    elif name in ("--env-fd", "--cgroup-fd", "--groups-fd"):
+        plan[name[2:].replace("-", "_")] = parse_fd(value)
+        if name == "--groups-fd":
+            plan["groups"] = []
+    elif name == "--rlimit" and len(plan["rlimits"]) < MAX_RLIMITS:
+        resource, colon, limit = value.partition(":")
+        if not colon:
+            raise ValueError(value)
+        number = parse_number(resource, 10, MAX_RLIMITS - 1)
+        plan["rlimits"].append((number, parse_number(limit, 10, 2**63 - 1)))
+    elif name in ("--uid", "--gid"):
+        plan[name[2:]] = parse_id(value)
+    elif name == "--drop-caps" and len(value) <= 16:
+        plan["keep"] = parse_number(value, 16, (1 << 64) - 1)
+    elif name == "--die-with-parent":
+        plan["parent"] = parse_number(value, 10, 0x7FFFFFFF)
+        if not plan["parent"]:
+            raise ValueError(value)
+    elif name == "--ignore-signals":
+        for item in value.split(","):
+            number = parse_number(item, 10, 64)
+            if not number:
+                raise ValueError(item)
+            plan["ignore"].add(number)
+    elif name == "--exec":
+        plan["exec"] = os.fsencode(value)
+    else:
+        return False
+    return True
+
+
+def read_fd(fd):
+    """A memfd's whole content (from offset 0, whatever its position)."""
+    size = os.lseek(fd, 0, os.SEEK_END)
+    chunks, offset = [], 0
+    while offset < size:
+        chunk = os.pread(fd, size - offset, offset)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        offset += len(chunk)
+    return b"".join(chunks)
+
+
+def load_env(plan):
+    """The program's environment: "NAME=value\\0" entries, as stage.c reads them."""
+    fd = plan["env_fd"]
+    try:
+        data = read_fd(fd)
+    except OSError as exc:
+        fail("env_fd", exc.errno)
+    if data and not data.endswith(b"\0"):
+        fail("env_fd", errno.EINVAL)
+    os.close(fd)
+    return data.split(b"\0")[:-1]
+
+
+def own_environ():
+    """The environment this process was exec'd with, before CPython's locale coercion."""
+    with open("/proc/self/environ", "rb") as f:
+        return f.read().split(b"\0")[:-1]
+
+
+def load_groups(plan):
+    fd = plan["groups_fd"]
+    try:
+        data = read_fd(fd)
+    except OSError as exc:
+        fail("groups_fd", exc.errno)
+    if len(data) % 4 or len(data) // 4 > MAX_GROUPS:
+        fail("groups_fd", errno.EINVAL)
+    groups = array.array("I", data)
+    if 0xFFFFFFFF in groups:
+        fail("groups_fd", errno.EINVAL)
+    os.close(fd)
+    return list(groups)
 
 
 def join_cgroup(plan):
@@ -193,6 +292,17 @@ def set_rlimits(plan):
             fail("setrlimit", exc.errno, resource)
 
 
+def root_regains(plan):
+    """stage.c's root_regains: execve would give a uid-0 program its whole bounding set."""
+    bits, _ = prctl(PR_GET_SECUREBITS)
+    if plan["nnp"] or (bits > 0 and bits & 1):
+        return False
+    if plan["uid"] is not None:
+        return plan["uid"] == 0
+    ruid, euid, _ = os.getresuid()
+    return ruid == 0 or euid == 0
+
+
 def drop_bounding(plan):
     first = None
     for cap in range(MAX_CAP + 1):
@@ -206,6 +316,9 @@ def drop_bounding(plan):
             first = (err, cap)
             if plan["strict"]:
                 break
+    if first is not None and root_regains(plan):
+        why = "no CAP_SETPCAP: root would regain every capability at exec"
+        fail("bounding_set", *first, why=why)
     if first is not None:
         cap_failed(plan, "bounding_set", *first)
 
@@ -242,29 +355,52 @@ def set_ambient(plan, kept):
                 cap_failed(plan, "ambient_raise", ctypes.get_errno(), cap)
 
 
+def set_signals(plan):
+    for sig in (signal.SIGPIPE, signal.SIGXFSZ):  # CPython ignored them, not the launcher
+        signal.signal(sig, signal.SIG_DFL)
+    for sig in sorted(plan["ignore"]):
+        try:
+            signal.signal(sig, signal.SIG_IGN)
+        except (OSError, ValueError):  # SIGKILL/SIGSTOP, or past the kernel's last signal
+            fail("ignore_signals", errno.EINVAL, sig)
+
+
+def die_with_parent(plan):
+    result, err = prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if result < 0:
+        fail("die_with_parent", err)
+    if os.getppid() != plan["parent"]:
+        fail("die_with_parent", errno.ESRCH, why="the parent has already exited")
+
+
 def exec_program(plan):
-    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
-    signal.signal(signal.SIGXFSZ, signal.SIG_DFL)
-    argv, env = plan["argv"], os.environb
+    argv, env = plan["argv"], plan["env"]
     file = plan["exec"] or argv[0]
-    if plan["exec"] or b"/" in file:
+    if b"/" in file:
         candidates = [file]
     else:
-        path = env.get(b"PATH", b"/bin:/usr/bin")  # os.defpath, as CPython's subprocess
+        path = next((e[5:] for e in env if e.startswith(b"PATH=")), b"/bin:/usr/bin")  # defpath
         candidates = [os.path.join(d, file) if d else file for d in path.split(b":")]
+    # execve(2) itself, not os.execve: the environment passes as the exact entries received
+    # (os.execve wants a mapping, which would merge duplicates and need a "=" in each).
+    c_argv = (ctypes.c_char_p * (len(argv) + 1))(*argv, None)
+    c_env = (ctypes.c_char_p * (len(env) + 1))(*env, None)
     saved = last = 0
     for candidate in candidates:
-        try:
-            os.execve(candidate, argv, env)
-        except OSError as exc:
-            last = exc.errno
-            if last not in (errno.ENOENT, errno.ENOTDIR) and not saved:
-                saved = last
+        libc.execve(candidate, c_argv, c_env)
+        last = ctypes.get_errno()
+        if last not in (errno.ENOENT, errno.ENOTDIR) and not saved:
+            saved = last
     fail("exec", saved or last)
 
 
 def main():
+    global program_name
     plan = parse(sys.argv[1:])
+    program_name = plan["exec"] or plan["argv"][0]
+    plan["env"] = load_env(plan) if plan["env_fd"] is not None else own_environ()
+    if plan["groups_fd"] is not None:
+        plan["groups"] = load_groups(plan)
     if plan["cgroup_fd"] is not None:
         join_cgroup(plan)
     set_rlimits(plan)
@@ -296,8 +432,14 @@ def main():
         result, err = prctl(PR_SET_NO_NEW_PRIVS, 1)
         if result < 0:
             fail("no_new_privs", err)
+    set_signals(plan)
+    if plan["parent"] is not None:
+        die_with_parent(plan)
     exec_program(plan)
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except BaseException as exc:  # SystemExit never comes here: fail() uses os._exit
+        fail("internal", getattr(exc, "errno", None) or errno.EIO)
