@@ -1,6 +1,8 @@
-"""Fixtures for every tier: exec-stage selection and leak checks."""
+"""Fixtures and hooks for every tier: exec-stage selection, leak checks, the VM tier on request."""
 
 from __future__ import annotations
+
+import os
 
 import pytest
 
@@ -17,6 +19,16 @@ from helpers import (
 )
 
 STAGES = ("native", "python")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Skip the VM tier when HARDEXEC_SKIP_VM_TIER says why (./run-tests: other Pythons)."""
+    why = os.environ.get("HARDEXEC_SKIP_VM_TIER")
+    if not why:
+        return
+    for item in items:
+        if "/tests/vm/" in str(item.path):
+            item.add_marker(pytest.mark.skip(reason=why))
 
 
 @pytest.fixture(params=STAGES)
