@@ -72,9 +72,17 @@ def test_exit_status_is_the_programs_own(stage):
     assert hx("run", "--no-new-privs", "--", "sh", "-c", "exit 42").returncode == 42
 
 
-def test_killed_by_signal_n_exits_128_plus_n(stage):
-    result = hx("run", "--no-new-privs", "--", "sh", "-c", "kill -KILL $$")
-    assert result.returncode == 128 + signal.SIGKILL
+@pytest.mark.parametrize("mode", [[], ["--cgroup"]], ids=["exec", "supervised"])
+def test_killed_by_signal_n_hardexec_dies_of_n_too(stage, mode):
+    result = hx("run", "--no-new-privs", *mode, "--", "sh", "-c", "kill -KILL $$")
+    assert result.returncode == -signal.SIGKILL  # a shell shows 128+9, as for the program
+    assert result.stderr == ""
+
+
+def test_called_from_python_main_returns_128_plus_n(stage):
+    from hardexec.cli import main
+
+    assert main(["run", "--no-new-privs", "--usage", "--", "sh", "-c", "kill -TERM $$"]) == 143
 
 
 def test_not_found_127_and_not_executable_126(stage):
@@ -102,7 +110,13 @@ def test_not_found_127_and_not_executable_126(stage):
         (["--group", "no-such-group-x"], "--group: unknown group 'no-such-group-x'"),
         (["--groups", "0,,1"], "--groups: '0,,1' has an empty item"),
         (["--groups", "nope-x"], "--groups: unknown group 'nope-x'"),
-        (["--bogus"], "unrecognized arguments: --bogus"),
+        (["--bogus"], "unrecognized arguments: --bogus; try 'hardexec run --help'"),
+        (["--drop-all-caps", "--keep-cap", "net_raw,"], "--keep-cap: 'net_raw,' has an empty item"),
+        (
+            ["--drop-all-caps", "--keep-cap", "41"],
+            "--keep-cap: capability 41 does not exist on this kernel (its last is 40, "
+            "CHECKPOINT_RESTORE, per /proc/sys/kernel/cap_last_cap)",
+        ),
     ],
 )
 def test_bad_options_exit_125_with_one_line_naming_the_option(args, message, tmp_path):
@@ -142,7 +156,7 @@ def test_sigterm_to_hardexec_reaches_the_program(stage):
         assert proc.stdout.readline() == "up\n"
         time.sleep(0.1)
         proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=10) == 128 + signal.SIGTERM
+        assert proc.wait(timeout=10) == -signal.SIGTERM
     finally:
         proc.kill()
         proc.wait()
@@ -201,6 +215,8 @@ def test_rlimit_options_reach_the_program(stage):
         (["--cgroup", "--cgroup-parent", "/nonexistent-x"], "'/nonexistent-x' does not exist"),
         (["--cgroup", "--cgroup-parent", "/tmp"], "'/tmp' is not a cgroup v2 group"),
         (["--cgroup-parent", "/tmp"], "--cgroup-parent: no cgroup is asked for"),
+        (["--best-effort"], "--best-effort: no cgroup is asked for"),
+        (["--keep-leftovers"], "--keep-leftovers: hardexec does not supervise this run"),
     ],
 )
 def test_bad_limits_exit_125_before_anything_runs(args, message, tmp_path):
@@ -212,16 +228,27 @@ def test_bad_limits_exit_125_before_anything_runs(args, message, tmp_path):
     assert not marker.exists() and hardexec_groups() == before
 
 
-def test_a_cgroup_that_cannot_be_made_warns_or_with_strict_refuses(stage, tmp_path):
-    lenient = hx("run", "--memory", "64M", "--", "echo", "ran")
-    assert lenient.returncode == 0 and lenient.stdout == "ran\n"
-    assert lenient.stderr.startswith("hardexec: warning: cgroup failed: [Errno 95]")
-    assert "memory controller is not available" in lenient.stderr
+def test_a_ceiling_that_cannot_be_applied_refuses_the_run(stage, tmp_path):
+    """This host's cgroup v2 hierarchy has no memory controller: --memory cannot hold."""
     marker = tmp_path / "ran"
-    strict = hx("run", "--memory", "64M", "--strict", "--", "touch", str(marker))
-    assert strict.returncode == 125 and not marker.exists()
-    assert "memory controller is not available" in strict.stderr
-    assert strict.stderr.count("\n") == 1
+    refused = hx("run", "--memory", "64M", "--", "touch", str(marker))
+    assert refused.returncode == 125 and not marker.exists()
+    assert refused.stderr.startswith("hardexec: --memory 64M cannot be applied: [Errno 95]")
+    assert "memory controller is not available" in refused.stderr
+    assert refused.stderr.endswith(
+        "; give a --cgroup-parent delegated to you, or --best-effort to run without it\n"
+    )
+    assert refused.stderr.count("\n") == 1
+
+
+def test_best_effort_runs_without_the_ceilings_and_says_so(stage):
+    lenient = hx("run", "--memory", "64M", "--pids", "9", "--best-effort", "--", "echo", "ran")
+    assert lenient.returncode == 0 and lenient.stdout == "ran\n"
+    assert lenient.stderr.startswith(
+        "hardexec: warning: the program runs WITHOUT --memory 64M --pids 9: "
+    )
+    assert "controllers are not available" in lenient.stderr
+    assert lenient.stderr.count("\n") == 1
 
 
 def test_usage_is_reported_on_request(stage):
@@ -232,3 +259,25 @@ def test_usage_is_reported_on_request(stage):
         r"hardexec: usage: cpu \d+\.\d{3}s user \d+\.\d{3}s system \(from cgroup\)\n",
         result.stderr,
     ), result.stderr
+
+
+def test_bare_hardexec_prints_usage():
+    result = hx()
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.startswith("usage: hardexec [-h] [--version] COMMAND ...")
+    assert "run       run a command under a policy" in result.stderr
+
+
+def test_unknown_top_level_option_says_try_help():
+    result = hx("--bogus")
+    assert result.returncode == 125
+    assert result.stderr == "hardexec: unrecognized arguments: --bogus; try 'hardexec --help'\n"
+
+
+def test_keep_cap_takes_a_comma_list(stage):
+    result = hx(
+        "run", "--drop-all-caps", "--keep-cap", "net_bind_service,NET_RAW", "--keep-cap", "12",
+        "--", "cat", "/proc/self/status",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert parse_status(result.stdout)["CapEff"] == "0000000000003400"

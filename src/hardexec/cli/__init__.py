@@ -1,0 +1,124 @@
+"""The ``hardexec`` command.
+
+``hardexec run [OPTIONS] -- COMMAND [ARG...]`` runs COMMAND under a policy. With nothing to
+supervise (no cgroup option, no ``--usage``) hardexec replaces itself with the exec stage, as
+setpriv(1) does: same pid, nothing of hardexec stays resident. Otherwise it stays, forwards
+signals, hands over the terminal, and kills what the program left behind when it ends
+(:mod:`hardexec.cli.supervise`).
+
+Exit status: the program's own; killed by signal N, hardexec dies of signal N too (a shell shows
+128+N); 127 when it was not found; 126 when it could not be executed; 125 when hardexec itself
+failed (bad option or policy, a cgroup or limit that cannot be applied, an exec stage abort),
+with one line on stderr naming the option or the step and errno. Bare ``hardexec`` prints its
+usage and exits 2. ``hardexec caps`` lists the capabilities; ``hardexec caps --decode HEX``
+names a mask's caps.
+
+Start-up matters (the command is a prefix to other commands), so this package imports only
+argparse up front and the rest of hardexec when, and as far as, a command needs it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from collections.abc import Sequence
+
+from .options import (
+    EXIT_FAILURE,
+    EXIT_NOEXEC,
+    EXIT_NOTFOUND,
+    EXIT_USAGE,
+    Request,
+    fail,
+    format_size,
+    parse_size,
+    parser,
+    request,
+)
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import NoReturn
+
+__all__ = [
+    "EXIT_FAILURE",
+    "EXIT_NOEXEC",
+    "EXIT_NOTFOUND",
+    "EXIT_USAGE",
+    "format_size",
+    "main",
+    "parse_size",
+]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``hardexec`` command; returns the exit status.
+
+    Called as the command (``argv`` is ``None``), a program killed by signal N makes hardexec
+    die of signal N too, so its caller sees the same wait status; called with an ``argv`` (from
+    Python), it returns 128+N instead.
+    """
+    args = sys.argv[1:] if argv is None else list(argv)
+    top, commands = parser()
+    if not args:
+        top.print_help(sys.stderr)
+        return EXIT_USAGE
+    ns, extras = top.parse_known_args(args)
+    if ns.command is None:  # only options, and none of ours
+        top.error(f"unrecognized arguments: {' '.join(extras)}" if extras else "no command given")
+    if extras:
+        commands[ns.command].error(f"unrecognized arguments: {' '.join(extras)}")
+    if ns.command == "caps":
+        return _caps(ns.decode)
+    status = _run(request(ns, commands["run"]))
+    if status < 0:
+        if argv is None:
+            _die_of(-status)
+        return 128 - status
+    return status
+
+
+def _run(req: Request) -> int:
+    if req.supervise:
+        from .supervise import supervise
+
+        return supervise(req)
+    # TODO(core: spawn.exec_stage): exec the stage here (same pid, no resident Python) once
+    # `grep -n "def exec_stage" src/hardexec/spawn*.py` finds it; until then a supervisor runs.
+    from .supervise import supervise
+
+    return supervise(req)
+
+
+def _die_of(signum: int) -> NoReturn:
+    """Die of the signal that killed the program, without a core dump of our own."""
+    import resource
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    _, hard = resource.getrlimit(resource.RLIMIT_CORE)
+    resource.setrlimit(resource.RLIMIT_CORE, (0, hard))
+    if signum != signal.SIGKILL:  # the one whose disposition cannot be set, nor needs to be
+        signal.signal(signum, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signum})
+    os.kill(os.getpid(), signum)
+    sys.exit(128 + signum)  # a signal whose default is not to end a process
+
+
+def _caps(decode: str | None) -> int:
+    from ..caps import Capability, CapSet
+    from ..errors import HardexecError
+
+    try:
+        if decode is not None:
+            try:
+                print(CapSet.from_hex(decode))
+            except HardexecError as err:
+                fail(f"--decode: {str(err).split(': ', 1)[-1]}")
+            return 0
+        for cap in Capability:
+            print(f"{cap.value:>2}  {cap.name:<20}{cap.description}")
+    except BrokenPipeError:  # `hardexec caps | head`: the reader left, which is fine
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return 0

@@ -1,0 +1,434 @@
+"""``hardexec run`` options → a :class:`Policy` and what the command must do around it.
+
+Every refusal is one line on stderr naming the option and the value, then exit 125, before
+anything is spawned. Values are read strictly: ASCII digits only (an Arabic-Indic three is refused,
+never read as 3), no NUL bytes, sizes and CPU counts the kernel can actually hold.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+from dataclasses import dataclass
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing costs start-up time; annotations are strings here anyway
+    from typing import NoReturn
+
+    from ..policy import CgroupLimits, CpuMax, Policy, RlimitConfig
+
+EXIT_USAGE = 2  # bare `hardexec`: a usage error, as argparse and most commands have it
+EXIT_FAILURE = 125  # hardexec itself failed, as env(1), chroot(1), timeout(1) use it
+EXIT_NOEXEC = 126
+EXIT_NOTFOUND = 127
+
+# Policy errors name dataclass fields; at the shell the user typed options.
+_OPTION_OF_FIELD = {
+    "security.keep_caps": "--keep-cap",
+    "security.user": "--user",
+    "security.group": "--group",
+    "security.supplementary_groups": "--groups",
+    "security.drop_all_caps": "--drop-all-caps",
+    "rlimits.max_open_files": "--nofile",
+    "rlimits.max_file_size_bytes": "--fsize",
+    "rlimits.address_space": "--as",
+    "rlimits.cpu_seconds": "--cpu-seconds",
+    "rlimits.max_processes": "--nproc",
+    "rlimits.stack": "--stack",
+    "cgroups.memory": "--memory",
+    "cgroups.pids": "--pids",
+    "cgroups.cpu.quota": "--cpus/--cpu-max quota",
+    "cgroups.cpu.period": "--cpu-max period",
+    "cgroups.cpu": "--cpus",
+    "cgroup_parent": "--cgroup-parent",
+}
+_FIELD = re.compile(
+    "|".join(re.escape(name) + r"(?:\[\d+\])?" for name in sorted(_OPTION_OF_FIELD, key=len)[::-1])
+)
+
+_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+_SIZE = re.compile(r"([0-9]+)([KMGT]?)(?:I?B)?", re.IGNORECASE | re.ASCII)
+_CPUS = re.compile(r"[0-9]+(?:\.[0-9]*)?|\.[0-9]+", re.ASCII)
+_MIN_CPU_QUOTA = 1000  # µs: the kernel's smallest cpu.max quota
+_MAX_CPU_QUOTA = 2**63 // 1000  # µs: the kernel rejects cpu.max quotas whose ns overflow
+_PATH_MAX = 4096  # bytes, the terminating NUL included (linux/limits.h)
+_CAP_LAST_CAP = "/proc/sys/kernel/cap_last_cap"
+
+
+def fail(message: str) -> NoReturn:
+    """``hardexec: MESSAGE`` on stderr, exit 125."""
+    print(f"hardexec: {message}", file=sys.stderr)
+    sys.exit(EXIT_FAILURE)
+
+
+def parse_size(text: str, option: str) -> int:
+    """``64M`` → 67108864. Suffixes K, M, G, T are powers of 1024 (``KiB``/``KB`` read alike)."""
+    match = _SIZE.fullmatch(text.strip())
+    if not match:
+        fail(f"{option}: {text!r} is not a size (a whole number with an optional K, M, G suffix)")
+    return int(match.group(1)) * _UNITS[match.group(2).upper()]
+
+
+def format_size(size: int) -> str:
+    """The shortest exact spelling: 67108864 → ``64M``."""
+    for unit in ("T", "G", "M", "K"):
+        if size % _UNITS[unit] == 0:
+            return f"{size // _UNITS[unit]}{unit}"
+    return str(size)
+
+
+def _count(text: str, option: str) -> int:
+    value = text.strip()
+    if not (value.isascii() and value.isdecimal()):
+        fail(f"{option}: {text!r} is not a whole number")
+    return int(value)
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        print(f"hardexec: {message}; try '{self.prog} --help'", file=sys.stderr)
+        sys.exit(EXIT_FAILURE)
+
+
+def parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
+    """The whole command line and its commands' own parsers (``run``, ``caps``)."""
+    top = _Parser(prog="hardexec", description="Run programs with least privilege.")
+    top.add_argument("--version", action=_Version, nargs=0, help="print the version and exit")
+    sub = top.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    run = sub.add_parser(
+        "run",
+        help="run a command under a policy",
+        usage="hardexec run [OPTIONS] -- COMMAND [ARG...]",
+        description="Run COMMAND with the given privileges and ceilings. Exit status: the "
+        "command's own (killed by signal N: hardexec dies of N too, a shell shows 128+N); "
+        "127 not found; 126 not executable; 125 hardexec failed. With no cgroup option and "
+        "no --usage, hardexec replaces itself with the command (same pid); otherwise it stays "
+        "to supervise it: signals forwarded, the terminal handed over, leftovers killed.",
+    )
+    caps = run.add_argument_group("capabilities")
+    caps.add_argument(
+        "--drop-all-caps",
+        action="store_true",
+        help="drop every capability (bounding, permitted, effective, inheritable, ambient) "
+        "except those kept",
+    )
+    caps.add_argument(
+        "--keep-cap",
+        metavar="CAP[,CAP]",
+        action="append",
+        default=[],
+        help="keep CAP (NET_ADMIN, cap_net_admin, 12, …); comma list and repeatable; "
+        "needs --drop-all-caps",
+    )
+    caps.add_argument(
+        "--no-new-privs", action="store_true", help="set-uid bits and file caps grant nothing"
+    )
+    caps.add_argument(
+        "--strict",
+        action="store_true",
+        help="fail instead of warning when a capability step cannot be applied",
+    )
+    ids = run.add_argument_group("identity")
+    ids.add_argument("--user", metavar="USER", help="run as USER (name or uid)")
+    ids.add_argument(
+        "--group", metavar="GROUP", help="primary group (default: USER's primary group)"
+    )
+    ids.add_argument(
+        "--groups",
+        metavar="G1,G2",
+        help="supplementary groups, comma-separated; '' clears them (default: USER's groups)",
+    )
+    limits = run.add_argument_group(
+        "resource limits", "each is a hard ceiling the program cannot raise (SIZE: 10M, 2G, …)"
+    )
+    limits.add_argument("--nofile", metavar="N", help="open files (RLIMIT_NOFILE)")
+    limits.add_argument("--fsize", metavar="SIZE", help="largest file written (RLIMIT_FSIZE)")
+    limits.add_argument("--no-core", action="store_true", help="no core dumps (RLIMIT_CORE=0)")
+    limits.add_argument("--as", dest="address_space", metavar="SIZE", help="RLIMIT_AS")
+    limits.add_argument("--cpu-seconds", metavar="N", help="CPU seconds, then killed")
+    limits.add_argument("--nproc", metavar="N", help="processes of the user (RLIMIT_NPROC)")
+    limits.add_argument("--stack", metavar="SIZE", help="stack size (RLIMIT_STACK)")
+    group = run.add_argument_group(
+        "cgroup v2",
+        "a group of its own for the program and everything it starts; a limit that cannot be "
+        "applied refuses the run (exit 125) unless --best-effort",
+    )
+    group.add_argument("--memory", metavar="SIZE", help="memory.max (OOM-killed beyond)")
+    group.add_argument("--pids", metavar="N", help="pids.max: processes and threads at once")
+    group.add_argument("--cpus", metavar="FRACTION", help="CPUs' worth of time (0.5, 2)")
+    group.add_argument("--cpu-max", metavar="QUOTA/PERIOD", help="cpu.max in µs (50000/100000)")
+    group.add_argument(
+        "--cgroup", action="store_true", help="a group with no limits (usage, tree kill)"
+    )
+    group.add_argument(
+        "--cgroup-parent",
+        metavar="DIR",
+        help="make the group in DIR, a cgroup v2 group delegated to you (default: our own group)",
+    )
+    group.add_argument(
+        "--best-effort",
+        action="store_true",
+        help="if the group or its limits cannot be applied, warn and run WITHOUT them",
+    )
+    group.add_argument(
+        "--keep-leftovers",
+        action="store_true",
+        help="when the program ends, wait for what it started instead of killing it",
+    )
+    run.add_argument(
+        "--usage", action="store_true", help="print what the program used, on stderr, at exit"
+    )
+    run.add_argument("argv", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+
+    listing = sub.add_parser("caps", help="list capabilities, or decode a mask")
+    listing.add_argument(
+        "--decode", metavar="HEX", help="print the names in a mask such as 0000000000003000"
+    )
+    return top, {"run": run, "caps": listing}
+
+
+class _Version(argparse.Action):
+    """``--version``, reading the version only when asked (it imports the package's root)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):  # type: ignore[no-untyped-def]
+        from .. import __version__
+
+        print(f"hardexec {__version__}")
+        sys.exit(0)
+
+
+@dataclass(frozen=True)
+class Request:
+    """What ``hardexec run`` was asked: the program, its policy, and the supervisor's duties.
+
+    Attributes:
+        argv: the program's argv.
+        policy: the policy to apply.
+        supervise: stay resident (a cgroup or usage was asked); otherwise exec the stage.
+        usage: print what the program used at exit.
+        keep_leftovers: wait for what the program started instead of killing it.
+        best_effort: run without the cgroup when it cannot be applied (with a warning).
+        ceilings: the cgroup options as typed (``--memory 64M``), for messages.
+    """
+
+    argv: list[str]
+    policy: Policy
+    supervise: bool
+    usage: bool = False
+    keep_leftovers: bool = False
+    best_effort: bool = False
+    ceilings: tuple[str, ...] = ()
+
+
+def request(ns: argparse.Namespace, run: argparse.ArgumentParser) -> Request:
+    """Check the ``run`` options and build the :class:`Request` (or exit 125 saying why)."""
+    _refuse_nul(ns, run)
+    argv = ns.argv[1:] if ns.argv[:1] == ["--"] else ns.argv
+    if not argv:
+        fail("run: no command given (hardexec run [OPTIONS] -- COMMAND [ARG...])")
+    ceilings = _ceilings(ns)
+    if ns.best_effort and not ceilings:
+        fail("--best-effort: no cgroup is asked for (--memory, --pids, --cpus, --cgroup)")
+    supervise = bool(ceilings) or ns.usage
+    if ns.keep_leftovers and not supervise:
+        fail(
+            "--keep-leftovers: hardexec does not supervise this run (no cgroup option, no "
+            "--usage), so it kills nothing and there is nothing to keep"
+        )
+    policy = _policy(ns, supervise)
+    return Request(
+        argv=list(argv),
+        policy=policy,
+        supervise=supervise,
+        usage=ns.usage,
+        keep_leftovers=ns.keep_leftovers,
+        best_effort=ns.best_effort,
+        ceilings=ceilings,
+    )
+
+
+def _refuse_nul(ns: argparse.Namespace, run: argparse.ArgumentParser) -> None:
+    """No value can hold a NUL byte: the kernel would cut it short (execve, paths, names)."""
+    for action in run._actions:
+        value = getattr(ns, action.dest, None)
+        values = value if isinstance(value, list) else [value]
+        if action.dest == "argv":
+            for index, arg in enumerate(values[1:] if values[:1] == ["--"] else values):
+                if isinstance(arg, str) and "\0" in arg:
+                    fail(f"the command's argument {index} {arg!r} contains a NUL byte")
+            continue
+        for item in values:
+            if isinstance(item, str) and "\0" in item:
+                fail(f"{action.option_strings[0]}: {item!r} contains a NUL byte")
+
+
+def _ceilings(ns: argparse.Namespace) -> tuple[str, ...]:
+    """The cgroup options given, as typed, in a fixed order."""
+    typed = [
+        (f"--{name.replace('_', '-')} {getattr(ns, name)}")
+        for name in ("memory", "pids", "cpus", "cpu_max")
+        if getattr(ns, name) is not None
+    ]
+    if ns.cgroup:
+        typed.append("--cgroup")
+    return tuple(typed)
+
+
+def _policy(ns: argparse.Namespace, supervise: bool) -> Policy:
+    from ..errors import HardexecError
+    from ..policy import Policy, SecurityConfig
+
+    groups = None
+    if ns.groups is not None:
+        groups = ns.groups.split(",") if ns.groups else []
+        if "" in groups:
+            fail(f"--groups: {ns.groups!r} has an empty item")
+        for item in groups:
+            _refuse_foreign_digits(item, "--groups")
+    for option, value in (("--user", ns.user), ("--group", ns.group)):
+        if value is not None:
+            _refuse_foreign_digits(value, option)
+    keep = _keep_caps(ns.keep_cap)
+    if keep and not ns.drop_all_caps:
+        fail(f"--keep-cap {ns.keep_cap[0]}: needs --drop-all-caps (keep names what survives it)")
+    if ns.cgroup_parent is not None and len(os.fsencode(ns.cgroup_parent)) >= _PATH_MAX:
+        fail(
+            f"--cgroup-parent: a path of {len(os.fsencode(ns.cgroup_parent))} bytes is longer "
+            f"than the kernel allows ({_PATH_MAX - 1})"
+        )
+    try:
+        policy = Policy(
+            security=SecurityConfig(
+                drop_all_caps=ns.drop_all_caps,
+                keep_caps=keep,
+                no_new_privs=ns.no_new_privs,
+                fail_on_cap_error=ns.strict,
+                user=ns.user,
+                group=ns.group,
+                supplementary_groups=groups,
+            ),
+            rlimits=_rlimits(ns),
+            cgroups=_cgroups(ns),
+            cgroup_parent=ns.cgroup_parent,
+            # A supervised program must not outlive its supervisor, even a kill -9 of it.
+            die_with_parent=supervise,
+        )
+    except (HardexecError, ValueError) as err:
+        fail(_FIELD.sub(lambda m: _option_of(m.group()), str(err)))
+    except OSError as err:  # only --cgroup-parent touches the filesystem here
+        fail(f"--cgroup-parent: {ns.cgroup_parent!r}: {err.strerror or err}")
+    _check_caps_exist(policy)
+    return policy
+
+
+def _option_of(field: str) -> str:
+    return _OPTION_OF_FIELD.get(field.split("[", maxsplit=1)[0], field)
+
+
+def _refuse_foreign_digits(value: str, option: str) -> None:
+    """Arabic-Indic or other non-ASCII digits are decimal to Python; refuse, never read them."""
+    text = value.strip()
+    if not text.isascii() and any(char.isdecimal() for char in text):
+        fail(f"{option}: {value!r} has non-ASCII digits; give an id in 0-9 or a name")
+
+
+def _keep_caps(values: list[str]) -> list[str]:
+    """``--keep-cap a,b --keep-cap c`` → ``[a, b, c]``."""
+    caps = []
+    for value in values:
+        items = value.split(",")
+        if "" in (item.strip() for item in items):
+            fail(f"--keep-cap: {value!r} has an empty item")
+        for item in items:
+            if not item.isascii():
+                fail(f"--keep-cap: {item!r} is not a capability name or number (ASCII only)")
+            caps.append(item.strip())
+    return caps
+
+
+def _check_caps_exist(policy: Policy) -> None:
+    """A kept capability the running kernel does not have is a mistake, not a no-op."""
+    keep = policy.security.keep_caps
+    if not keep:
+        return
+    try:
+        with open(_CAP_LAST_CAP) as f:
+            last = int(f.read())
+    except (OSError, ValueError):
+        return  # nothing to compare with; the stage reports what fails
+    beyond = [cap for cap in keep if cap > last]  # type: ignore[union-attr]
+    if beyond:
+        from ..caps import cap_name
+
+        fail(
+            f"--keep-cap: capability {', '.join(map(str, beyond))} does not exist on this kernel "
+            f"(its last is {last}, {cap_name(last)}, per {_CAP_LAST_CAP})"
+        )
+
+
+def _rlimits(ns: argparse.Namespace) -> RlimitConfig:
+    from ..policy import RlimitConfig
+
+    def opt(value: str | None, option: str, size: bool = False) -> int | None:
+        if value is None:
+            return None
+        return parse_size(value, option) if size else _count(value, option)
+
+    return RlimitConfig(
+        max_open_files=opt(ns.nofile, "--nofile"),
+        max_file_size_bytes=opt(ns.fsize, "--fsize", size=True),
+        disable_core_dumps=ns.no_core,
+        address_space=opt(ns.address_space, "--as", size=True),
+        cpu_seconds=opt(ns.cpu_seconds, "--cpu-seconds"),
+        max_processes=opt(ns.nproc, "--nproc"),
+        stack=opt(ns.stack, "--stack", size=True),
+    )
+
+
+def _cpu(ns: argparse.Namespace) -> CpuMax | None:
+    from ..policy import CpuMax
+
+    if ns.cpus is not None and ns.cpu_max is not None:
+        fail("--cpus and --cpu-max say the same thing twice; give one")
+    if ns.cpus is not None:
+        return CpuMax(quota=_cpus_quota(ns.cpus), period=100_000)
+    if ns.cpu_max is not None:
+        quota, _, period = ns.cpu_max.partition("/")
+        return CpuMax(
+            quota=None if quota == "max" else _count(quota, "--cpu-max quota"),
+            period=_count(period, "--cpu-max period") if period else 100_000,
+        )
+    return None
+
+
+def _cpus_quota(text: str, period: int = 100_000) -> int:
+    """``0.5`` → 50000 µs per 100000, computed exactly (no float: ``inf``, ``1e308`` refused)."""
+    value = text.strip()
+    if not _CPUS.fullmatch(value):
+        fail(f"--cpus: {text!r} is not a number of CPUs (0.5, 2)")
+    whole, _, fraction = value.partition(".")
+    digits = len(fraction)
+    scaled = int(whole or "0") * 10**digits + int(fraction or "0")
+    quota = (scaled * period * 2 + 10**digits) // (2 * 10**digits)  # round half up
+    if quota > _MAX_CPU_QUOTA:
+        fail(f"--cpus: {text!r} is more than cpu.max can hold (at most {_MAX_CPU_QUOTA // period})")
+    if quota < _MIN_CPU_QUOTA:
+        fail(f"--cpus: {text!r} is less than cpu.max allows ({_MIN_CPU_QUOTA / period} CPU)")
+    return quota
+
+
+def _cgroups(ns: argparse.Namespace) -> CgroupLimits | None:
+    from ..policy import CgroupLimits
+
+    cpu = _cpu(ns)
+    memory = parse_size(ns.memory, "--memory") if ns.memory is not None else None
+    pids = _count(ns.pids, "--pids") if ns.pids is not None else None
+    if not (ns.cgroup or cpu or memory is not None or pids is not None):
+        if ns.cgroup_parent is not None:
+            fail("--cgroup-parent: no cgroup is asked for (--memory, --pids, --cpus, --cgroup)")
+        return None
+    # From the command line a ceiling asked is a ceiling enforced: refuse unless --best-effort.
+    return CgroupLimits(cpu=cpu, memory=memory, pids=pids, fail_on_error=not ns.best_effort)

@@ -1,0 +1,401 @@
+"""``hardexec run`` when it stays resident: a cgroup or ``--usage`` needs someone at the end.
+
+Its duties, so that the program behaves as if hardexec were not there:
+
+* Signals. The program runs in a process group of its own, so a signal sent to hardexec's
+  group reaches hardexec alone, which forwards it (SIGTERM, SIGHUP, SIGINT, SIGQUIT, SIGUSR1,
+  SIGUSR2) to the program's group once. A signal hardexec inherited as ignored (``nohup``) gets
+  no handler, so the program inherits it ignored too.
+* The terminal. When hardexec is its terminal's foreground group, it hands the terminal to the
+  program's group (so ^C, ^Z and reads reach the program directly) and takes it back at the end.
+  When the program stops (^Z), hardexec takes the terminal back and stops itself, so the shell
+  sees the job stopped; continued (``fg``, ``bg``), it gives the terminal back if it is in the
+  foreground and continues the program's group.
+* Leftovers. When the program ends (or hardexec is told to end and forwards it, and the program
+  then ends), what it started is killed: its cgroup (everything, setsid'd daemons too) or, with
+  no cgroup, its process group; the group is removed before hardexec exits. ``--keep-leftovers``
+  waits for them to end instead.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import select
+import signal
+import sys
+import warnings
+
+from .options import EXIT_FAILURE, EXIT_NOEXEC, EXIT_NOTFOUND, format_size
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from ..cgroups import Cgroup
+    from ..spawn import Popen
+    from ..usage import Usage
+    from .options import Request
+
+FORWARDED = (
+    signal.SIGTERM,
+    signal.SIGHUP,
+    signal.SIGINT,
+    signal.SIGQUIT,
+    signal.SIGUSR1,
+    signal.SIGUSR2,
+)
+# Told to end by one of these, hardexec ends what the program left behind as well.
+_ENDING = frozenset((signal.SIGTERM, signal.SIGINT, signal.SIGHUP))
+_CGROUP_STEPS = ("cgroup", "cgroup_join")
+_EMPTY_TIMEOUT = 10.0  # s for a killed group to empty (a process in D state may take a while)
+_POLL_STEP = 0.05  # s between checks of a process group (it has no event to wait on)
+
+
+class _Signals:
+    """Forwarding handlers, installed over every forwarded signal not inherited as ignored."""
+
+    def __init__(self) -> None:
+        self.pgid: int | None = None  # the program's group, once it exists and until reaped
+        self.pending: list[int] = []
+        self.told_to_end = False
+        self.on_continue = lambda: None
+        self.wake_fd, self._wake_write = os.pipe()
+        os.set_blocking(self._wake_write, False)
+        self._previous: dict[int, object] = {}
+        if signal.getsignal(signal.SIGCHLD) == signal.SIG_IGN:
+            # Ignored, the kernel would reap the program itself and its status would be lost.
+            self._install(signal.SIGCHLD, signal.SIG_DFL)
+        for signum in FORWARDED:
+            if signal.getsignal(signum) != signal.SIG_IGN:
+                self._install(signum, self._forward)
+        if signal.getsignal(signal.SIGCONT) != signal.SIG_IGN:
+            self._install(signal.SIGCONT, self._continued)
+
+    def _install(self, signum: int, handler: object) -> None:
+        self._previous[signum] = signal.signal(signum, handler)  # type: ignore[arg-type]
+
+    def _forward(self, signum: int, _frame: object) -> None:
+        if signum in _ENDING:
+            self.told_to_end = True
+        with contextlib.suppress(BlockingIOError):
+            os.write(self._wake_write, b"\0")
+        if self.pgid is None:
+            self.pending.append(signum)
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.pgid, signum)
+
+    def _continued(self, _signum: int, _frame: object) -> None:
+        self.on_continue()
+
+    def attach(self, pgid: int) -> None:
+        """The program runs: forward to its group, starting with what arrived meanwhile."""
+        self.pgid = pgid
+        pending, self.pending = self.pending, []
+        for signum in pending:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pgid, signum)
+
+    def wait(self, timeout: float) -> None:
+        """Sleep until ``timeout`` s pass or a forwarded signal arrives."""
+        ready, _, _ = select.select([self.wake_fd], [], [], timeout)
+        if ready:
+            os.read(self.wake_fd, 4096)
+
+    def restore(self) -> None:
+        """Put back the dispositions hardexec started with."""
+        self.pgid = None
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)  # type: ignore[arg-type]
+        os.close(self.wake_fd)
+        os.close(self._wake_write)
+
+
+class _Terminal:
+    """The controlling terminal, handed to the program's group while hardexec holds it."""
+
+    def __init__(self) -> None:
+        self.fd = -1
+        self.given = False
+        with contextlib.suppress(OSError):  # no controlling terminal: nothing to hand over
+            self.fd = os.open("/dev/tty", os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
+
+    def _owner(self) -> int | None:
+        try:
+            return os.tcgetpgrp(self.fd) if self.fd >= 0 else None
+        except OSError:
+            return None
+
+    def holds(self, pgid: int) -> bool:
+        """Whether ``pgid`` is the terminal's foreground group."""
+        return self._owner() == pgid
+
+    def give(self, pgid: int) -> None:
+        """Make ``pgid`` the foreground group, if hardexec is it now."""
+        if self.fd >= 0 and self._owner() == os.getpgrp():
+            self.given = self._set(pgid) or self.given
+
+    def take_back(self) -> None:
+        """Make hardexec's group the foreground group again, if it gave the terminal away."""
+        if self.given:
+            self._set(os.getpgrp())
+            self.given = False
+
+    def _set(self, pgid: int) -> bool:
+        # From the background, tcsetpgrp raises SIGTTOU (stopping us) unless it is ignored.
+        previous = signal.signal(signal.SIGTTOU, signal.SIG_IGN)
+        try:
+            os.tcsetpgrp(self.fd, pgid)
+            return True
+        except OSError:
+            return False
+        finally:
+            signal.signal(signal.SIGTTOU, previous)
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+def supervise(req: Request) -> int:
+    """Run the program, do the duties above, and return its status (``-N``: killed by N)."""
+    from ..errors import HardexecError
+    from ..spawn import Popen
+
+    signals = _Signals()
+    terminal = _Terminal()
+    try:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # printed below, in the command's own words
+                child = Popen(req.argv, policy=req.policy, process_group=0)
+        except FileNotFoundError as err:
+            print(f"hardexec: {req.argv[0]}: {err.strerror}", file=sys.stderr)
+            return EXIT_NOTFOUND
+        except HardexecError as err:  # StageError, CgroupError, …: before the OSError catch-all
+            print(f"hardexec: {_refusal(err, req)}", file=sys.stderr)
+            return EXIT_FAILURE
+        except OSError as err:  # the program exists but cannot be executed
+            print(f"hardexec: {req.argv[0]}: {err.strerror}", file=sys.stderr)
+            return EXIT_NOEXEC
+        for warning in child.stage_warnings:
+            print(f"hardexec: warning: {_warning_text(warning, req)}", file=sys.stderr)
+        try:
+            _Run(child, signals, terminal, req.keep_leftovers).until_done()
+        except BaseException:  # a bug of ours: leave nothing running behind
+            child.kill_tree()
+            child.wait()
+            raise
+        status = child.returncode
+    finally:
+        terminal.close()
+        signals.restore()
+    _say_how_it_ended(child, status, req)
+    return status
+
+
+class _Run:
+    """One supervised program, from its start to its group's removal."""
+
+    def __init__(self, child: Popen, signals: _Signals, terminal: _Terminal, keep: bool) -> None:
+        self.child = child
+        self.pid = child.pid  # leader of its own group: process_group=0
+        self.signals = signals
+        self.terminal = terminal
+        self.keep = keep
+        self.alive = True
+
+    def until_done(self) -> None:
+        self.signals.on_continue = self._resume
+        self.signals.attach(self.pid)
+        self.terminal.give(self.pid)
+        self._watch()
+        self.alive = False
+        # A zombie now: its pid (and group id) cannot be reused until it is reaped below.
+        group = self.child.cgroup
+        self.terminal.take_back()
+        if group is not None:
+            self._end_group(group)
+        else:
+            self._end_process_group()
+        self.signals.pgid = None
+        self.child.wait()  # reaps (wait4: the rusage) and, with a cgroup, reads its usage
+        if group is not None:
+            _remove(group)
+
+    def _watch(self) -> None:
+        """Return once the program has exited, leaving it unreaped; follow its stops."""
+        flags = os.WEXITED | os.WSTOPPED | os.WNOWAIT
+        while True:
+            info = os.waitid(os.P_PID, self.pid, flags)
+            if info is None or info.si_code in (os.CLD_EXITED, os.CLD_KILLED, os.CLD_DUMPED):
+                return
+            if info.si_code == os.CLD_STOPPED:
+                os.waitid(os.P_PID, self.pid, os.WSTOPPED | os.WNOHANG)  # consume this report
+                self._stopped(info.si_status)
+
+    def _stopped(self, signum: int) -> None:
+        if signum in (signal.SIGTTIN, signal.SIGTTOU) and self.terminal.holds(self.pid):
+            # It touched the terminal just before hardexec handed it over: let it retry.
+            self._continue()
+            return
+        # ^Z (or any stop): the job is stopped, so hardexec stops too and the shell sees it.
+        self.terminal.take_back()
+        os.kill(os.getpid(), signal.SIGSTOP)
+        self._resume()
+
+    def _resume(self) -> None:
+        """hardexec was continued: the program is too, with the terminal if hardexec has it."""
+        if self.alive:
+            self.terminal.give(self.pid)
+            self._continue()
+
+    def _continue(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.pid, signal.SIGCONT)
+
+    def _end_group(self, group: Cgroup) -> None:
+        """Kill what the program left in its cgroup (or wait for it) until the group is empty."""
+        if self.keep:
+            while group.populated() and not self.signals.told_to_end:
+                _wait_for_event(group, self.signals)
+        group.kill()
+        if not _wait_empty(group, _EMPTY_TIMEOUT):
+            print(
+                f"hardexec: warning: {group.path} still holds processes after "
+                f"{_EMPTY_TIMEOUT:.0f} s of SIGKILL (stuck in the kernel?)",
+                file=sys.stderr,
+            )
+
+    def _end_process_group(self) -> None:
+        """No cgroup: the program's process group is what it left (setsid'd ones escape)."""
+        if self.keep:
+            while _group_has_others(self.pid) and not self.signals.told_to_end:
+                self.signals.wait(_POLL_STEP)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.pid, signal.SIGKILL)
+
+
+def _group_has_others(pgid: int) -> bool:
+    """Whether any process other than ``pgid`` itself (a zombie by now) is in group ``pgid``."""
+    for name in os.listdir("/proc"):
+        if not name.isdigit() or int(name) == pgid:
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(b")") + 2 :].split()
+        if int(fields[2]) == pgid and fields[0] != b"Z":
+            return True
+    return False
+
+
+def _wait_for_event(group: Cgroup, signals: _Signals) -> None:
+    """Sleep until the group's ``cgroup.events`` changes or a forwarded signal arrives."""
+    try:
+        fd = os.open(group.path / "cgroup.events", os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return
+    try:
+        poller = select.poll()
+        poller.register(fd, select.POLLPRI)
+        poller.register(signals.wake_fd, select.POLLIN)
+        os.pread(fd, 4096, 0)  # arm: the next change is an event
+        if group.populated():
+            for ready, _ in poller.poll():
+                if ready == signals.wake_fd:
+                    os.read(ready, 4096)
+    finally:
+        os.close(fd)
+
+
+def _wait_empty(group: Cgroup, timeout: float) -> bool:
+    """Whether the group emptied within ``timeout`` s (killed processes still have to exit)."""
+    import time
+
+    try:
+        fd = os.open(group.path / "cgroup.events", os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return True
+    try:
+        poller = select.poll()
+        poller.register(fd, select.POLLPRI)
+        deadline = time.monotonic() + timeout
+        while b"populated 1" in os.pread(fd, 4096, 0):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            poller.poll(left * 1000)
+        return True
+    finally:
+        os.close(fd)
+
+
+def _remove(group: Cgroup) -> None:
+    """Remove the (empty) group now: a janitor thread would die with this process."""
+    path = group.path
+    for _ in range(3):
+        try:
+            os.rmdir(path)
+            return
+        except FileNotFoundError:
+            return
+        except OSError as err:
+            if err.errno != errno.EBUSY:  # something is still in it: kill and wait again
+                break
+            group.kill()
+            _wait_empty(group, _EMPTY_TIMEOUT)
+    if path.exists():
+        print(f"hardexec: warning: could not remove {path}", file=sys.stderr)
+
+
+def _refusal(err: Exception, req: Request) -> str:
+    """One line for a refused run; a cgroup that cannot be applied says what to do."""
+    from ..errors import CgroupError
+
+    if isinstance(err, CgroupError) or getattr(err, "step", None) in _CGROUP_STEPS:
+        named = " ".join(req.ceilings)
+        them = "them" if len(req.ceilings) > 1 else "it"
+        return (
+            f"{named} cannot be applied: {err}; give a --cgroup-parent delegated to you, or "
+            f"--best-effort to run without {them}"
+        )
+    return str(err)
+
+
+def _warning_text(warning: Warning, req: Request) -> str:
+    if getattr(warning, "step", None) in _CGROUP_STEPS:
+        return f"the program runs WITHOUT {' '.join(req.ceilings)}: {warning}"
+    return str(warning)
+
+
+def _say_how_it_ended(child: Popen, status: int, req: Request) -> None:
+    usage = child.usage
+    if usage is not None and usage.oom_killed:
+        limits = req.policy.cgroups
+        memory = limits.memory if limits else None
+        limit = f" (memory.max={format_size(memory)})" if memory else ""
+        if status == -signal.SIGKILL:
+            print(f"hardexec: killed by the OOM killer{limit}", file=sys.stderr)
+        else:
+            print(f"hardexec: the OOM killer killed a process of the group{limit}", file=sys.stderr)
+    if req.usage and usage is not None:
+        print(f"hardexec: usage: {_describe_usage(usage)}", file=sys.stderr)
+
+
+def _describe_usage(usage: Usage) -> str:
+    parts = []
+    if usage.cpu_user is not None and usage.cpu_system is not None:
+        parts.append(f"cpu {usage.cpu_user:.3f}s user {usage.cpu_system:.3f}s system")
+    if usage.cpu_throttled is not None:
+        parts.append(f"throttled {usage.cpu_throttled:.3f}s")
+    if usage.memory_peak is not None:
+        parts.append(f"memory peak {usage.memory_peak}")
+    if usage.pids_peak is not None:
+        parts.append(f"pids peak {usage.pids_peak}")
+    if usage.oom_killed is not None:
+        parts.append(f"oom killed {'yes' if usage.oom_killed else 'no'}")
+    return ", ".join(parts) + f" (from {usage.source})"
