@@ -84,11 +84,25 @@ def _run(req: Request) -> int:
         from .supervise import supervise
 
         return supervise(req)
-    # TODO(core: spawn.exec_stage): exec the stage here (same pid, no resident Python) once
-    # `grep -n "def exec_stage" src/hardexec/spawn*.py` finds it; until then a supervisor runs.
-    from .supervise import supervise
+    return _exec(req)
 
-    return supervise(req)
+
+def _exec(req: Request) -> int:
+    """Become the exec stage: from here on the stage's messages and exit statuses are ours."""
+    import errno
+
+    from ..errors import HardexecError
+    from ..spawn_core import exec_stage
+
+    try:
+        exec_stage(req.argv, req.policy)
+    except HardexecError as err:
+        fail(str(err))
+    except OSError as err:
+        if err.errno == errno.E2BIG:  # the program's arguments, as a shell says it
+            print(f"hardexec: {req.argv[0]}: {err.strerror}", file=sys.stderr)
+            return EXIT_NOEXEC
+        fail(f"cannot start the exec stage: {err}")
 
 
 def _die_of(signum: int) -> NoReturn:

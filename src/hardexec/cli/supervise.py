@@ -169,7 +169,9 @@ def supervise(req: Request) -> int:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # printed below, in the command's own words
-                child = Popen(req.argv, policy=req.policy, process_group=0)
+                # close_fds=False: fds hardexec inherited are the program's, as across exec
+                # (`3<file`, socket activation); hardexec's own are all close-on-exec.
+                child = Popen(req.argv, policy=req.policy, process_group=0, close_fds=False)
         except FileNotFoundError as err:
             print(f"hardexec: {req.argv[0]}: {err.strerror}", file=sys.stderr)
             return EXIT_NOTFOUND
