@@ -13,7 +13,6 @@ from helpers import (
     children,
     hardexec_groups,
     hardexec_temp_files,
-    made_by_another_process,
     open_fds,
     wait_until,
 )
@@ -47,6 +46,12 @@ def _janitor_started():
         cgroups._janitor()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def groups_at_start() -> set[str]:
+    """The hardexec groups on this machine before the session began (left by earlier runs)."""
+    return hardexec_groups() if IS_LINUX else set()
+
+
 @pytest.fixture
 def no_leaks():
     """Assert that the test leaves nothing behind: fd, child, cgroup, temp file.
@@ -63,10 +68,7 @@ def no_leaks():
     yield
     leaked_children = children()
     wait_until(lambda: not cgroups.pending_removal(), timeout=5)
-    # Others may run tests on this machine at the same time: their groups are not our leaks.
-    leaked_groups = {
-        group for group in hardexec_groups() - groups_before if not made_by_another_process(group)
-    }
+    leaked_groups = hardexec_groups() - groups_before  # not those of other test runs
     leaked_fds = open_fds() - before
     leaked_temp = hardexec_temp_files() - temp_before
     assert not leaked_children, f"children left behind: {leaked_children}"

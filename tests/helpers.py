@@ -66,15 +66,20 @@ def run_text(argv, **kwargs) -> subprocess.CompletedProcess[str]:
     return subprocess.run(argv, capture_output=True, text=True, check=False, **kwargs)
 
 
-def hardexec_groups() -> set[str]:
-    """Every hardexec-made cgroup directory under the cgroup v2 mount (none when not mounted)."""
+def hardexec_groups(*, others: bool = False) -> set[str]:
+    """Every hardexec-made cgroup directory under the cgroup v2 mount (none when not mounted).
+
+    Groups made by another running process (another test run on this machine, say: see
+    :func:`made_by_another_process`) are left out, unless ``others``.
+    """
     from hardexec import cgroups
 
     try:
         root = cgroups.v2_mount()
     except OSError:
         return set()
-    return {str(path) for path in root.rglob("hardexec-*") if path.is_dir()}
+    found = {str(path) for path in root.rglob("hardexec-*") if path.is_dir()}
+    return found if others else {group for group in found if not made_by_another_process(group)}
 
 
 def made_by_another_process(group: str) -> bool:
