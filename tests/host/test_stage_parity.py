@@ -4,7 +4,9 @@ Each case runs both stages directly (no parent library in between) and compares 
 stdout and stderr, with and without a report pipe.
 """
 
+import array
 import ast
+import contextlib
 import os
 import shutil
 import subprocess
@@ -55,9 +57,35 @@ CASES = {
     "uid-blank": ["--uid= 1", "--", "true"],
     "uid-hex": ["--uid=0x10", "--", "true"],
     "uid-empty": ["--uid=", "--", "true"],
-    "groups-empty-item": ["--groups=1,,2", "--", "true"],
-    "groups-trailing-comma": ["--groups=1,", "--", "true"],
-    "groups-empty": ["--groups=", "--", "true"],
+    "groups-in-argv": ["--groups=1,2", "--", "true"],  # only by fd now
+    "groups-fd": [
+        "--uid=65534",
+        "--gid=65534",
+        "--groups-fd={groups}",
+        "--",
+        "grep",
+        "^Groups",
+        "/proc/self/status",
+    ],
+    "groups-fd-odd-size": ["--groups-fd={odd}", "--", "true"],
+    "groups-fd-minus-one": ["--groups-fd={minus_one}", "--", "true"],
+    "groups-fd-closed": ["--groups-fd=99", "--", "true"],
+    "groups-fd-then-clear": ["--groups-fd={groups}", "--clear-groups", "--", "true"],
+    "env-fd": ["--env-fd={env}", "--", "env"],
+    "env-fd-path-search": ["--env-fd={env}", "--", "env"],
+    "env-fd-empty": ["--env-fd={empty}", "--", "/usr/bin/env"],
+    "env-fd-unterminated": ["--env-fd={odd}", "--", "true"],
+    "env-fd-closed": ["--env-fd=99", "--", "true"],
+    "ignore-signals": ["--ignore-signals=1,13,25", "--", "grep", "^SigIgn", "/proc/self/status"],
+    "ignore-signals-kill": ["--ignore-signals=9", "--", "true"],
+    "ignore-signals-zero": ["--ignore-signals=0", "--", "true"],
+    "ignore-signals-65": ["--ignore-signals=65", "--", "true"],
+    "ignore-signals-empty-item": ["--ignore-signals=1,,2", "--", "true"],
+    "die-with-parent": ["--die-with-parent={parent}", "--", "echo", "ran"],
+    "die-with-parent-gone": ["--die-with-parent=1", "--", "echo", "ran"],
+    "die-with-parent-zero": ["--die-with-parent=0", "--", "true"],
+    "exec-empty-name": ["--exec=", "--", "true"],
+    "exec-searched-on-path": ["--exec=echo", "--", "x", "hi"],
     "caps-17-digits": ["--drop-caps=12345678901234567", "--", "true"],
     "caps-0x": ["--drop-caps=0x400", "--", "true"],
     "caps-not-hex": ["--drop-caps=xyz", "--", "true"],
@@ -111,16 +139,45 @@ CASES = {
 }
 
 
+# memfd contents the cases refer to as {name}
+MEMFDS = {
+    "groups": array.array("I", [7, 8]).tobytes(),
+    "odd": b"\x01\x02\x03",
+    "minus_one": array.array("I", [5, 0xFFFFFFFF]).tobytes(),
+    "env": b"A=1\0PATH=/usr/bin:/bin\0B=two words\0",
+    "empty": b"",
+}
+
+
+@contextlib.contextmanager
+def memfds():
+    fds = {}
+    try:
+        for name, data in MEMFDS.items():
+            fds[name] = os.memfd_create(name, 0)
+            os.write(fds[name], data)
+        yield fds
+    finally:
+        for fd in fds.values():
+            os.close(fd)
+
+
 def run_stage(command, args, with_report):
+    with memfds() as fds:
+        args = [arg.format(parent=os.getpid(), **fds) for arg in args]
+        return _run_stage(command, args, with_report, tuple(fds.values()))
+
+
+def _run_stage(command, args, with_report, pass_fds):
     if not with_report:
-        result = subprocess.run([*command, *args], capture_output=True)
+        result = subprocess.run([*command, *args], capture_output=True, pass_fds=pass_fds)
         return result.returncode, result.stdout, result.stderr, b""
     read_end, write_end = os.pipe()
     try:
         fd_args = [f"--report-fd={write_end}", *args]
         proc = subprocess.Popen(
             [*command, *fd_args],
-            pass_fds=[write_end],
+            pass_fds=[write_end, *pass_fds],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
         )
@@ -143,6 +200,21 @@ def test_native_and_twin_agree(native, args, with_report):
     ours = run_stage(native, args, with_report)
     assert ours == run_stage(TWIN, args, with_report)
     assert ours[0] in (0, 125, 126, 127)
+
+
+def test_native_and_twin_agree_when_root_would_regain_everything(native):
+    """Under setpriv without CAP_SETPCAP, a uid-0 program is refused by both, in the same words."""
+    args = ["setpriv", "--bounding-set=-setpcap"]
+    case = ["--drop-caps=0400", "--", "true"]
+    for with_report in (False, True):
+        ours = run_stage([*args, *native], case, with_report)
+        assert ours == run_stage([*args, *TWIN], case, with_report)
+        assert ours[0] == 125
+    stderr = run_stage([*args, *native], case, False)[2].decode()
+    assert stderr == (
+        "hardexec: bounding_set failed: [Errno 1] Operation not permitted (capability 0): "
+        "no CAP_SETPCAP: root would regain every capability at exec\n"
+    )
 
 
 def setup_variants() -> dict[str, tuple[list[str], list[str]]]:

@@ -344,6 +344,7 @@ static const char *error_text(int err)
     switch (err) {
     case EPERM: return "Operation not permitted";
     case ENOENT: return "No such file or directory";
+    case ESRCH: return "No such process";
     case EINTR: return "Interrupted system call";
     case EIO: return "Input/output error";
     case E2BIG: return "Argument list too long";

@@ -63,7 +63,7 @@ program_name = b""
 KNOWN_ERRORS = frozenset(
     getattr(errno, name)
     for name in (
-        "EPERM", "ENOENT", "EINTR", "EIO", "E2BIG", "ENOEXEC", "EBADF", "EAGAIN", "ENOMEM",
+        "EPERM", "ENOENT", "ESRCH", "EINTR", "EIO", "E2BIG", "ENOEXEC", "EBADF", "EAGAIN", "ENOMEM",
         "EACCES", "EFAULT", "EBUSY", "ENOTDIR", "EISDIR", "EINVAL", "ENFILE", "EMFILE", "ETXTBSY",
         "ENAMETOOLONG", "ENOSYS", "ELOOP", "ELIBBAD",
     )
@@ -375,7 +375,7 @@ def die_with_parent(plan):
 
 def exec_program(plan):
     argv, env = plan["argv"], plan["env"]
-    file = plan["exec"] or argv[0]
+    file = argv[0] if plan["exec"] is None else plan["exec"]  # "" is a name too
     if b"/" in file:
         candidates = [file]
     else:
@@ -397,7 +397,7 @@ def exec_program(plan):
 def main():
     global program_name
     plan = parse(sys.argv[1:])
-    program_name = plan["exec"] or plan["argv"][0]
+    program_name = plan["argv"][0] if plan["exec"] is None else plan["exec"]
     plan["env"] = load_env(plan) if plan["env_fd"] is not None else own_environ()
     if plan["groups_fd"] is not None:
         plan["groups"] = load_groups(plan)
