@@ -221,11 +221,14 @@ def test_rlimit_options_reach_the_program(stage):
 )
 def test_bad_limits_exit_125_before_anything_runs(args, message, tmp_path):
     marker = tmp_path / "ran"
-    before = hardexec_groups()
-    result = hx("run", *args, "--", "touch", str(marker))
-    assert result.returncode == 125
-    assert result.stderr.count("\n") == 1 and message in result.stderr, result.stderr
-    assert not marker.exists() and hardexec_groups() == before
+    proc = subprocess.Popen(
+        [*HARDEXEC, "run", *args, "--", "touch", str(marker)], stderr=subprocess.PIPE, text=True
+    )
+    _, stderr = proc.communicate()
+    assert proc.returncode == 125
+    assert stderr.count("\n") == 1 and message in stderr, stderr
+    assert not marker.exists()
+    assert not [g for g in hardexec_groups() if f"/hardexec-{proc.pid}-" in g]
 
 
 def test_a_ceiling_that_cannot_be_applied_refuses_the_run(stage, tmp_path):

@@ -26,13 +26,13 @@ MODES = {"exec": ["--no-new-privs"], "cgroup": ["--cgroup"], "usage": ["--usage"
 COUNTER = """
 import os, signal, sys
 terms = 0
-def term(signum, frame):
+def term(signum, frame):  # os.write: the handler may run inside print's own flush
     global terms
     terms += 1
-    print("term", flush=True)
+    os.write(1, b"term\\n")
 def report(signum, frame):
-    print(f"terms={terms}", flush=True)
-    sys.exit(0)
+    os.write(1, f"terms={terms}\\n".encode())
+    os._exit(0)
 signal.signal(signal.SIGTERM, term)
 signal.signal(signal.SIGUSR1, report)
 print("ready", os.getpid(), os.getpgrp(), flush=True)
@@ -82,8 +82,20 @@ def dead(pid: int) -> bool:
         return True
 
 
-def own_groups_after(before):
-    return hardexec_groups() - before
+def groups_of(pid):
+    """The cgroups hardexec ``pid`` made (named after it), so other tests' groups never count."""
+    return {
+        path for path in hardexec_groups() if path.rsplit("/", 1)[1].startswith(f"hardexec-{pid}-")
+    }
+
+
+def run_hx(*args):
+    """Run hardexec to its end: its result and its pid."""
+    proc = subprocess.Popen(
+        [*HARDEXEC, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    out, err = proc.communicate()
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err), proc.pid
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -155,14 +167,13 @@ def leftover_pid(path):
 
 def test_leftovers_are_killed_and_the_group_removed_when_the_program_ends(tmp_path):
     pidfile = tmp_path / "pid"
-    before = hardexec_groups()
-    result = run_text([*HARDEXEC, "run", "--cgroup", "--", "sh", "-c", LEFTOVER, str(pidfile)])
+    result, hardexec = run_hx("run", "--cgroup", "--", "sh", "-c", LEFTOVER, str(pidfile))
     pid = leftover_pid(pidfile)
     try:
         assert result.returncode == 0, result.stderr
         assert result.stderr == ""
         assert dead(pid)  # already: hardexec waited for its group to empty
-        assert own_groups_after(before) == set()
+        assert groups_of(hardexec) == set()
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
@@ -170,7 +181,6 @@ def test_leftovers_are_killed_and_the_group_removed_when_the_program_ends(tmp_pa
 
 def test_leftovers_are_killed_when_hardexec_is_told_to_end(tmp_path):
     pidfile = tmp_path / "pid"
-    before = hardexec_groups()
     program = LEFTOVER + "echo up; exec sleep 1000"
     proc = start("run", "--cgroup", "--", "sh", "-c", program, str(pidfile))
     pid = None
@@ -180,7 +190,7 @@ def test_leftovers_are_killed_when_hardexec_is_told_to_end(tmp_path):
         os.kill(proc.pid, signal.SIGTERM)
         assert proc.wait(timeout=30) == -signal.SIGTERM  # the program's own end, passed on
         assert dead(pid)
-        assert own_groups_after(before) == set()
+        assert groups_of(proc.pid) == set()
     finally:
         stop(proc, *([pid] if pid else []))
 
@@ -203,18 +213,16 @@ def test_without_a_cgroup_the_program_process_group_is_killed(tmp_path):
 def test_keep_leftovers_waits_for_them(tmp_path):
     done = tmp_path / "done"
     program = 'setsid sh -c \'sleep 0.2; echo finished > "$0"\' "$0" </dev/null >/dev/null 2>&1 &'
-    before = hardexec_groups()
-    result = run_text(
-        [*HARDEXEC, "run", "--cgroup", "--keep-leftovers", "--", "sh", "-c", program, str(done)]
+    result, hardexec = run_hx(
+        "run", "--cgroup", "--keep-leftovers", "--", "sh", "-c", program, str(done)
     )
     assert result.returncode == 0, result.stderr
     assert done.read_text() == "finished\n"  # hardexec returned only once the daemon had ended
-    assert own_groups_after(before) == set()
+    assert groups_of(hardexec) == set()
 
 
 def test_keep_leftovers_still_kills_them_when_told_to_end(tmp_path):
     pidfile = tmp_path / "pid"
-    before = hardexec_groups()
     program = LEFTOVER + "echo $$"
     proc = start("run", "--cgroup", "--keep-leftovers", "--", "sh", "-c", program, str(pidfile))
     pid = None
@@ -226,7 +234,7 @@ def test_keep_leftovers_still_kills_them_when_told_to_end(tmp_path):
         os.kill(proc.pid, signal.SIGTERM)
         assert proc.wait(timeout=30) == 0  # the program's status: it ended by itself
         assert dead(pid)
-        assert own_groups_after(before) == set()
+        assert groups_of(proc.pid) == set()
     finally:
         stop(proc, *([pid] if pid else []))
 
@@ -265,7 +273,7 @@ ints = 0
 def on_int(signum, frame):
     global ints
     ints += 1
-    print("got ^C", flush=True)
+    os.write(1, b"got ^C\\n")
 signal.signal(signal.SIGINT, on_int)
 print("foreground:", os.tcgetpgrp(0) == os.getpgrp(), flush=True)
 first = sys.stdin.readline().strip()

@@ -105,3 +105,67 @@ def test_keep_cap_beyond_the_kernels_last_is_named(capsys, monkeypatch, tmp_path
         f"hardexec: --keep-cap: capability 38, 39 does not exist on this kernel (its last is 37, "
         f"AUDIT_READ, per {last})\n"
     )
+
+
+def _argparse_reading(args):
+    from hardexec.cli.parser import parser
+
+    ns, extras = parser()[0].parse_known_args(args)
+    assert not extras
+    return vars(ns)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["run", "--no-new-privs", "--", "/bin/true"],
+        ["run", "--no-new-privs", "/bin/true", "-x", "--", "y"],
+        ["run", "--", "--no-new-privs"],
+        ["run"],
+        ["run", "--usage"],
+        ["run", "--user", "nobody", "--group=nogroup", "--groups=", "id", "-u"],
+        ["run", "--drop-all-caps", "--keep-cap", "a,b", "--keep-cap=c", "--keep-cap", "d", "x"],
+        ["run", "--memory", "1M", "--memory", "2M", "--pids=3", "--cpus", "0.5", "--", "x"],
+        ["run", "--cpu-max", "max/100000", "--cgroup", "--cgroup-parent", "/sys", "--", "x"],
+        ["run", "--nofile", "1", "--fsize", "2", "--as", "3", "--cpu-seconds", "4", "x"],
+        ["run", "--nproc", "5", "--stack", "6", "--no-core", "--strict", "--best-effort", "x"],
+        ["run", "--keep-leftovers", "--cgroup", "--", "--", "x"],
+    ],
+)
+def test_the_fast_reader_reads_like_argparse(args):
+    from hardexec.cli.args import parse_run
+
+    fast = parse_run(args[1:])
+    assert fast is not None
+    assert vars(fast) == _argparse_reading(args)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--help"],
+        ["-h"],
+        ["--no-new"],  # an abbreviation: argparse's to accept or refuse
+        ["--bogus", "--", "x"],
+        ["--user"],
+        ["--fsize", "-1M", "x"],
+        ["--usage=yes", "x"],
+        ["-x", "y"],
+    ],
+)
+def test_the_fast_reader_defers_the_rest_to_argparse(args):
+    from hardexec.cli.args import parse_run
+
+    assert parse_run(args) is None
+
+
+def test_the_option_table_is_argparses():
+    from hardexec.cli.args import FLAGS, REPEATED, VALUES
+    from hardexec.cli.parser import parser
+
+    run = parser()[1]["run"]
+    actions = {a.option_strings[-1]: a for a in run._actions if a.option_strings}
+    del actions["--help"]
+    assert {name: a.dest for name, a in actions.items()} == {**VALUES, **FLAGS}
+    assert {name for name, a in actions.items() if a.nargs == 0} == set(FLAGS)
+    assert {a.dest for a in actions.values() if a.default == []} == REPEATED

@@ -20,9 +20,7 @@ argparse up front and the rest of hardexec when, and as far as, a command needs 
 from __future__ import annotations
 
 import os
-import signal
 import sys
-from collections.abc import Sequence
 
 from .options import (
     EXIT_FAILURE,
@@ -33,12 +31,13 @@ from .options import (
     fail,
     format_size,
     parse_size,
-    parser,
     request,
 )
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from argparse import Namespace
+    from collections.abc import Sequence
     from typing import NoReturn
 
 __all__ = [
@@ -60,23 +59,39 @@ def main(argv: Sequence[str] | None = None) -> int:
     Python), it returns 128+N instead.
     """
     args = sys.argv[1:] if argv is None else list(argv)
-    top, commands = parser()
     if not args:
-        top.print_help(sys.stderr)
+        from .parser import parser
+
+        parser()[0].print_help(sys.stderr)
         return EXIT_USAGE
-    ns, extras = top.parse_known_args(args)
-    if ns.command is None:  # only options, and none of ours
-        top.error(f"unrecognized arguments: {' '.join(extras)}" if extras else "no command given")
-    if extras:
-        commands[ns.command].error(f"unrecognized arguments: {' '.join(extras)}")
-    if ns.command == "caps":
-        return _caps(ns.decode)
-    status = _run(request(ns, commands["run"]))
+    ns = None
+    if args[:1] == ["run"]:
+        from .args import parse_run
+
+        ns = parse_run(args[1:])
+    if ns is None:
+        ns = _parse_fully(args)
+        if ns.command == "caps":
+            return _caps(ns.decode)
+    status = _run(request(ns))
     if status < 0:
         if argv is None:
             _die_of(-status)
         return 128 - status
     return status
+
+
+def _parse_fully(args: list[str]) -> Namespace:
+    """Every command line :func:`parse_run` defers: argparse reads it, or exits saying why."""
+    from .parser import parser
+
+    top, commands = parser()
+    ns, extras = top.parse_known_args(args)
+    if ns.command is None:  # only options, and none of ours
+        top.error(f"unrecognized arguments: {' '.join(extras)}" if extras else "no command given")
+    if extras:
+        commands[ns.command].error(f"unrecognized arguments: {' '.join(extras)}")
+    return ns
 
 
 def _run(req: Request) -> int:
@@ -108,6 +123,7 @@ def _exec(req: Request) -> int:
 def _die_of(signum: int) -> NoReturn:
     """Die of the signal that killed the program, without a core dump of our own."""
     import resource
+    import signal
 
     sys.stdout.flush()
     sys.stderr.flush()

@@ -7,14 +7,12 @@ never read as 3), no NUL bytes, sizes and CPU counts the kernel can actually hol
 
 from __future__ import annotations
 
-import argparse
 import os
-import re
 import sys
-from dataclasses import dataclass
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs start-up time; annotations are strings here anyway
+    from argparse import Namespace
     from typing import NoReturn
 
     from ..policy import CgroupLimits, CpuMax, Policy, RlimitConfig
@@ -44,13 +42,8 @@ _OPTION_OF_FIELD = {
     "cgroups.cpu": "--cpus",
     "cgroup_parent": "--cgroup-parent",
 }
-_FIELD = re.compile(
-    "|".join(re.escape(name) + r"(?:\[\d+\])?" for name in sorted(_OPTION_OF_FIELD, key=len)[::-1])
-)
 
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
-_SIZE = re.compile(r"([0-9]+)([KMGT]?)(?:I?B)?", re.IGNORECASE | re.ASCII)
-_CPUS = re.compile(r"[0-9]+(?:\.[0-9]*)?|\.[0-9]+", re.ASCII)
 _MIN_CPU_QUOTA = 1000  # µs: the kernel's smallest cpu.max quota
 _MAX_CPU_QUOTA = 2**63 // 1000  # µs: the kernel rejects cpu.max quotas whose ns overflow
 _PATH_MAX = 4096  # bytes, the terminating NUL included (linux/limits.h)
@@ -65,10 +58,18 @@ def fail(message: str) -> NoReturn:
 
 def parse_size(text: str, option: str) -> int:
     """``64M`` → 67108864. Suffixes K, M, G, T are powers of 1024 (``KiB``/``KB`` read alike)."""
-    match = _SIZE.fullmatch(text.strip())
-    if not match:
+    body = text.strip().upper()
+    body = body[:-2] if body.endswith("IB") else body[:-1] if body.endswith("B") else body
+    unit = body[-1:] if body[-1:] in ("K", "M", "G", "T") else ""
+    digits = body[: len(body) - len(unit)]
+    if not _ascii_digits(digits):
         fail(f"{option}: {text!r} is not a size (a whole number with an optional K, M, G suffix)")
-    return int(match.group(1)) * _UNITS[match.group(2).upper()]
+    return int(digits) * _UNITS[unit]
+
+
+def _ascii_digits(text: str) -> bool:
+    """0-9 only, at least one (``str.isdecimal`` takes every script's digits)."""
+    return text.isascii() and text.isdecimal()
 
 
 def format_size(size: int) -> str:
@@ -81,126 +82,11 @@ def format_size(size: int) -> str:
 
 def _count(text: str, option: str) -> int:
     value = text.strip()
-    if not (value.isascii() and value.isdecimal()):
+    if not _ascii_digits(value):
         fail(f"{option}: {text!r} is not a whole number")
     return int(value)
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        print(f"hardexec: {message}; try '{self.prog} --help'", file=sys.stderr)
-        sys.exit(EXIT_FAILURE)
-
-
-def parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
-    """The whole command line and its commands' own parsers (``run``, ``caps``)."""
-    top = _Parser(prog="hardexec", description="Run programs with least privilege.")
-    top.add_argument("--version", action=_Version, nargs=0, help="print the version and exit")
-    sub = top.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-
-    run = sub.add_parser(
-        "run",
-        help="run a command under a policy",
-        usage="hardexec run [OPTIONS] -- COMMAND [ARG...]",
-        description="Run COMMAND with the given privileges and ceilings. Exit status: the "
-        "command's own (killed by signal N: hardexec dies of N too, a shell shows 128+N); "
-        "127 not found; 126 not executable; 125 hardexec failed. With no cgroup option and "
-        "no --usage, hardexec replaces itself with the command (same pid); otherwise it stays "
-        "to supervise it: signals forwarded, the terminal handed over, leftovers killed.",
-    )
-    caps = run.add_argument_group("capabilities")
-    caps.add_argument(
-        "--drop-all-caps",
-        action="store_true",
-        help="drop every capability (bounding, permitted, effective, inheritable, ambient) "
-        "except those kept",
-    )
-    caps.add_argument(
-        "--keep-cap",
-        metavar="CAP[,CAP]",
-        action="append",
-        default=[],
-        help="keep CAP (NET_ADMIN, cap_net_admin, 12, …); comma list and repeatable; "
-        "needs --drop-all-caps",
-    )
-    caps.add_argument(
-        "--no-new-privs", action="store_true", help="set-uid bits and file caps grant nothing"
-    )
-    caps.add_argument(
-        "--strict",
-        action="store_true",
-        help="fail instead of warning when a capability step cannot be applied",
-    )
-    ids = run.add_argument_group("identity")
-    ids.add_argument("--user", metavar="USER", help="run as USER (name or uid)")
-    ids.add_argument(
-        "--group", metavar="GROUP", help="primary group (default: USER's primary group)"
-    )
-    ids.add_argument(
-        "--groups",
-        metavar="G1,G2",
-        help="supplementary groups, comma-separated; '' clears them (default: USER's groups)",
-    )
-    limits = run.add_argument_group(
-        "resource limits", "each is a hard ceiling the program cannot raise (SIZE: 10M, 2G, …)"
-    )
-    limits.add_argument("--nofile", metavar="N", help="open files (RLIMIT_NOFILE)")
-    limits.add_argument("--fsize", metavar="SIZE", help="largest file written (RLIMIT_FSIZE)")
-    limits.add_argument("--no-core", action="store_true", help="no core dumps (RLIMIT_CORE=0)")
-    limits.add_argument("--as", dest="address_space", metavar="SIZE", help="RLIMIT_AS")
-    limits.add_argument("--cpu-seconds", metavar="N", help="CPU seconds, then killed")
-    limits.add_argument("--nproc", metavar="N", help="processes of the user (RLIMIT_NPROC)")
-    limits.add_argument("--stack", metavar="SIZE", help="stack size (RLIMIT_STACK)")
-    group = run.add_argument_group(
-        "cgroup v2",
-        "a group of its own for the program and everything it starts; a limit that cannot be "
-        "applied refuses the run (exit 125) unless --best-effort",
-    )
-    group.add_argument("--memory", metavar="SIZE", help="memory.max (OOM-killed beyond)")
-    group.add_argument("--pids", metavar="N", help="pids.max: processes and threads at once")
-    group.add_argument("--cpus", metavar="FRACTION", help="CPUs' worth of time (0.5, 2)")
-    group.add_argument("--cpu-max", metavar="QUOTA/PERIOD", help="cpu.max in µs (50000/100000)")
-    group.add_argument(
-        "--cgroup", action="store_true", help="a group with no limits (usage, tree kill)"
-    )
-    group.add_argument(
-        "--cgroup-parent",
-        metavar="DIR",
-        help="make the group in DIR, a cgroup v2 group delegated to you (default: our own group)",
-    )
-    group.add_argument(
-        "--best-effort",
-        action="store_true",
-        help="if the group or its limits cannot be applied, warn and run WITHOUT them",
-    )
-    group.add_argument(
-        "--keep-leftovers",
-        action="store_true",
-        help="when the program ends, wait for what it started instead of killing it",
-    )
-    run.add_argument(
-        "--usage", action="store_true", help="print what the program used, on stderr, at exit"
-    )
-    run.add_argument("argv", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
-
-    listing = sub.add_parser("caps", help="list capabilities, or decode a mask")
-    listing.add_argument(
-        "--decode", metavar="HEX", help="print the names in a mask such as 0000000000003000"
-    )
-    return top, {"run": run, "caps": listing}
-
-
-class _Version(argparse.Action):
-    """``--version``, reading the version only when asked (it imports the package's root)."""
-
-    def __call__(self, parser, namespace, values, option_string=None):  # type: ignore[no-untyped-def]
-        from .. import __version__
-
-        print(f"hardexec {__version__}")
-        sys.exit(0)
-
-
-@dataclass(frozen=True)
 class Request:
     """What ``hardexec run`` was asked: the program, its policy, and the supervisor's duties.
 
@@ -214,18 +100,29 @@ class Request:
         ceilings: the cgroup options as typed (``--memory 64M``), for messages.
     """
 
-    argv: list[str]
-    policy: Policy
-    supervise: bool
-    usage: bool = False
-    keep_leftovers: bool = False
-    best_effort: bool = False
-    ceilings: tuple[str, ...] = ()
+    def __init__(
+        self,
+        argv: list[str],
+        policy: Policy,
+        *,
+        supervise: bool,
+        usage: bool = False,
+        keep_leftovers: bool = False,
+        best_effort: bool = False,
+        ceilings: tuple[str, ...] = (),
+    ) -> None:
+        self.argv = argv
+        self.policy = policy
+        self.supervise = supervise
+        self.usage = usage
+        self.keep_leftovers = keep_leftovers
+        self.best_effort = best_effort
+        self.ceilings = ceilings
 
 
-def request(ns: argparse.Namespace, run: argparse.ArgumentParser) -> Request:
+def request(ns: Namespace) -> Request:
     """Check the ``run`` options and build the :class:`Request` (or exit 125 saying why)."""
-    _refuse_nul(ns, run)
+    _refuse_nul(ns)
     argv = ns.argv[1:] if ns.argv[:1] == ["--"] else ns.argv
     if not argv:
         fail("run: no command given (hardexec run [OPTIONS] -- COMMAND [ARG...])")
@@ -250,22 +147,22 @@ def request(ns: argparse.Namespace, run: argparse.ArgumentParser) -> Request:
     )
 
 
-def _refuse_nul(ns: argparse.Namespace, run: argparse.ArgumentParser) -> None:
+def _refuse_nul(ns: Namespace) -> None:
     """No value can hold a NUL byte: the kernel would cut it short (execve, paths, names)."""
-    for action in run._actions:
-        value = getattr(ns, action.dest, None)
-        values = value if isinstance(value, list) else [value]
-        if action.dest == "argv":
-            for index, arg in enumerate(values[1:] if values[:1] == ["--"] else values):
-                if isinstance(arg, str) and "\0" in arg:
-                    fail(f"the command's argument {index} {arg!r} contains a NUL byte")
-            continue
-        for item in values:
+    from .args import OPTIONS
+
+    for option, dest in OPTIONS.items():
+        value = getattr(ns, dest)
+        for item in value if isinstance(value, list) else [value]:
             if isinstance(item, str) and "\0" in item:
-                fail(f"{action.option_strings[0]}: {item!r} contains a NUL byte")
+                fail(f"{option}: {item!r} contains a NUL byte")
+    argv = ns.argv[1:] if ns.argv[:1] == ["--"] else ns.argv
+    for index, arg in enumerate(argv):
+        if "\0" in arg:
+            fail(f"the command's argument {index} {arg!r} contains a NUL byte")
 
 
-def _ceilings(ns: argparse.Namespace) -> tuple[str, ...]:
+def _ceilings(ns: Namespace) -> tuple[str, ...]:
     """The cgroup options given, as typed, in a fixed order."""
     typed = [
         (f"--{name.replace('_', '-')} {getattr(ns, name)}")
@@ -277,7 +174,7 @@ def _ceilings(ns: argparse.Namespace) -> tuple[str, ...]:
     return tuple(typed)
 
 
-def _policy(ns: argparse.Namespace, supervise: bool) -> Policy:
+def _policy(ns: Namespace, supervise: bool) -> Policy:
     from ..errors import HardexecError
     from ..policy import Policy, SecurityConfig
 
@@ -317,11 +214,20 @@ def _policy(ns: argparse.Namespace, supervise: bool) -> Policy:
             die_with_parent=supervise,
         )
     except (HardexecError, ValueError) as err:
-        fail(_FIELD.sub(lambda m: _option_of(m.group()), str(err)))
+        fail(_in_options(str(err)))
     except OSError as err:  # only --cgroup-parent touches the filesystem here
         fail(f"--cgroup-parent: {ns.cgroup_parent!r}: {err.strerror or err}")
     _check_caps_exist(policy)
     return policy
+
+
+def _in_options(message: str) -> str:
+    """A policy error in the user's words: ``security.user`` → ``--user``."""
+    import re
+
+    names = sorted(_OPTION_OF_FIELD, key=len, reverse=True)
+    fields = re.compile("|".join(re.escape(name) + r"(?:\[\d+\])?" for name in names))
+    return fields.sub(lambda m: _option_of(m.group()), message)
 
 
 def _option_of(field: str) -> str:
@@ -369,7 +275,7 @@ def _check_caps_exist(policy: Policy) -> None:
         )
 
 
-def _rlimits(ns: argparse.Namespace) -> RlimitConfig:
+def _rlimits(ns: Namespace) -> RlimitConfig:
     from ..policy import RlimitConfig
 
     def opt(value: str | None, option: str, size: bool = False) -> int | None:
@@ -388,7 +294,7 @@ def _rlimits(ns: argparse.Namespace) -> RlimitConfig:
     )
 
 
-def _cpu(ns: argparse.Namespace) -> CpuMax | None:
+def _cpu(ns: Namespace) -> CpuMax | None:
     from ..policy import CpuMax
 
     if ns.cpus is not None and ns.cpu_max is not None:
@@ -407,9 +313,10 @@ def _cpu(ns: argparse.Namespace) -> CpuMax | None:
 def _cpus_quota(text: str, period: int = 100_000) -> int:
     """``0.5`` → 50000 µs per 100000, computed exactly (no float: ``inf``, ``1e308`` refused)."""
     value = text.strip()
-    if not _CPUS.fullmatch(value):
-        fail(f"--cpus: {text!r} is not a number of CPUs (0.5, 2)")
     whole, _, fraction = value.partition(".")
+    parts_ok = all(part == "" or _ascii_digits(part) for part in (whole, fraction))
+    if not (whole or fraction) or not parts_ok:
+        fail(f"--cpus: {text!r} is not a number of CPUs (0.5, 2)")
     digits = len(fraction)
     scaled = int(whole or "0") * 10**digits + int(fraction or "0")
     quota = (scaled * period * 2 + 10**digits) // (2 * 10**digits)  # round half up
@@ -420,7 +327,7 @@ def _cpus_quota(text: str, period: int = 100_000) -> int:
     return quota
 
 
-def _cgroups(ns: argparse.Namespace) -> CgroupLimits | None:
+def _cgroups(ns: Namespace) -> CgroupLimits | None:
     from ..policy import CgroupLimits
 
     cpu = _cpu(ns)

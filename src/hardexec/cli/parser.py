@@ -1,0 +1,137 @@
+"""The full ``hardexec`` command line, with argparse: help, errors, and every spelling.
+
+:func:`hardexec.cli.args.parse_run` reads the common ``hardexec run`` command line without it
+(argparse and the re module it needs cost as much as the interpreter's own start-up); anything
+it does not recognise comes here, so argparse has the last word on what is accepted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .options import EXIT_FAILURE
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import NoReturn
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        print(f"hardexec: {message}; try '{self.prog} --help'", file=sys.stderr)
+        sys.exit(EXIT_FAILURE)
+
+
+def parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
+    """The whole command line and its commands' own parsers (``run``, ``caps``)."""
+    top = _Parser(prog="hardexec", description="Run programs with least privilege.")
+    top.add_argument(
+        "--version",
+        action=_Version,
+        nargs=0,
+        default=argparse.SUPPRESS,
+        help="print the version and exit",
+    )
+    sub = top.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    run = sub.add_parser(
+        "run",
+        help="run a command under a policy",
+        usage="hardexec run [OPTIONS] -- COMMAND [ARG...]",
+        description="Run COMMAND with the given privileges and ceilings. Exit status: the "
+        "command's own (killed by signal N: hardexec dies of N too, a shell shows 128+N); "
+        "127 not found; 126 not executable; 125 hardexec failed. With no cgroup option and "
+        "no --usage, hardexec replaces itself with the command (same pid); otherwise it stays "
+        "to supervise it: signals forwarded, the terminal handed over, leftovers killed.",
+    )
+    caps = run.add_argument_group("capabilities")
+    caps.add_argument(
+        "--drop-all-caps",
+        action="store_true",
+        help="drop every capability (bounding, permitted, effective, inheritable, ambient) "
+        "except those kept",
+    )
+    caps.add_argument(
+        "--keep-cap",
+        metavar="CAP[,CAP]",
+        action="append",
+        default=[],
+        help="keep CAP (NET_ADMIN, cap_net_admin, 12, …); comma list and repeatable; "
+        "needs --drop-all-caps",
+    )
+    caps.add_argument(
+        "--no-new-privs", action="store_true", help="set-uid bits and file caps grant nothing"
+    )
+    caps.add_argument(
+        "--strict",
+        action="store_true",
+        help="fail instead of warning when a capability step cannot be applied",
+    )
+    ids = run.add_argument_group("identity")
+    ids.add_argument("--user", metavar="USER", help="run as USER (name or uid)")
+    ids.add_argument(
+        "--group", metavar="GROUP", help="primary group (default: USER's primary group)"
+    )
+    ids.add_argument(
+        "--groups",
+        metavar="G1,G2",
+        help="supplementary groups, comma-separated; '' clears them (default: USER's groups)",
+    )
+    limits = run.add_argument_group(
+        "resource limits", "each is a hard ceiling the program cannot raise (SIZE: 10M, 2G, …)"
+    )
+    limits.add_argument("--nofile", metavar="N", help="open files (RLIMIT_NOFILE)")
+    limits.add_argument("--fsize", metavar="SIZE", help="largest file written (RLIMIT_FSIZE)")
+    limits.add_argument("--no-core", action="store_true", help="no core dumps (RLIMIT_CORE=0)")
+    limits.add_argument("--as", dest="address_space", metavar="SIZE", help="RLIMIT_AS")
+    limits.add_argument("--cpu-seconds", metavar="N", help="CPU seconds, then killed")
+    limits.add_argument("--nproc", metavar="N", help="processes of the user (RLIMIT_NPROC)")
+    limits.add_argument("--stack", metavar="SIZE", help="stack size (RLIMIT_STACK)")
+    group = run.add_argument_group(
+        "cgroup v2",
+        "a group of its own for the program and everything it starts; a limit that cannot be "
+        "applied refuses the run (exit 125) unless --best-effort",
+    )
+    group.add_argument("--memory", metavar="SIZE", help="memory.max (OOM-killed beyond)")
+    group.add_argument("--pids", metavar="N", help="pids.max: processes and threads at once")
+    group.add_argument("--cpus", metavar="FRACTION", help="CPUs' worth of time (0.5, 2)")
+    group.add_argument("--cpu-max", metavar="QUOTA/PERIOD", help="cpu.max in µs (50000/100000)")
+    group.add_argument(
+        "--cgroup", action="store_true", help="a group with no limits (usage, tree kill)"
+    )
+    group.add_argument(
+        "--cgroup-parent",
+        metavar="DIR",
+        help="make the group in DIR, a cgroup v2 group delegated to you (default: our own group)",
+    )
+    group.add_argument(
+        "--best-effort",
+        action="store_true",
+        help="if the group or its limits cannot be applied, warn and run WITHOUT them",
+    )
+    group.add_argument(
+        "--keep-leftovers",
+        action="store_true",
+        help="when the program ends, wait for what it started instead of killing it",
+    )
+    run.add_argument(
+        "--usage", action="store_true", help="print what the program used, on stderr, at exit"
+    )
+    run.add_argument("argv", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+
+    listing = sub.add_parser("caps", help="list capabilities, or decode a mask")
+    listing.add_argument(
+        "--decode", metavar="HEX", help="print the names in a mask such as 0000000000003000"
+    )
+    return top, {"run": run, "caps": listing}
+
+
+class _Version(argparse.Action):
+    """``--version``, reading the version only when asked (it imports the package's root)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):  # type: ignore[no-untyped-def]
+        from .. import __version__
+
+        print(f"hardexec {__version__}")
+        sys.exit(0)
