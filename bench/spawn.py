@@ -43,7 +43,7 @@ SETPRIV = [
 
 
 def naive_preexec() -> Callable[[], None]:
-    """What a direct port of the reference's pre_exec hook to Python looks like (the baseline).
+    """What a direct port of solti-exec's pre_exec hook to Python looks like (the baseline).
 
     It runs Python between fork and exec, so subprocess must fork() instead of vfork().
     """

@@ -1,6 +1,6 @@
 """cgroup v2 on this host: placement, joining, usage, tree kill and clean-up.
 
-This host's v2 hierarchy offers no memory/pids/cpu controller (DESIGN.md), but mkdir,
+This host's v2 hierarchy offers no memory/pids/cpu controller (they are on cgroup v1), but mkdir,
 cgroup.procs, cgroup.kill, cgroup.events and cpu.stat work: everything but the limits is tested
 here; the limits are tested in the VM tier.
 """

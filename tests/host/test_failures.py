@@ -13,7 +13,7 @@ import hardexec
 from hardexec import Policy, PolicyError, SecurityConfig, StageError, StageWarning
 from helpers import parse_status
 
-# This machine's launcher lacks CAP_SYS_RESOURCE (DESIGN.md): keeping it cannot work.
+# This machine's launcher lacks CAP_SYS_RESOURCE (checked below): keeping it cannot work.
 MISSING = "SYS_RESOURCE"
 
 

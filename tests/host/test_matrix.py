@@ -1,7 +1,7 @@
 """The golden matrix: what the program itself sees in /proc/self/status.
 
 Kept sets x (root, nobody) x (no_new_privs on, off) x (native, python stage). All five capability
-sets must equal the kept set exactly. Root without no_new_privs is the case the reference gets
+sets must equal the kept set exactly. Root without no_new_privs is the case solti-exec gets
 wrong (its bounding set stays full, so execve hands uid 0 every capability back).
 """
 

@@ -55,7 +55,7 @@ def test_nobody_binds_a_privileged_port_only_with_net_bind_service(stage):
 
 
 def test_root_cannot_bind_once_its_caps_are_dropped(stage):
-    """No no_new_privs, uid 0: the case where the reference's drop is undone by execve."""
+    """No no_new_privs, uid 0: the case where solti-exec's drop is undone by execve."""
     assert bind_result(Policy(security=SecurityConfig(drop_all_caps=True))) == (
         f"errno {errno.EACCES}"
     )

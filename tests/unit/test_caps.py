@@ -1,4 +1,4 @@
-"""Capability names, parsing, and CapSet (including the reference's KeepMask tests, ported)."""
+"""Capability names, parsing, and CapSet (including solti-exec's KeepMask tests, ported)."""
 
 import shutil
 import subprocess
@@ -31,7 +31,7 @@ def test_names_and_numbers_agree_with_libcap():
         assert out.endswith("=cap_" + cap.name.lower()), (cap, out)
 
 
-def test_capability_names_are_correct():  # ported from the reference
+def test_capability_names_are_correct():  # ported from solti-exec
     assert Capability.NET_ADMIN.name == "NET_ADMIN"
     assert Capability.SYS_ADMIN.name == "SYS_ADMIN"
     assert Capability.CHOWN.name == "CHOWN"
@@ -69,7 +69,7 @@ def test_unknown_name_names_the_input_and_suggests_close_names():
         Capability.parse("XYZZY")
 
 
-# --- KeepMask tests of the reference, ported to CapSet ------------------------------------
+# --- solti-exec's KeepMask tests, ported to CapSet ---------------------------------------
 
 
 def test_keep_mask_empty_caps_all_zero():
@@ -86,7 +86,7 @@ def test_keep_mask_single_low_cap():
     assert m.words == (1, 0)
 
 
-def test_keep_mask_cap_in_first_word_high_bits():  # the reference's "second word" test
+def test_keep_mask_cap_in_first_word_high_bits():  # solti-exec's "second word" test
     m = CapSet.from_caps([Capability.SETFCAP, Capability.SYS_PTRACE])
     assert 31 in m
     assert 19 in m

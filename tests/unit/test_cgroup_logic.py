@@ -10,7 +10,7 @@ from hardexec import cgroups as cg
 from hardexec.report import parse_report
 
 
-def test_group_names_follow_the_reference_and_never_repeat():
+def test_group_names_follow_solti_exec_and_never_repeat():
     first, second = cg.group_name(), cg.group_name()
     assert re.fullmatch(r"hardexec-\d+-[0-9a-f]+-[0-9a-f]+", first)
     assert first != second

@@ -1,4 +1,4 @@
-"""Rlimit and cgroup policies: validation with the reference's messages, and their plans."""
+"""Rlimit and cgroup policies: validation with solti-exec's messages, and their plans."""
 
 import pytest
 
@@ -10,7 +10,7 @@ RLIMIT_NAMES = list(RLIMIT_FIELDS)
 
 
 @pytest.mark.parametrize("name", RLIMIT_NAMES)
-def test_zero_rlimits_are_rejected_with_the_references_message(name):
+def test_zero_rlimits_are_rejected_with_solti_execs_message(name):
     with pytest.raises(PolicyError) as err:
         RlimitConfig(**{name: 0})
     assert str(err.value) == f"rlimits.{name} cannot be zero"
@@ -38,7 +38,7 @@ def test_rlimits_compile_to_resource_value_pairs():
         RlimitConfig(disable_core_dumps=1)
 
 
-def test_cpu_max_validation_as_the_reference():
+def test_cpu_max_validation_as_solti_exec():
     with pytest.raises(PolicyError) as err:
         CpuMax(quota=50_000, period=0)
     assert str(err.value) == "cgroups.cpu.period cannot be zero"

@@ -1,4 +1,4 @@
-"""VM tier: cgroup v2 limits need controllers this host's v2 lacks (DESIGN.md).
+"""VM tier: cgroup v2 limits need controllers this host's v2 lacks (they are on v1 here).
 
 On the host, the first test of this directory boots one VM (virtme-ng, the Debian kernel, the
 host's filesystem read-only) and runs the whole directory inside it, as root, with
