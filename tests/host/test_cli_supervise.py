@@ -210,11 +210,17 @@ def test_without_a_cgroup_the_program_process_group_is_killed(tmp_path):
             os.kill(pid, signal.SIGKILL)
 
 
-def test_keep_leftovers_waits_for_them(tmp_path):
+@pytest.mark.parametrize(
+    ("option", "detach"),
+    [("--cgroup", "setsid"), ("--usage", "")],  # without a cgroup: its process group only
+)
+def test_keep_leftovers_waits_for_them(tmp_path, option, detach):
     done = tmp_path / "done"
-    program = 'setsid sh -c \'sleep 0.2; echo finished > "$0"\' "$0" </dev/null >/dev/null 2>&1 &'
+    program = (
+        f'{detach} sh -c \'sleep 0.2; echo finished > "$0"\' "$0" </dev/null >/dev/null 2>&1 &'
+    )
     result, hardexec = run_hx(
-        "run", "--cgroup", "--keep-leftovers", "--", "sh", "-c", program, str(done)
+        "run", option, "--keep-leftovers", "--", "sh", "-c", program, str(done)
     )
     assert result.returncode == 0, result.stderr
     assert done.read_text() == "finished\n"  # hardexec returned only once the daemon had ended
