@@ -184,3 +184,42 @@ def test_popen_identity_arguments_conflict_with_a_policy():
         )
     with pytest.raises(TypeError, match="policy: expected hardexec.Policy"):
         hardexec.run(["true"], policy=SecurityConfig(no_new_privs=True))  # type: ignore[arg-type]
+
+
+UNPRIVILEGED = """
+import warnings
+import hardexec
+from hardexec import Policy, SecurityConfig
+try:
+    hardexec.run(["true"], policy=Policy(security=SecurityConfig(user="daemon")))
+except hardexec.StageError as err:
+    print("error:", err)
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    drop = Policy(security=SecurityConfig(drop_all_caps=True, keep_caps=["NET_RAW"]))
+    print("status:", hardexec.run(["true"], policy=drop).returncode)
+for warning in caught:
+    print("warning:", warning.message)
+"""
+
+
+def test_an_unprivileged_launcher_is_told_which_capability_it_lacks(stage):
+    """As nobody: an identity change says CAP_SETGID is missing; a drop warns (nothing to regain
+    for a non-root program) and says CAP_SETPCAP is missing; a kept cap is not held."""
+    src = os.path.dirname(os.path.dirname(hardexec.__file__))
+    code = f"import sys; sys.path.insert(0, {src!r})\n" + UNPRIVILEGED
+    result = subprocess.run(
+        ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
+         "/usr/bin/python3", "-I", "-c", code],
+        capture_output=True, text=True, env={"HARDEXEC_STAGE": stage, "PATH": os.environ["PATH"]},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        "error: setgroups failed: [Errno 1] Operation not permitted "
+        "(the launcher lacks CAP_SETGID)",
+        "status: 0",
+        "warning: bounding_set failed: [Errno 1] Operation not permitted (dropping CAP_CHOWN "
+        "from the bounding set, the first drop that failed; the launcher lacks CAP_SETPCAP)",
+        "warning: keep_caps failed: [Errno 1] Operation not permitted "
+        "(CAP_NET_RAW is not in the launcher's permitted set)",
+    ]

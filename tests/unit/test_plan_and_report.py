@@ -5,7 +5,7 @@ import errno
 
 import pytest
 
-from hardexec import Capability, Policy, SecurityConfig, StageError, StageWarning
+from hardexec import Capability, Policy, SecurityConfig, StageError, StageWarning, report
 from hardexec.plan import compile_plan
 from hardexec.report import parse_report
 
@@ -123,3 +123,26 @@ def test_stage_error_pickles_with_its_step():
 
     err = pickle.loads(pickle.dumps(StageError("setresuid", errno.EPERM, "x")))
     assert (err.step, err.errno, err.detail) == ("setresuid", errno.EPERM, "x")
+
+
+def test_a_cap_held_only_in_the_launchers_permitted_set_is_explained(monkeypatch):
+    """File capabilities give a launcher a permitted cap that no exec of a plain program keeps:
+    the detail says exactly that, and how to keep it (ambient)."""
+    monkeypatch.setattr(report, "_own_sets", lambda: {"CapPrm": 1 << 10, "CapEff": 1 << 10})
+    [warning] = parse_report(b"W keep_caps 1 10\n", "prog").warnings
+    assert "CAP_NET_BIND_SERVICE is in the launcher's permitted set but not in its ambient" in (
+        str(warning)
+    )
+    assert "--ambient-caps +net_bind_service" in str(warning)
+    monkeypatch.setattr(report, "_own_sets", lambda: {"CapPrm": 0, "CapEff": 0})
+    [warning] = parse_report(b"W keep_caps 1 10\n", "prog").warnings
+    assert "CAP_NET_BIND_SERVICE is not in the launcher's permitted set" in str(warning)
+
+
+def test_a_fatal_bounding_drop_for_root_says_why():
+    root = Policy(security=SecurityConfig(drop_all_caps=True, user=0))
+    error = parse_report(b"F bounding_set 1 0\n", "prog", root).error
+    assert "no CAP_SETPCAP: root would regain every capability at exec" in str(error)
+    nnp = Policy(security=SecurityConfig(drop_all_caps=True, user=0, no_new_privs=True))
+    error = parse_report(b"F bounding_set 1 0\n", "prog", nnp).error
+    assert "root would regain" not in str(error)
