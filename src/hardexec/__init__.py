@@ -12,9 +12,11 @@ loaded only by code that uses :func:`create_subprocess_exec`.
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any
 
+TYPE_CHECKING = False  # typing itself is not imported: it costs start-up time
 if TYPE_CHECKING:
+    from typing import Any
+
     from .aio import Process, create_subprocess_exec
     from .caps import Capability, CapSet
     from .cgroups import Cgroup

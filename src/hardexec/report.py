@@ -14,7 +14,6 @@ The third field names the capability a record is about (``keep_caps``, ``boundin
 from __future__ import annotations
 
 import errno as errno_mod
-import logging
 import os
 import sys
 import warnings
@@ -26,8 +25,6 @@ from .policy import RLIMIT_CORE, RLIMIT_FIELDS, Policy
 
 __all__ = ["StageReport", "caller_stacklevel", "parse_report", "read_all"]
 
-logger = logging.getLogger("hardexec")
-logger.addHandler(logging.NullHandler())  # a library: output only where the app configures it
 
 # What the record's third field names, for details the user can act on.
 _CAP_DETAIL = {
@@ -111,6 +108,8 @@ class StageReport:
 
         Warnings are attributed to the caller's line, outside hardexec, like subprocess's own.
         """
+        if self.warnings:
+            logger = hardexec_logger()
         for warning in self.warnings:
             logger.warning("exec stage: %s", warning)
             warnings.warn(warning, stacklevel=caller_stacklevel())
@@ -119,6 +118,16 @@ class StageReport:
 
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+def hardexec_logger():  # -> logging.Logger
+    """The ``hardexec`` logger, imported on first use (logging costs start-up time)."""
+    import logging
+
+    logger = logging.getLogger("hardexec")
+    if not any(isinstance(h, logging.NullHandler) for h in logger.handlers):
+        logger.addHandler(logging.NullHandler())  # a library: output only where the app says
+    return logger
 
 
 def caller_stacklevel() -> int:

@@ -20,7 +20,6 @@ import signal
 import sys
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, NoReturn
 
 from .errors import CgroupError, HardexecError, PolicyError, StageWarning
 from .plan import StrOrBytesPath, compile_plan
@@ -28,7 +27,10 @@ from .policy import Policy
 from .report import StageReport, caller_stacklevel, parse_report
 from .stage import stage_command
 
+TYPE_CHECKING = False  # typing is not imported here: `hardexec run` execs through this module
 if TYPE_CHECKING:
+    from typing import Any, NoReturn
+
     from .cgroups import Cgroup
 
 __all__ = ["Args", "Launch", "check_policy", "exec_stage", "kill_tree", "policy_applies"]

@@ -14,9 +14,9 @@ from hardexec import stage as stage_mod
 
 @pytest.fixture
 def fresh_selection():
-    stage_mod._command.cache_clear()
+    stage_mod._commands.clear()
     yield
-    stage_mod._command.cache_clear()
+    stage_mod._commands.clear()
 
 
 def test_python_selects_the_twin_run_isolated(monkeypatch, fresh_selection):

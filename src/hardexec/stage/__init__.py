@@ -7,18 +7,17 @@ and behave identically, so the host test tier runs against each.
 
 from __future__ import annotations
 
-import functools
 import os
 import sys
-from pathlib import Path
 
 from ..errors import HardexecError
 
 __all__ = ["NATIVE_STAGE", "TWIN_STAGE", "native_available", "stage_command"]
 
-_HERE = Path(__file__).resolve().parent
-NATIVE_STAGE = _HERE / "hardexec-stage"
-TWIN_STAGE = _HERE / "twin.py"
+# os.path, not pathlib: this runs at every `hardexec run`, and pathlib's import is not free.
+_HERE = os.path.dirname(os.path.realpath(__file__))
+NATIVE_STAGE = os.path.join(_HERE, "hardexec-stage")
+TWIN_STAGE = os.path.join(_HERE, "twin.py")
 _VARIABLE = "HARDEXEC_STAGE"
 
 
@@ -32,8 +31,16 @@ def stage_command() -> tuple[str, ...]:
     return _command(os.environ.get(_VARIABLE, "auto"))
 
 
-@functools.cache
+_commands: dict[str, tuple[str, ...]] = {}
+
+
 def _command(mode: str) -> tuple[str, ...]:
+    if mode not in _commands:
+        _commands[mode] = _choose(mode)
+    return _commands[mode]
+
+
+def _choose(mode: str) -> tuple[str, ...]:
     if mode not in ("auto", "native", "python", ""):
         raise HardexecError(f"{_VARIABLE}={mode!r}: expected 'native', 'python' or 'auto'")
     if mode != "python" and native_available():
