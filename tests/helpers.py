@@ -78,7 +78,14 @@ def hardexec_groups(*, others: bool = False) -> set[str]:
         root = cgroups.v2_mount()
     except OSError:
         return set()
-    found = {str(path) for path in root.rglob("hardexec-*") if path.is_dir()}
+    # os.walk, not Path.rglob: a group removed during the walk (by its program's end, by
+    # another test run) is skipped rather than raising FileNotFoundError.
+    found = {
+        os.path.join(parent, name)
+        for parent, dirs, _ in os.walk(root)
+        for name in dirs
+        if name.startswith("hardexec-")
+    }
     return found if others else {group for group in found if not made_by_another_process(group)}
 
 
