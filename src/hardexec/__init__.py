@@ -18,7 +18,8 @@ if TYPE_CHECKING:
     from typing import Any
 
     from .aio import Process, create_subprocess_exec
-    from .caps import Capability, CapSet
+    from .capability import Capability
+    from .caps import CapSet
     from .cgroups import Cgroup
     from .errors import CgroupError, HardexecError, PolicyError, StageError, StageWarning
     from .policy import CgroupLimits, CpuMax, Identity, Policy, RlimitConfig, SecurityConfig
@@ -27,7 +28,7 @@ if TYPE_CHECKING:
 
 _WHERE = {
     "CapSet": "caps",
-    "Capability": "caps",
+    "Capability": "capability",
     "Cgroup": "cgroups",
     "CgroupError": "errors",
     "CgroupLimits": "policy",

@@ -10,134 +10,80 @@ v3 ABI (and solti-exec's ``KeepMask``): word 0 holds caps 0..31, word 1 holds ca
 
 from __future__ import annotations
 
-import enum
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
-
+from ._record import frozen
 from .errors import PolicyError
 
-__all__ = ["MAX_CAP", "Capability", "CapSet", "parse_cap"]
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # collections.abc costs start-up time: annotations only
+    from collections.abc import Iterable, Iterator
+
+    from .capability import Capability
+
+__all__ = ["MAX_CAP", "NAMES", "CapSet", "Capability", "cap_name", "parse_cap"]
 
 #: The last capability number the v3 capability ABI can carry (two u32 words).
 MAX_CAP = 63
 
 
-class Capability(enum.IntEnum):
-    """Every capability of the Linux kernel, by number (see capabilities(7))."""
-
-    CHOWN = 0
-    DAC_OVERRIDE = 1
-    DAC_READ_SEARCH = 2
-    FOWNER = 3
-    FSETID = 4
-    KILL = 5
-    SETGID = 6
-    SETUID = 7
-    SETPCAP = 8
-    LINUX_IMMUTABLE = 9
-    NET_BIND_SERVICE = 10
-    NET_BROADCAST = 11
-    NET_ADMIN = 12
-    NET_RAW = 13
-    IPC_LOCK = 14
-    IPC_OWNER = 15
-    SYS_MODULE = 16
-    SYS_RAWIO = 17
-    SYS_CHROOT = 18
-    SYS_PTRACE = 19
-    SYS_PACCT = 20
-    SYS_ADMIN = 21
-    SYS_BOOT = 22
-    SYS_NICE = 23
-    SYS_RESOURCE = 24
-    SYS_TIME = 25
-    SYS_TTY_CONFIG = 26
-    MKNOD = 27
-    LEASE = 28
-    AUDIT_WRITE = 29
-    AUDIT_CONTROL = 30
-    SETFCAP = 31
-    MAC_OVERRIDE = 32
-    MAC_ADMIN = 33
-    SYSLOG = 34
-    WAKE_ALARM = 35
-    BLOCK_SUSPEND = 36
-    AUDIT_READ = 37
-    PERFMON = 38
-    BPF = 39
-    CHECKPOINT_RESTORE = 40
-
-    @property
-    def description(self) -> str:
-        """One line saying what the capability allows."""
-        return _DESCRIPTIONS[self]
-
-    @property
-    def kernel_name(self) -> str:
-        """The name as the kernel headers and capabilities(7) spell it: ``CAP_NET_ADMIN``."""
-        return "CAP_" + self.name
-
-    @classmethod
-    def parse(cls, value: str | int, *, field: str = "capability") -> int:
-        """Parse a capability given as a name or a number.
-
-        Accepts ``NET_ADMIN``, ``CAP_NET_ADMIN``, ``net_admin``, ``cap_net_admin`` and ``12``.
-        Returns the :class:`Capability` member, or a plain ``int`` for 41..63 (capabilities of
-        kernels newer than this module). Anything else raises :class:`PolicyError` naming
-        ``field`` and the value, with close names suggested for a misspelling.
-        """
-        return parse_cap(value, field=field)
+#: Capability names by number, as the kernel defines them today (the :class:`Capability` enum
+#: has the same members; a test keeps both in step). Parsing needs only these.
+NAMES: tuple[str, ...] = (
+    "CHOWN",
+    "DAC_OVERRIDE",
+    "DAC_READ_SEARCH",
+    "FOWNER",
+    "FSETID",
+    "KILL",
+    "SETGID",
+    "SETUID",
+    "SETPCAP",
+    "LINUX_IMMUTABLE",
+    "NET_BIND_SERVICE",
+    "NET_BROADCAST",
+    "NET_ADMIN",
+    "NET_RAW",
+    "IPC_LOCK",
+    "IPC_OWNER",
+    "SYS_MODULE",
+    "SYS_RAWIO",
+    "SYS_CHROOT",
+    "SYS_PTRACE",
+    "SYS_PACCT",
+    "SYS_ADMIN",
+    "SYS_BOOT",
+    "SYS_NICE",
+    "SYS_RESOURCE",
+    "SYS_TIME",
+    "SYS_TTY_CONFIG",
+    "MKNOD",
+    "LEASE",
+    "AUDIT_WRITE",
+    "AUDIT_CONTROL",
+    "SETFCAP",
+    "MAC_OVERRIDE",
+    "MAC_ADMIN",
+    "SYSLOG",
+    "WAKE_ALARM",
+    "BLOCK_SUSPEND",
+    "AUDIT_READ",
+    "PERFMON",
+    "BPF",
+    "CHECKPOINT_RESTORE",
+)
+_BY_NAME: dict[str, int] = {name: number for number, name in enumerate(NAMES)}
 
 
-_DESCRIPTIONS: dict[Capability, str] = {
-    Capability.CHOWN: "make arbitrary changes to file UIDs and GIDs",
-    Capability.DAC_OVERRIDE: "bypass file read, write and execute permission checks",
-    Capability.DAC_READ_SEARCH: "bypass file read and directory read/search permission checks",
-    Capability.FOWNER: "bypass checks that require the caller to own the file",
-    Capability.FSETID: "keep set-user-ID and set-group-ID bits when a file is modified",
-    Capability.KILL: "bypass permission checks for sending signals",
-    Capability.SETGID: "set arbitrary GIDs and supplementary groups",
-    Capability.SETUID: "set arbitrary UIDs",
-    Capability.SETPCAP: "change capability sets and the bounding set; set securebits",
-    Capability.LINUX_IMMUTABLE: "set the immutable and append-only file attributes",
-    Capability.NET_BIND_SERVICE: "bind a socket to a privileged port (below 1024)",
-    Capability.NET_BROADCAST: "make socket broadcasts and listen to multicasts (unused)",
-    Capability.NET_ADMIN: "administer networking: interfaces, routes, firewall, sockets options",
-    Capability.NET_RAW: "use RAW and PACKET sockets; bind to any address (transparent proxy)",
-    Capability.IPC_LOCK: "lock memory (mlock, mlockall, MAP_LOCKED, SHM_LOCK)",
-    Capability.IPC_OWNER: "bypass permission checks on System V IPC objects",
-    Capability.SYS_MODULE: "load and unload kernel modules",
-    Capability.SYS_RAWIO: "raw I/O port access (iopl, ioperm), /dev/mem and /dev/kmem",
-    Capability.SYS_CHROOT: "use chroot(2) and change mount namespaces with setns(2)",
-    Capability.SYS_PTRACE: "trace and inspect arbitrary processes (ptrace, process_vm_readv)",
-    Capability.SYS_PACCT: "switch process accounting on and off (acct)",
-    Capability.SYS_ADMIN: "a wide range of system administration: mount, sethostname, …",
-    Capability.SYS_BOOT: "reboot and load a new kernel (kexec_load)",
-    Capability.SYS_NICE: "raise priority and change scheduling of arbitrary processes",
-    Capability.SYS_RESOURCE: "override resource limits, quotas and reserved space",
-    Capability.SYS_TIME: "set the system clock and the real-time hardware clock",
-    Capability.SYS_TTY_CONFIG: "vhangup(2) and privileged ioctls on virtual terminals",
-    Capability.MKNOD: "create special files with mknod(2)",
-    Capability.LEASE: "establish leases on arbitrary files",
-    Capability.AUDIT_WRITE: "write records to the kernel audit log",
-    Capability.AUDIT_CONTROL: "enable and disable kernel auditing; change audit rules",
-    Capability.SETFCAP: "set arbitrary capabilities on a file",
-    Capability.MAC_OVERRIDE: "override Mandatory Access Control (Smack)",
-    Capability.MAC_ADMIN: "change Mandatory Access Control configuration (Smack)",
-    Capability.SYSLOG: "privileged syslog(2) operations; see kernel addresses in /proc",
-    Capability.WAKE_ALARM: "trigger something that will wake the system",
-    Capability.BLOCK_SUSPEND: "employ features that can block system suspend",
-    Capability.AUDIT_READ: "read the audit log via a multicast netlink socket",
-    Capability.PERFMON: "employ performance monitoring (perf_event_open)",
-    Capability.BPF: "employ privileged BPF operations",
-    Capability.CHECKPOINT_RESTORE: "checkpoint/restore operations (set_tid, map_files)",
-}
+def __getattr__(name: str) -> object:
+    if name == "Capability":  # built on first use: see hardexec.capability
+        from .capability import Capability
 
-_BY_NAME: dict[str, Capability] = {cap.name: cap for cap in Capability}
+        return Capability
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def parse_cap(value: object, *, field: str = "capability") -> int:
-    """Parse one capability; see :meth:`Capability.parse`. ``field`` names it in errors."""
+    """Parse one capability to its number; see :meth:`Capability.parse` for the spellings.
+    ``field`` names it in errors."""
     if isinstance(value, bool):  # True is an int; never a capability
         raise PolicyError(f"{field}: {value!r} is not a capability")
     if isinstance(value, int):
@@ -161,19 +107,16 @@ def parse_cap(value: object, *, field: str = "capability") -> int:
 
 def _from_number(number: int, field: str, shown: object) -> int:
     if 0 <= number <= MAX_CAP:
-        return Capability(number) if number in _NUMBERS else number
+        return number
     raise PolicyError(f"{field}: capability number {shown!r} is outside 0..{MAX_CAP}")
-
-
-_NUMBERS = frozenset(int(cap) for cap in Capability)
 
 
 def cap_name(number: int) -> str:
     """``NET_ADMIN`` for 12; the bare number (``"41"``) for a capability this module predates."""
-    return Capability(number).name if number in _NUMBERS else str(number)
+    return NAMES[number] if 0 <= number < len(NAMES) else str(number)
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class CapSet:
     """An immutable set of capabilities over 64 bits (the v3 ABI's two u32 words).
 
@@ -227,7 +170,7 @@ class CapSet:
     @classmethod
     def all_known(cls) -> CapSet:
         """Every capability :class:`Capability` names (0..40)."""
-        return cls.from_caps(Capability)
+        return cls((1 << len(NAMES)) - 1)
 
     @property
     def words(self) -> tuple[int, int]:
@@ -240,7 +183,7 @@ class CapSet:
 
     def names(self) -> list[str]:
         """Names in ascending number order (bare numbers for caps newer than this module)."""
-        return [cap_name(number) for number in self]
+        return [cap_name(n) for n in range(MAX_CAP + 1) if self.mask >> n & 1]
 
     def issubset(self, other: CapSet) -> bool:
         """True when every capability here is also in ``other``."""
@@ -252,9 +195,12 @@ class CapSet:
         return 0 <= cap <= MAX_CAP and bool(self.mask >> cap & 1)
 
     def __iter__(self) -> Iterator[int]:
+        """The :class:`Capability` members in the set (plain ints for caps newer than it)."""
+        from .capability import Capability
+
         for number in range(MAX_CAP + 1):
             if self.mask >> number & 1:
-                yield Capability(number) if number in _NUMBERS else number
+                yield Capability(number) if number < len(NAMES) else number
 
     def __len__(self) -> int:
         return self.mask.bit_count()

@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import array
 import os
-from dataclasses import dataclass
 
+from ._record import frozen
 from .caps import CapSet
 from .policy import Identity, Policy
 
@@ -30,7 +30,7 @@ __all__ = ["Plan", "compile_plan"]
 StrOrBytesPath = str | bytes | os.PathLike[str] | os.PathLike[bytes]
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Plan:
     """A policy flattened to what the stage needs: masks, ids and flags."""
 

@@ -6,16 +6,18 @@ field and the value long before anything is spawned. User and group names are re
 
 from __future__ import annotations
 
-import dataclasses
 import grp
 import math
 import os
 import pwd
-from collections.abc import Iterable
-from dataclasses import dataclass, field
 
+from ._record import field, frozen, replace
 from .caps import CapSet
 from .errors import PolicyError
+
+TYPE_CHECKING = False  # collections.abc and typing cost start-up time: annotations only
+if TYPE_CHECKING:
+    from collections.abc import Iterable
 
 __all__ = [
     "CgroupLimits",
@@ -34,7 +36,7 @@ _CPU_PERIOD = (1000, 1_000_000)  # µs: the kernel's bounds for cpu.max's period
 _MAX_CPU_QUOTA = 2**63 // 1000  # µs: the kernel rejects quotas whose ns overflow
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Identity:
     """The numeric identity a program runs with, resolved from a :class:`SecurityConfig`.
 
@@ -46,7 +48,7 @@ class Identity:
     groups: tuple[int, ...] | None = None
 
 
-@dataclass(frozen=True)
+@frozen
 class SecurityConfig:
     """Capability and identity policy of the program (solti-exec's ``SecurityConfig``).
 
@@ -128,7 +130,7 @@ RLIMIT_FIELDS = {
 RLIMIT_CORE = 4
 
 
-@dataclass(frozen=True)
+@frozen
 class RlimitConfig:
     """POSIX resource limits of the program (solti-exec's ``RlimitConfig``, extended).
 
@@ -177,7 +179,7 @@ class RlimitConfig:
         return not self.limits()
 
 
-@dataclass(frozen=True)
+@frozen
 class CpuMax:
     """cgroup v2 ``cpu.max``: at most ``quota`` µs of CPU per ``period`` µs (``None``: no cap).
 
@@ -216,7 +218,7 @@ class CpuMax:
         return f"{'max' if self.quota is None else self.quota} {self.period}"
 
 
-@dataclass(frozen=True)
+@frozen
 class CgroupLimits:
     """A cgroup v2 group of its own for the program and all its descendants.
 
@@ -265,7 +267,7 @@ class CgroupLimits:
         return tuple(name.partition(".")[0] for name in self.files())
 
 
-@dataclass(frozen=True)
+@frozen
 class Policy:
     """Everything hardexec applies to one program (solti-exec's ``SubprocessBackendConfig``).
 
@@ -307,17 +309,17 @@ class Policy:
 
     def with_security(self, security: SecurityConfig) -> Policy:
         """A copy of this policy with ``security`` replaced."""
-        return dataclasses.replace(self, security=security)
+        return replace(self, security=security)
 
     def with_rlimits(self, rlimits: RlimitConfig) -> Policy:
         """A copy of this policy with ``rlimits`` replaced."""
-        return dataclasses.replace(self, rlimits=rlimits)
+        return replace(self, rlimits=rlimits)
 
     def with_cgroups(
         self, cgroups: CgroupLimits | None, parent: str | os.PathLike[str] | None = None
     ) -> Policy:
         """A copy of this policy with ``cgroups`` (and ``cgroup_parent``) replaced."""
-        return dataclasses.replace(self, cgroups=cgroups, cgroup_parent=parent)
+        return replace(self, cgroups=cgroups, cgroup_parent=parent)
 
     def is_empty(self) -> bool:
         """True when the policy changes nothing, so no exec stage is needed."""

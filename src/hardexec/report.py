@@ -17,8 +17,8 @@ import errno as errno_mod
 import os
 import sys
 import warnings
-from dataclasses import dataclass
 
+from ._record import frozen
 from .caps import cap_name
 from .errors import StageError, StageWarning
 from .policy import RLIMIT_CORE, RLIMIT_FIELDS, Policy
@@ -96,7 +96,7 @@ def _root_program(policy: Policy | None) -> bool:
     return ruid == 0 or euid == 0
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class StageReport:
     """Everything the stage said before exec: warnings, and the error that aborted it (if any)."""
 

@@ -22,11 +22,12 @@ from .errors import StageWarning
 from .plan import StrOrBytesPath
 from .policy import Policy
 from .report import StageReport, read_all
-from .spawn_core import Args, Launch, check_policy, kill_tree, policy_applies
+from .spawn_core import Launch, check_policy, kill_tree, policy_applies
 from .usage import Usage
 
 if TYPE_CHECKING:
     from .cgroups import Cgroup
+    from .spawn_core import Args
 
 __all__ = ["CompletedProcess", "Popen", "Wrapped", "run", "wrap"]
 

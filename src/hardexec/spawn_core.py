@@ -12,30 +12,35 @@ in exec mode goes through it straight to ``execve``.
 
 from __future__ import annotations
 
-import dataclasses
 import errno
 import fcntl
 import os
-import signal
 import sys
 import warnings
-from collections.abc import Callable, Mapping, Sequence
 
+from ._record import replace
 from .errors import CgroupError, HardexecError, PolicyError, StageWarning
 from .plan import StrOrBytesPath, compile_plan
 from .policy import Policy
 from .report import StageReport, caller_stacklevel, parse_report
+
+try:  # the C module under `signal`, without its enum classes: their creation costs start-up
+    import _signal as signal
+except ImportError:  # not CPython
+    import signal  # type: ignore[no-redef]
 from .stage import stage_command
 
 TYPE_CHECKING = False  # typing is not imported here: `hardexec run` execs through this module
 if TYPE_CHECKING:
-    from typing import Any, NoReturn
+    from collections.abc import Callable, Mapping, Sequence
+    from typing import Any, NoReturn, TypeAlias
 
     from .cgroups import Cgroup
 
-__all__ = ["Args", "Launch", "check_policy", "exec_stage", "kill_tree", "policy_applies"]
+    Args: TypeAlias = StrOrBytesPath | Sequence[StrOrBytesPath]
 
-Args = StrOrBytesPath | Sequence[StrOrBytesPath]
+__all__ = ["Launch", "check_policy", "exec_stage", "kill_tree", "policy_applies"]
+
 _EMPTY = Policy()
 _platform_warned = False
 _SEALS = fcntl.F_SEAL_SEAL | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE
@@ -196,7 +201,7 @@ def merge_identity(policy: Policy, kwargs: dict[str, Any]) -> Policy:
                 f"{keyword}={value!r} conflicts with the policy's security.{name}={mine!r}; "
                 "give the identity in one place"
             )
-    return policy.with_security(dataclasses.replace(security, **given))
+    return policy.with_security(replace(security, **given))
 
 
 def ignored_at_exec(restore_signals: bool) -> tuple[int, ...]:

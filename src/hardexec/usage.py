@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import resource
-from dataclasses import dataclass
 from typing import Literal
+
+from ._record import frozen
 
 __all__ = ["Usage"]
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Usage:
     """Resources a finished program used. ``None`` means "not measured by this source".
 

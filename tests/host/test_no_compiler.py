@@ -17,6 +17,7 @@ def test_install_without_a_compiler_falls_back_to_the_twin(tmp_path):
     source.mkdir()
     for name in ("pyproject.toml", "setup.py", "README.md"):
         shutil.copy(ROOT / name, source / name)
+    shutil.copytree(ROOT / "bin", source / "bin")  # the hardexec command
     shutil.copytree(
         ROOT / "src",
         source / "src",

@@ -157,3 +157,13 @@ def test_capset_is_an_immutable_hashable_set():
         a.mask = 0  # type: ignore[misc]
     with pytest.raises(PolicyError):
         CapSet(1 << 64)
+
+
+def test_the_names_table_and_the_enum_agree():
+    """Parsing uses caps.NAMES (no enum at start-up); Capability must say the same."""
+    from hardexec import caps
+
+    assert tuple(cap.name for cap in Capability) == caps.NAMES
+    assert [int(cap) for cap in Capability] == list(range(len(caps.NAMES)))
+    assert caps.cap_name(12) == "NET_ADMIN" and caps.cap_name(41) == "41"
+    assert CapSet.all_known() == CapSet.from_caps(Capability)

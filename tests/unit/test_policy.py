@@ -1,6 +1,5 @@
 """Policy validation: every mistake is a PolicyError naming the field and the value."""
 
-import dataclasses
 import grp
 import os
 import pwd
@@ -104,7 +103,7 @@ def test_configs_are_frozen_hashable_and_compare_by_value():
     a = SecurityConfig(drop_all_caps=True, keep_caps=["CHOWN"], supplementary_groups=[0])
     b = SecurityConfig(drop_all_caps=True, keep_caps=[0], supplementary_groups=(0,))
     assert a == b and hash(a) == hash(b)
-    with pytest.raises(dataclasses.FrozenInstanceError):
+    with pytest.raises(AttributeError):
         a.no_new_privs = True  # type: ignore[misc]
     policy = Policy().with_security(a)
     assert policy.security is a and not policy.is_empty() and Policy().is_empty()
