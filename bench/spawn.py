@@ -28,6 +28,7 @@ from pathlib import Path
 
 import hardexec
 from hardexec import Capability, CgroupLimits, Policy, SecurityConfig
+from hardexec.stage import stage_command
 
 TRUE = "/bin/true"
 KEEP = Capability.NET_BIND_SERVICE
@@ -160,7 +161,7 @@ def main() -> int:
         rounds = args.rounds or (20 if args.quick else 200)
         return in_vm(rounds) if args.vm else measure_cgroup(rounds)
     rounds, big_rounds = (30, 5) if args.quick else (400, 60)
-    print(f"stage: {hardexec.spawn.stage_command()[0]}")
+    print(f"stage: {stage_command()[0]}")
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} cpus, rounds {rounds}/{big_rounds}")
 
     small = measure(variants(), rounds)
