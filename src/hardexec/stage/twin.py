@@ -221,29 +221,30 @@ def parse_option(plan, name, value):
     return True
 
 
-def read_fd(fd):
-    """A memfd's whole content (from offset 0, whatever its position)."""
-    size = os.lseek(fd, 0, os.SEEK_END)
-    chunks, offset = [], 0
-    while offset < size:
-        chunk = os.pread(fd, size - offset, offset)
-        if not chunk:
-            break
-        chunks.append(chunk)
-        offset += len(chunk)
+def read_memfd(plan, step):
+    """The whole content of the memfd named by ``step`` (``env_fd``, ``groups_fd``), then closed;
+    a failure to read it aborts as that step."""
+    fd = plan[step]
+    try:
+        size = os.lseek(fd, 0, os.SEEK_END)
+        chunks, offset = [], 0
+        while offset < size:
+            chunk = os.pread(fd, size - offset, offset)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            offset += len(chunk)
+    except OSError as exc:
+        fail(step, exc.errno)
+    os.close(fd)
     return b"".join(chunks)
 
 
 def load_env(plan):
     """The program's environment: "NAME=value\\0" entries, as stage.c reads them."""
-    fd = plan["env_fd"]
-    try:
-        data = read_fd(fd)
-    except OSError as exc:
-        fail("env_fd", exc.errno)
+    data = read_memfd(plan, "env_fd")
     if data and not data.endswith(b"\0"):
         fail("env_fd", errno.EINVAL)
-    os.close(fd)
     return data.split(b"\0")[:-1]
 
 
@@ -254,17 +255,12 @@ def own_environ():
 
 
 def load_groups(plan):
-    fd = plan["groups_fd"]
-    try:
-        data = read_fd(fd)
-    except OSError as exc:
-        fail("groups_fd", exc.errno)
+    data = read_memfd(plan, "groups_fd")
     if len(data) % 4 or len(data) // 4 > MAX_GROUPS:
         fail("groups_fd", errno.EINVAL)
     groups = array.array("I", data)
     if 0xFFFFFFFF in groups:
         fail("groups_fd", errno.EINVAL)
-    os.close(fd)
     return list(groups)
 
 
