@@ -105,17 +105,18 @@ def env_block(env: Mapping[Any, Any] | None) -> bytes:
     ``None`` is this process's environment (what subprocess gives a child without ``env=``).
     """
     if env is None:
-        items = list(os.environb.items())
-    else:
-        items = []
-        for key, value in env.items():
-            name = os.fsencode(key)
-            if b"=" in name:
-                raise ValueError("illegal environment variable name")
-            items.append((name, os.fsencode(value)))
+        # os.environb's own dict when it has one: its mapping interface decodes and checks
+        # every entry again, which made this the dearest part of a spawn. Entries of the
+        # process's environment can hold neither NUL nor "=" in a name.
+        raw = getattr(os.environb, "_data", None)
+        items = raw.items() if isinstance(raw, dict) else os.environb.items()
+        return b"".join([b"%s=%s\0" % item for item in items])
     entries = []
-    for name, value in items:
-        entry = name + b"=" + value
+    for key, value in env.items():
+        name = os.fsencode(key)
+        if b"=" in name:
+            raise ValueError("illegal environment variable name")
+        entry = name + b"=" + os.fsencode(value)
         if b"\0" in entry:
             raise ValueError("embedded null byte")
         entries.append(entry + b"\0")
