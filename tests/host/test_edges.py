@@ -437,3 +437,19 @@ def test_timings_are_not_asserted_here():
     source = Path(__file__).read_text()
     assert "time.monotonic() -" not in source.replace('"time.monotonic() -"', "")
     assert time  # imported for wait loops only
+
+
+@pytest.mark.parametrize("extra", [[], ["--usage"]], ids=["exec", "supervised"])
+def test_the_command_refuses_when_root_would_regain_every_capability(stage, extra):
+    """The issue's reproduction: under setpriv without CAP_SETPCAP, this exited 0 and the
+    program held 000001fffefffeff. Now: exit 125 and the reason, in both modes."""
+    result = subprocess.run(
+        ["setpriv", "--bounding-set=-setpcap", sys.executable, "-m", "hardexec", "run", *extra,
+         "--drop-all-caps", "--keep-cap", "net_bind_service", "--", "grep", "Cap",
+         "/proc/self/status"],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert result.returncode == 125, result
+    assert result.stdout == ""
+    assert "no CAP_SETPCAP: root would regain every capability at exec" in result.stderr
+    assert len(result.stderr.splitlines()) == 1
