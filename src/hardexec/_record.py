@@ -13,7 +13,12 @@ gives the same behaviour for the features hardexec uses, and nothing else:
   ``object.__setattr__`` in ``__post_init__``, the usual idiom;
 - ``__repr__``, ``__eq__`` and ``__hash__`` over the fields (``repr=False``, ``compare=False``
   leave one out), ``__match_args__``;
-- :func:`replace` and :func:`fields`, like their ``dataclasses`` namesakes.
+- :func:`replace` and :func:`fields`, like their ``dataclasses`` namesakes, and
+  ``copy.replace()`` (``__replace__``).
+
+The ``dataclasses`` module's own functions (``dataclasses.replace``, ``asdict``, ``fields``,
+``is_dataclass``) do not know these classes: use the methods the classes offer
+(``Policy.with_security``, …) or this module's :func:`replace` and :func:`fields`.
 """
 
 from __future__ import annotations
@@ -155,7 +160,10 @@ def frozen(cls: type[T]) -> type[T]:
     def __hash__(self: Any) -> int:
         return hash(key(self))
 
-    for method in (__repr__, __eq__, __hash__):
+    def __replace__(self: Any, **changes: Any) -> Any:  # copy.replace() (Python 3.13+)
+        return replace(self, **changes)
+
+    for method in (__repr__, __eq__, __hash__, __replace__):
         method.__qualname__ = f"{cls.__qualname__}.{method.__name__}"
         setattr(cls, method.__name__, method)
     return cls

@@ -81,6 +81,8 @@ def default_parent() -> Path:
 
 def check_parent(path: str | os.PathLike[str]) -> str:
     """Validate an explicit ``cgroup_parent``: an existing cgroup v2 directory, by absolute path."""
+    if not isinstance(os.fspath(path), str):
+        raise PolicyError(f"cgroup_parent: expected a str path, got {path!r}")
     shown = _shorten(os.fspath(path))
     if "\0" in os.fspath(path):
         raise PolicyError(f"cgroup_parent: {shown} contains a NUL byte")
@@ -274,7 +276,9 @@ class Cgroup:
         """Remove the group now if it is empty, else as soon as it empties; True if gone now."""
         self.close_fd()
         try:
-            os.rmdir(self.path)
+            if self.populated():
+                raise OSError(errno.EBUSY, "populated")
+            remove_tree(self.path)
         except FileNotFoundError:
             pass
         except OSError as err:
@@ -331,7 +335,7 @@ class _Janitor(threading.Thread):
                     busy = "populated 1" in os.pread(fd, 4096, 0).decode()
                     if busy:
                         continue
-                    os.rmdir(path)
+                    remove_tree(path)
                 except OSError as err:
                     # ENODEV/ENOENT: someone else removed it; EBUSY: a child group lingers, so
                     # wait for the next event
@@ -341,6 +345,13 @@ class _Janitor(threading.Thread):
                 os.close(fd)
                 del self._watched[fd]
                 _forget(path)
+
+    def close_fds(self) -> None:
+        """Close every fd this janitor holds (in a forked child, where its thread is gone)."""
+        for fd in [*self._watched, self._wake_read, self._wake_write]:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self._watched.clear()
 
     def pending(self) -> list[Path]:
         """Groups still waiting to empty."""
@@ -397,6 +408,40 @@ def _forget(path: Path) -> None:
         _made_here.discard(path)
 
 
+def _after_fork_in_child() -> None:
+    """A forked child owns none of its parent's groups, and has no janitor thread.
+
+    Without this, a child that returns to the interpreter's exit (os.fork() and sys.exit(),
+    classic daemonising, pre-fork servers) would kill its parent's running programs.
+    """
+    global _janitor_thread, _made_lock, _janitor_lock
+    _made_here.clear()
+    _made_lock = threading.Lock()
+    _janitor_lock = threading.Lock()
+    if _janitor_thread is not None:  # its thread did not survive the fork; its fds did
+        _janitor_thread.close_fds()
+        _janitor_thread = None
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def remove_tree(path: Path) -> None:
+    """rmdir ``path`` and any group the program made inside it, deepest first (empty only).
+
+    A program that manages cgroups itself (a container runtime, say) may leave child groups,
+    which a plain rmdir refuses (EBUSY); ``cgroup.kill`` has ended their processes already.
+    """
+    for sub in sorted(
+        (Path(root) for root, _, _ in os.walk(path) if root != str(path)),
+        key=lambda p: len(p.parts),
+        reverse=True,
+    ):
+        with contextlib.suppress(FileNotFoundError):
+            os.rmdir(sub)
+    os.rmdir(path)
+
+
 def _clean_up_at_exit() -> None:
     with _made_lock:
         paths = list(_made_here)
@@ -405,7 +450,7 @@ def _clean_up_at_exit() -> None:
             group = Cgroup(path, CgroupLimits(keep_at_exit=True), -1)
             group.kill()
             _wait_empty(path, _EXIT_WAIT)
-            os.rmdir(path)
+            remove_tree(path)
         except FileNotFoundError:
             pass
         except OSError as err:

@@ -65,7 +65,7 @@ def _keep_detail(cap: int) -> str:
     )
 
 
-def _detail(kind: str, step: str, number: int, arg: str, root_program: bool) -> str:
+def _detail(kind: str, step: str, number: int, arg: str, *, root_program: bool, nnp: bool) -> str:
     if step == "setrlimit" and arg.isdecimal():
         return "RLIMIT_" + _RLIMIT_NAMES.get(int(arg), arg)
     if step == "ignore_signals" and arg.isdecimal():
@@ -82,6 +82,11 @@ def _detail(kind: str, step: str, number: int, arg: str, root_program: bool) -> 
         parts.append(f"the launcher lacks CAP_{_NEEDS[step]}")
     if step == "bounding_set" and kind == "F" and root_program:
         parts.append("no CAP_SETPCAP: root would regain every capability at exec")
+    elif step == "bounding_set" and kind == "W" and not nnp:
+        parts.append(
+            "set-user-ID and file-capability programs it runs can regain what stays in the "
+            "bounding set; no_new_privs prevents that"
+        )
     return "; ".join(parts)
 
 
@@ -153,7 +158,8 @@ def parse_report(
         if len(parts) != 4 or parts[0] not in ("W", "F") or not parts[2].isdecimal():
             return StageReport(tuple(found), StageError("report", errno_mod.EPROTO, repr(line)))
         kind, step, number, arg = parts[0], parts[1], int(parts[2]), parts[3]
-        detail = _detail(kind, step, number, arg, _root_program(policy))
+        nnp = policy is not None and policy.security.no_new_privs
+        detail = _detail(kind, step, number, arg, root_program=_root_program(policy), nnp=nnp)
         if kind == "W":
             found.append(StageWarning(step, number, detail))
         elif step == "exec":

@@ -193,16 +193,29 @@ def merge_identity(policy: Policy, kwargs: dict[str, Any]) -> Policy:
         return policy
     security = policy.security
     if "supplementary_groups" in given:
+        if isinstance(given["supplementary_groups"], (str, bytes)):
+            raise ValueError("Groups must be a list, not a string")  # subprocess's own words
         given["supplementary_groups"] = tuple(given["supplementary_groups"])
+    wanted = replace(security, **{name: given[name] for name in given})  # resolves the names
     for name, value in given.items():
         mine = getattr(security, name)
-        if mine is not None and mine != value:
+        same = _same_ids(name, security.identity, wanted.identity)
+        if mine is not None and not same:
             keyword = "extra_groups" if name == "supplementary_groups" else name
             raise PolicyError(
                 f"{keyword}={value!r} conflicts with the policy's security.{name}={mine!r}; "
                 "give the identity in one place"
             )
-    return policy.with_security(replace(security, **given))
+    return policy.with_security(wanted)
+
+
+def _same_ids(name: str, mine: Any, wanted: Any) -> bool:
+    """Whether two identities agree on ``name`` once names are resolved (nobody == 65534)."""
+    if name == "user":
+        return mine.uid == wanted.uid
+    if name == "group":
+        return mine.gid == wanted.gid
+    return sorted(mine.groups or ()) == sorted(wanted.groups or ())
 
 
 def ignored_at_exec(restore_signals: bool) -> tuple[int, ...]:
@@ -342,13 +355,36 @@ class Launch:
         return err
 
 
-def exec_stage(argv: Sequence[StrOrBytesPath], policy: Policy) -> NoReturn:
+def exec_time_environ() -> dict[bytes, bytes]:
+    """The environment this process was started with, as execve gave it.
+
+    Not ``os.environ``: CPython may have changed that at start-up (C-locale coercion adds or
+    rewrites ``LC_CTYPE``), and a command that passes its environment on must pass it as it came,
+    as a C tool would. The first of duplicate names wins, as getenv(3) finds it.
+    """
+    found: dict[bytes, bytes] = {}
+    for entry in _exec_time_block().split(b"\0")[:-1]:
+        name, sep, value = entry.partition(b"=")
+        if sep and name not in found:
+            found[name] = value
+    return found
+
+
+def _exec_time_block() -> bytes:
+    with open("/proc/self/environ", "rb") as f:
+        return f.read()
+
+
+def exec_stage(
+    argv: Sequence[StrOrBytesPath], policy: Policy, env: Mapping[Any, Any] | None = None
+) -> NoReturn:
     """Replace this process with the exec stage running ``argv`` under ``policy`` (setpriv-like).
 
     Same pid, no resident Python: the stage applies the policy and execs the program, or prints
     one line on stderr and exits 125 (hardexec failed), 126 (cannot execute) or 127 (not
-    found). This process's environment becomes the program's, through a memfd; the stage
-    itself runs with an empty one. Signal dispositions are those subprocess gives a child
+    found). ``env`` is the program's environment (default: this process's as it was started,
+    byte for byte: see :func:`exec_time_environ`); it reaches the program through a memfd, and
+    the stage itself runs with an empty one. Signal dispositions are those subprocess gives a child
     (SIGPIPE and SIGXFSZ back to default, which CPython ignores at start-up). A policy with a
     cgroup needs a resident supervisor to remove the group, so it is refused here.
     """
@@ -362,7 +398,8 @@ def exec_stage(argv: Sequence[StrOrBytesPath], policy: Policy) -> NoReturn:
     stage = stage_command()
     fds: list[int] = []
     try:
-        fds.append(env_fd := sealed_memfd("hardexec-env", env_block(None)))
+        environment = _exec_time_block() if env is None else env_block(env)
+        fds.append(env_fd := sealed_memfd("hardexec-env", environment))
         groups = plan.groups_data()
         groups_fd = None
         if groups:

@@ -453,3 +453,152 @@ def test_the_command_refuses_when_root_would_regain_every_capability(stage, extr
     assert result.stdout == ""
     assert "no CAP_SETPCAP: root would regain every capability at exec" in result.stderr
     assert len(result.stderr.splitlines()) == 1
+
+
+# --- found by attacking the first version of these fixes ------------------------------------
+
+COMMAND = str(Path(sys.executable).with_name("hardexec"))  # the installed command, as users run it
+
+
+@pytest.fixture
+def command():
+    if not os.access(COMMAND, os.X_OK):
+        pytest.fail(f"the hardexec command is not installed next to {sys.executable}")
+    return COMMAND
+
+
+@pytest.mark.parametrize("mode", [[], ["--usage"]], ids=["exec", "supervised"])
+def test_the_command_runs_none_of_the_programs_python_variables(command, mode, public_dir):
+    """hardexec is Python and runs as root: PYTHONPATH is the program's, and a sitecustomize.py
+    on it must run in the program (as nobody), never in hardexec (as root)."""
+    lib = public_dir / f"pylib-{len(mode)}"
+    lib.mkdir(exist_ok=True)
+    seen = lib / "seen"
+    (lib / "sitecustomize.py").write_text(
+        f"import os\nopen({str(seen)!r}, 'a').write('uid=%d\\n' % os.getuid())\n"
+    )
+    os.chmod(lib, 0o777)
+    result = subprocess.run(
+        [command, "run", *mode, "--user", "nobody", "--drop-all-caps", "--no-new-privs", "--",
+         "/usr/bin/python3", "-c", "pass"],
+        env={**os.environ, "PYTHONPATH": str(lib)}, capture_output=True, text=True,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert seen.read_text() == "uid=65534\n"  # the program's interpreter only
+
+
+@pytest.mark.parametrize("mode", [[], ["--usage"]], ids=["exec", "supervised"])
+def test_the_command_passes_the_environment_on_unchanged(command, mode, tmp_path):
+    """No LC_CTYPE from CPython's C-locale coercion in hardexec's own interpreter."""
+    for env in ({"PWD": str(tmp_path)}, {"PWD": str(tmp_path), "LC_CTYPE": "C", "LANG": "C"}):
+        result = subprocess.run(
+            [command, "run", *mode, "--", "/usr/bin/env"], env=env, cwd=tmp_path,
+            capture_output=True, text=True,
+        )  # fmt: skip
+        assert sorted(result.stdout.splitlines()) == sorted(f"{k}={v}" for k, v in env.items())
+
+
+def test_a_forked_child_leaves_its_parents_groups_alone(stage, tmp_path):
+    script = textwrap.dedent("""
+        import os, sys
+        import hardexec
+        policy = hardexec.Policy(cgroups=hardexec.CgroupLimits())
+        p = hardexec.Popen(["sleep", "30"], policy=policy)
+        child = os.fork()
+        if child == 0:
+            sys.exit(0)  # a normal exit: atexit handlers run in the child
+        os.waitpid(child, 0)
+        print("after the child:", p.poll(), p.cgroup.path.exists())
+        p.kill_tree()
+        print("killed:", p.wait())
+    """)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert result.stdout.splitlines() == ["after the child: None True", "killed: -9"], result
+
+
+def test_signals_hardexec_does_not_handle_itself_are_forwarded(command):
+    """SIGALRM (and the like) used to kill a supervising hardexec, leaving its tree behind."""
+    program = (
+        "import signal, sys\n"
+        "signal.signal(signal.SIGALRM, lambda *a: (print('alrm', flush=True), sys.exit(3)))\n"
+        "print('ready', flush=True)\n"
+        "signal.pause()\n"
+    )
+    proc = subprocess.Popen(
+        [command, "run", "--cgroup", "--", "/usr/bin/python3", "-I", "-c", program],
+        stdout=subprocess.PIPE, text=True, start_new_session=True,
+    )  # fmt: skip
+    try:
+        assert proc.stdout.readline() == "ready\n"
+        os.kill(proc.pid, signal.SIGALRM)
+        assert proc.stdout.readline() == "alrm\n"
+        assert proc.wait(timeout=30) == 3
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        proc.stdout.close()
+
+
+def test_without_a_terminal_a_stopped_program_does_not_stop_hardexec(command, tmp_path):
+    pidfile = tmp_path / "pid"
+    proc = subprocess.Popen(
+        [command, "run", "--usage", "--", "sh", "-c",
+         f"echo $$ > {pidfile}; kill -STOP $$; echo continued"],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, start_new_session=True,
+    )  # fmt: skip
+    try:
+        assert wait_until(lambda: pidfile.exists() and pidfile.read_text().strip() != "")
+        program = int(pidfile.read_text())
+        assert wait_until(lambda: state(program) == "T")
+        os.kill(program, signal.SIGCONT)  # someone continues the program, not hardexec
+        assert proc.stdout.read() == "continued\n"
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        proc.stdout.close()
+
+
+def state(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "gone"
+
+
+def test_messages_never_land_on_stdout_when_stderr_is_closed(command):
+    result = subprocess.run(
+        ["sh", "-c", f"{command} run --usage -- true 2>&-; {command} run -- no-such-program 2>&-"],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert result.stdout == ""
+
+
+def test_a_group_the_program_made_inside_its_own_is_removed_too(command):
+    from hardexec import cgroups as cg
+
+    mount = cg.v2_mount()
+    script = f"mkdir {mount}$(sed -n 's/^0:://p' /proc/self/cgroup)/sub && echo made"
+    result = subprocess.run(
+        [command, "run", "--cgroup", "--", "sh", "-c", script], capture_output=True, text=True
+    )
+    assert (result.returncode, result.stdout, result.stderr) == (0, "made\n", "")
+    # the leak check (no hardexec-* group left) is the rest of the assertion
+
+
+def test_identity_keywords_are_checked_like_subprocess_and_compared_by_id(stage):
+    policy = Policy(security=SecurityConfig(no_new_privs=True, user="nobody"))
+    with pytest.raises(ValueError, match="Groups must be a list, not a string"):
+        hardexec.run(["true"], policy=policy, extra_groups="27")
+    same = hardexec.run(["id", "-u"], policy=policy, user=65534, capture_output=True, text=True)
+    assert same.stdout == "65534\n"  # the same account by number: no conflict
+
+
+def test_records_support_copy_replace_and_refuse_bytes_paths():
+    policy = Policy()
+    assert policy.__replace__(die_with_parent=True) == Policy(die_with_parent=True)
+    with pytest.raises(PolicyError, match="cgroup_parent: expected a str path"):
+        Policy(cgroups=CgroupLimits(), cgroup_parent=b"/sys/fs/cgroup")

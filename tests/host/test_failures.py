@@ -219,7 +219,9 @@ def test_an_unprivileged_launcher_is_told_which_capability_it_lacks(stage):
         "(the launcher lacks CAP_SETGID)",
         "status: 0",
         "warning: bounding_set failed: [Errno 1] Operation not permitted (dropping CAP_CHOWN "
-        "from the bounding set, the first drop that failed; the launcher lacks CAP_SETPCAP)",
+        "from the bounding set, the first drop that failed; the launcher lacks CAP_SETPCAP; "
+        "set-user-ID and file-capability programs it runs can regain what stays in the "
+        "bounding set; no_new_privs prevents that)",
         "warning: keep_caps failed: [Errno 1] Operation not permitted "
         "(CAP_NET_RAW is not in the launcher's permitted set)",
     ]

@@ -56,8 +56,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     Called as the command (``argv`` is ``None``), a program killed by signal N makes hardexec
     die of signal N too, so its caller sees the same wait status; called with an ``argv`` (from
-    Python), it returns 128+N instead.
+    Python), it returns 128+N instead. Either way, ``run`` with nothing to supervise replaces
+    the calling process with the program (as the command does) and so never returns.
     """
+    if sys.stderr is None:  # started with fd 2 closed: say nothing rather than on stdout
+        sys.stderr = open(os.devnull, "w")  # noqa: SIM115  (for the rest of the process)
     args = sys.argv[1:] if argv is None else list(argv)
     if not args:
         from .parser import parser

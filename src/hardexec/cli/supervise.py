@@ -36,6 +36,11 @@ if TYPE_CHECKING:
     from ..usage import Usage
     from .options import Request
 
+# Every signal someone may send hardexec to reach the program: those whose default action
+# would end hardexec with no clean-up (leaving the program's tree and group behind), and the
+# harmless ones a program may wait for. Not the faults hardexec itself would raise (SEGV, BUS,
+# ILL, FPE, TRAP), not SIGPIPE/SIGXFSZ (CPython ignores them), not the job-control ones
+# (handled below), not SIGCHLD (hardexec's own wake-up).
 FORWARDED = (
     signal.SIGTERM,
     signal.SIGHUP,
@@ -43,6 +48,17 @@ FORWARDED = (
     signal.SIGQUIT,
     signal.SIGUSR1,
     signal.SIGUSR2,
+    signal.SIGALRM,
+    signal.SIGVTALRM,
+    signal.SIGPROF,
+    signal.SIGPWR,
+    signal.SIGIO,
+    signal.SIGSYS,
+    signal.SIGXCPU,
+    signal.SIGABRT,
+    signal.SIGWINCH,
+    signal.SIGURG,
+    *range(signal.SIGRTMIN, signal.SIGRTMAX + 1),
 )
 # Told to end by one of these, hardexec ends what the program left behind as well.
 _ENDING = frozenset((signal.SIGTERM, signal.SIGINT, signal.SIGHUP))
@@ -162,6 +178,7 @@ def supervise(req: Request) -> int:
     """Run the program, do the duties above, and return its status (``-N``: killed by N)."""
     from ..errors import HardexecError
     from ..spawn import Popen
+    from ..spawn_core import exec_time_environ
 
     signals = _Signals()
     terminal = _Terminal()
@@ -171,7 +188,15 @@ def supervise(req: Request) -> int:
                 warnings.simplefilter("ignore")  # printed below, in the command's own words
                 # close_fds=False: fds hardexec inherited are the program's, as across exec
                 # (`3<file`, socket activation); hardexec's own are all close-on-exec.
-                child = Popen(req.argv, policy=req.policy, process_group=0, close_fds=False)
+                # env: the environment hardexec was started with, not os.environ, which
+                # CPython's C-locale coercion may have changed (LC_CTYPE).
+                child = Popen(
+                    req.argv,
+                    policy=req.policy,
+                    process_group=0,
+                    close_fds=False,
+                    env=exec_time_environ(),
+                )
         except FileNotFoundError as err:
             print(f"hardexec: {req.argv[0]}: {err.strerror}", file=sys.stderr)
             return EXIT_NOTFOUND
@@ -242,7 +267,13 @@ class _Run:
             # It touched the terminal just before hardexec handed it over: let it retry.
             self._continue()
             return
+        if self.terminal.fd < 0:
+            # No terminal, so no job control: nobody would continue a stopped hardexec. The
+            # program stays stopped until someone continues it; hardexec goes on waiting.
+            return
         # ^Z (or any stop): the job is stopped, so hardexec stops too and the shell sees it.
+        # SIGSTOP, not the program's SIGTSTP: the kernel discards that one in an orphaned
+        # process group, and hardexec would not stop (a shell then says "Stopped (signal)").
         self.terminal.take_back()
         os.kill(os.getpid(), signal.SIGSTOP)
         self._resume()
@@ -338,10 +369,12 @@ def _wait_empty(group: Cgroup, timeout: float) -> bool:
 
 def _remove(group: Cgroup) -> None:
     """Remove the (empty) group now: a janitor thread would die with this process."""
+    from ..cgroups import remove_tree
+
     path = group.path
     for _ in range(3):
         try:
-            os.rmdir(path)
+            remove_tree(path)  # with any group the program made inside it
             return
         except FileNotFoundError:
             return

@@ -682,8 +682,14 @@ static void drop_bounding(const struct plan *p)
     if (first_err && root_regains(p))
         fail_why("bounding_set", first_err, first_cap,
                  "no CAP_SETPCAP: root would regain every capability at exec");
+    if (first_err && p->strict)
+        fail("bounding_set", first_err, first_cap);
     if (first_err)
-        cap_failed(p, "bounding_set", first_err, first_cap);
+        report_why('W', "bounding_set", first_err, first_cap,
+                   p->nnp ? 0
+                          : "the launcher lacks CAP_SETPCAP; set-user-ID and file-capability "
+                            "programs it runs can regain what stays in the bounding set; "
+                            "no_new_privs prevents that");
 }
 
 /* E = P = I = keep & P. Returns the caps actually kept (for the ambient raise). */

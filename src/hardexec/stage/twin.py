@@ -315,8 +315,18 @@ def drop_bounding(plan):
     if first is not None and root_regains(plan):
         why = "no CAP_SETPCAP: root would regain every capability at exec"
         fail("bounding_set", *first, why=why)
+    if first is not None and plan["strict"]:
+        fail("bounding_set", *first)
     if first is not None:
-        cap_failed(plan, "bounding_set", *first)
+        why = (
+            None
+            if plan["nnp"]
+            else (
+                "the launcher lacks CAP_SETPCAP; set-user-ID and file-capability programs it runs "
+                "can regain what stays in the bounding set; no_new_privs prevents that"
+            )
+        )
+        report("W", "bounding_set", *first, why=why)
 
 
 def set_caps(plan):
