@@ -45,6 +45,7 @@ _EMPTY = Policy()
 _platform_warned = False
 _SEALS = fcntl.F_SEAL_SEAL | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE
 # subprocess's restore_signals=True resets exactly these (CPython ignores them at start-up).
+_MAX_ID = 0xFFFFFFFF  # uid_t/gid_t: what subprocess overflows on
 _RESTORED = (signal.SIGPIPE, signal.SIGXFSZ)
 
 
@@ -192,6 +193,10 @@ def merge_identity(policy: Policy, kwargs: dict[str, Any]) -> Policy:
     if not given:
         return policy
     security = policy.security
+    for name in ("user", "group"):  # subprocess's own checks, with its exception types
+        value = given.get(name)
+        if isinstance(value, int) and not isinstance(value, bool) and value > _MAX_ID:
+            raise OverflowError(f"{name} id {value} is too large")
     if "supplementary_groups" in given:
         if isinstance(given["supplementary_groups"], (str, bytes)):
             raise ValueError("Groups must be a list, not a string")  # subprocess's own words

@@ -602,3 +602,14 @@ def test_records_support_copy_replace_and_refuse_bytes_paths():
     assert policy.__replace__(die_with_parent=True) == Policy(die_with_parent=True)
     with pytest.raises(PolicyError, match="cgroup_parent: expected a str path"):
         Policy(cgroups=CgroupLimits(), cgroup_parent=b"/sys/fs/cgroup")
+
+
+def test_out_of_range_ids_raise_what_subprocess_raises():
+    policy = Policy(security=SecurityConfig(no_new_privs=True))
+    for name in ("user", "group"):
+        with pytest.raises(OverflowError):
+            subprocess.run(["true"], **{name: 2**64})
+        with pytest.raises(OverflowError):
+            hardexec.run(["true"], policy=policy, **{name: 2**64})
+        with pytest.raises(ValueError):
+            hardexec.run(["true"], policy=policy, **{name: -1})
