@@ -13,7 +13,7 @@ drift in machine load hits all of them alike:
 
 Each figure is the median over rounds of the wall time from spawn to reaping, and of the peak
 resident memory (``ru_maxrss`` of the child: the largest of every program its pid ran). The
-target (issue 6, item 16) is hardexec in exec mode at most twice ``python -c pass``.
+target is hardexec in exec mode at most twice ``python -c pass``.
 """
 
 from __future__ import annotations

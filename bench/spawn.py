@@ -5,7 +5,8 @@ Every variant spawns /bin/true with "drop all caps, keep NET_BIND_SERVICE, no_ne
 subprocess: no policy). Variants are interleaved round by round so drift in machine load hits all
 of them alike; the figure per variant is the median over rounds. Then the same is measured from a
 parent holding 4 GiB of touched memory, where fork() (forced by preexec_fn) copies page tables and
-vfork() does not. Ratios are printed side by side; targets are from issues 2 and 3.
+vfork() does not. Ratios are printed side by side, each with its target (at most 1.5x plain
+subprocess from either parent; faster than setpriv).
 
 ``--vm`` measures a spawn with a cgroup of its own (create, write memory.max and pids.max, join,
 remove) against a plain spawn inside the VM tier's kernel, whose cgroup v2 has the controllers
@@ -98,7 +99,7 @@ def cgroup_variants() -> dict[str, Callable[[], object]]:
 
 
 def measure_cgroup(rounds: int) -> int:
-    """The issue 3 target: a spawn with its own cgroup against a plain spawn."""
+    """A spawn with its own cgroup against a plain spawn (the VM's kernel has the controllers)."""
     try:
         hardexec.run([TRUE], policy=CGROUP, check=True)
     except hardexec.CgroupError as err:

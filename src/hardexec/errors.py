@@ -62,13 +62,15 @@ class CgroupError(HardexecError, OSError):
 class StageWarning(UserWarning):
     """A best-effort step of the exec stage failed; the program was started anyway.
 
-    Attributes mirror :class:`StageError`: ``step``, ``errno``, ``detail``.
+    Attributes mirror :class:`StageError`: ``step``, ``errno``, ``detail``; ``cause`` is the
+    kernel's reason alone where ``detail`` wraps it in more words (the cgroup warnings), else "".
     """
 
-    def __init__(self, step: str, errno: int, detail: str = "") -> None:
+    def __init__(self, step: str, errno: int, detail: str = "", cause: str = "") -> None:
         self.step = step
         self.errno = errno
         self.detail = detail
+        self.cause = cause
         super().__init__(describe(step, errno, detail))
 
 

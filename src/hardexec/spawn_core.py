@@ -312,8 +312,9 @@ class Launch:
                 if files
                 else "without a cgroup of its own (no usage from it, no cgroup.kill)"
             )
+            reason = err.strerror or ""
             self.setup_warnings.append(
-                StageWarning("cgroup", err.errno, f"the program runs {without}: {err.strerror}")
+                StageWarning("cgroup", err.errno, f"the program runs {without}: {reason}", reason)
             )
             return None
 

@@ -117,7 +117,18 @@ def test_the_cli_names_an_oom_kill():
         capture_output=True,
         text=True,
     )
-    assert result.returncode == 137
+    # hardexec ends by the program's signal, so its own parent sees the same wait status
+    assert result.returncode == -signal.SIGKILL
+    assert result.stderr == "hardexec: killed by the OOM killer (memory.max=64M)\n"
+
+
+def test_the_readme_memory_example_shows_the_oom_kill():
+    """examples/memory_limit.sh, as the README quotes it: in a shell, exit status 137."""
+    example = Path(__file__).resolve().parents[2] / "examples" / "memory_limit.sh"
+    # the installed command, next to this interpreter, as the README's users have it on PATH
+    env = {**os.environ, "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"]}
+    result = subprocess.run(["sh", str(example)], capture_output=True, text=True, env=env)
+    assert result.stdout == "exit status 137\n"
     assert result.stderr == "hardexec: killed by the OOM killer (memory.max=64M)\n"
 
 

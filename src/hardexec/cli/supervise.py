@@ -403,7 +403,8 @@ def _refusal(err: Exception, req: Request) -> str:
 
 def _warning_text(warning: Warning, req: Request) -> str:
     if getattr(warning, "step", None) in _CGROUP_STEPS:
-        return f"the program runs WITHOUT {' '.join(req.ceilings)}: {warning}"
+        cause = getattr(warning, "cause", "") or str(warning)
+        return f"the program runs WITHOUT {' '.join(req.ceilings)}: {cause}"
     return str(warning)
 
 
