@@ -14,8 +14,8 @@ to differ: hardexec spawns a different argv by design.
 from __future__ import annotations
 
 import argparse
+import json
 import os
-import re
 import subprocess
 import sys
 import tempfile
@@ -44,28 +44,58 @@ subprocess.Popen = Popen
 """
 
 RUN = """
-import sys, unittest
-module = sys.argv[1]
-suite = unittest.defaultTestLoader.loadTestsFromName(module)
-result = unittest.TextTestRunner(stream=sys.stderr, verbosity=2).run(suite)
+import json, sys, unittest
+
+outcomes = {}
+
+
+class Recording(unittest.TextTestResult):
+    def addSuccess(self, test):
+        super().addSuccess(test)
+        outcomes[test.id()] = "ok"
+
+    def addFailure(self, test, err):
+        super().addFailure(test, err)
+        outcomes[test.id()] = "FAIL"
+
+    def addError(self, test, err):
+        super().addError(test, err)
+        outcomes[test.id()] = "ERROR"
+
+    def addSkip(self, test, reason):
+        super().addSkip(test, reason)
+        outcomes[test.id()] = "skipped"
+
+    def addExpectedFailure(self, test, err):
+        super().addExpectedFailure(test, err)
+        outcomes[test.id()] = "expected failure"
+
+    def addUnexpectedSuccess(self, test):
+        super().addUnexpectedSuccess(test)
+        outcomes[test.id()] = "unexpected success"
+
+
+suite = unittest.defaultTestLoader.loadTestsFromName(sys.argv[1])
+unittest.TextTestRunner(stream=sys.stderr, resultclass=Recording).run(suite)
+with open(sys.argv[2], "w") as out:
+    json.dump(outcomes, out)
 """
 
 
 def outcomes(module: str, patched: bool, timeout: float) -> dict[str, str]:
     code = (PATCH if patched else "") + RUN
-    with tempfile.TemporaryFile("w+") as log:
+    with tempfile.TemporaryDirectory() as where:
+        result = os.path.join(where, "outcomes.json")
         subprocess.run(
-            [sys.executable, "-c", code, module],
-            stdout=log, stderr=log, stdin=subprocess.DEVNULL, timeout=timeout, check=False,
+            [sys.executable, "-c", code, module, result],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
+            timeout=timeout, check=False,
         )  # fmt: skip
-        log.seek(0)
-        text = log.read()
-    found = {}
-    for line in text.splitlines():
-        match = re.match(r"^(test\w+) \(([\w.]+)\).*\.\.\. (\w[\w ]*)$", line)
-        if match:
-            found[f"{match.group(2)}.{match.group(1)}"] = match.group(3).split()[0]
-    return found
+        try:
+            with open(result) as f:
+                return json.load(f)
+        except FileNotFoundError:  # the run itself died: every test counts as missing
+            return {}
 
 
 def main() -> int:
