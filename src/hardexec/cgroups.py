@@ -81,7 +81,11 @@ def default_parent() -> Path:
 
 def check_parent(path: str | os.PathLike[str]) -> str:
     """Validate an explicit ``cgroup_parent``: an existing cgroup v2 directory, by absolute path."""
-    if not isinstance(os.fspath(path), str):
+    try:
+        text = os.fspath(path)
+    except TypeError:
+        text = None
+    if not isinstance(text, str):
         raise PolicyError(f"cgroup_parent: expected a str path, got {path!r}")
     shown = _shorten(os.fspath(path))
     if "\0" in os.fspath(path):

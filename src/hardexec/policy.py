@@ -321,6 +321,20 @@ class Policy:
         """A copy of this policy with ``cgroups`` (and ``cgroup_parent``) replaced."""
         return replace(self, cgroups=cgroups, cgroup_parent=parent)
 
+    def to_dict(self) -> dict[str, object]:
+        """This policy as plain, JSON-ready data, versioned (see :mod:`hardexec.serial`)."""
+        from .serial import policy_to_dict
+
+        return policy_to_dict(self)
+
+    @classmethod
+    def from_dict(cls, data: object) -> Policy:
+        """A policy from :meth:`to_dict`'s form; strict: a :class:`PolicyError` names the key
+        path of an unknown key or a bad value."""
+        from .serial import policy_from_dict
+
+        return policy_from_dict(data)
+
     def is_empty(self) -> bool:
         """True when the policy changes nothing, so no exec stage is needed."""
         return (

@@ -6,6 +6,7 @@ here; the limits are tested in the VM tier.
 """
 
 import errno
+import json
 import os
 import subprocess
 import sys
@@ -21,6 +22,7 @@ from hardexec import (
     CgroupError,
     CgroupLimits,
     Policy,
+    PolicyError,
     RlimitConfig,
     SecurityConfig,
     StageError,
@@ -360,3 +362,13 @@ def test_a_failed_join_aborts_when_the_group_is_required(stage, test_parent, sta
         hardexec.run(["true"], policy=policy)
     assert (err.value.step, err.value.errno) == ("cgroup_join", errno.EBADF)
     assert subgroups(test_parent) == []
+
+
+def test_a_policy_with_a_cgroup_parent_round_trips(test_parent):
+    policy = Policy(cgroups=CgroupLimits(pids=8), cgroup_parent=test_parent)
+    data = json.loads(json.dumps(policy.to_dict()))
+    assert data["cgroup_parent"] == str(test_parent)
+    assert Policy.from_dict(data) == policy
+    data["cgroup_parent"] = str(test_parent / "missing")
+    with pytest.raises(PolicyError, match=r"^policy\.cgroup_parent: .* does not exist$"):
+        Policy.from_dict(data)
