@@ -435,14 +435,31 @@ def remove_tree(path: Path) -> None:
 
     A program that manages cgroups itself (a container runtime, say) may leave child groups,
     which a plain rmdir refuses (EBUSY); ``cgroup.kill`` has ended their processes already.
+    The program chose the tree's depth and names, so the walk holds at most two directory fds
+    and a list of names (no recursion, no path longer than one name): neither depth, nor
+    PATH_MAX, nor RLIMIT_NOFILE stops it.
     """
-    for sub in sorted(
-        (Path(root) for root, _, _ in os.walk(path) if root != str(path)),
-        key=lambda p: len(p.parts),
-        reverse=True,
-    ):
-        with contextlib.suppress(FileNotFoundError):
-            os.rmdir(sub)
+    names: list[str] = []  # from the top down to where the walk is
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+    here = os.open(path, flags)
+    try:
+        while True:
+            with os.scandir(here) as entries:
+                sub = next((e.name for e in entries if e.is_dir(follow_symlinks=False)), None)
+            if sub is not None:  # down
+                below = os.open(sub, flags, dir_fd=here)
+                os.close(here)
+                here = below
+                names.append(sub)
+            elif names:  # empty of groups: up, and remove it
+                above = os.open("..", flags, dir_fd=here)
+                os.close(here)
+                here = above
+                os.rmdir(names.pop(), dir_fd=here)
+            else:
+                break
+    finally:
+        os.close(here)
     os.rmdir(path)
 
 

@@ -372,3 +372,20 @@ def test_a_policy_with_a_cgroup_parent_round_trips(test_parent):
     data["cgroup_parent"] = str(test_parent / "missing")
     with pytest.raises(PolicyError, match=r"^policy\.cgroup_parent: .* does not exist$"):
         Policy.from_dict(data)
+
+
+def test_groups_a_program_nested_deep_or_with_long_names_are_removed(test_parent):
+    """The program chooses the depth and the names: neither recursion nor PATH_MAX may stop
+    the removal (1200 levels; 20 levels of 250-character names, 5000 characters in all)."""
+    top = test_parent / "hardexec-nested-test"
+    top.mkdir()
+    for name, depth in (("a", 1200), ("b" * 250, 20)):
+        fd = os.open(top, os.O_RDONLY | os.O_DIRECTORY)
+        for _ in range(depth):
+            os.mkdir(name, dir_fd=fd)
+            below = os.open(name, os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+            os.close(fd)
+            fd = below
+        os.close(fd)
+    cg.remove_tree(top)
+    assert not top.exists()

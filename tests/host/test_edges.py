@@ -613,3 +613,58 @@ def test_out_of_range_ids_raise_what_subprocess_raises():
             hardexec.run(["true"], policy=policy, **{name: 2**64})
         with pytest.raises(ValueError):
             hardexec.run(["true"], policy=policy, **{name: -1})
+
+
+def test_a_signal_to_hardexec_reaches_the_program_not_its_children(command, tmp_path):
+    """kill(1) on hardexec means the program, as kill(1) on the program would: its helper
+    children (same process group) are not signalled too."""
+    pidfile = tmp_path / "child"
+    script = f"trap 'echo got ALRM' ALRM; sleep 30 & echo $! > {pidfile}; echo ready; wait; wait"
+    proc = subprocess.Popen(
+        [command, "run", "--cgroup", "--", "sh", "-c", script],
+        stdout=subprocess.PIPE, text=True, start_new_session=True,
+    )  # fmt: skip
+    try:
+        assert proc.stdout.readline() == "ready\n"
+        child = int(pidfile.read_text())
+        os.kill(proc.pid, signal.SIGALRM)
+        assert proc.stdout.readline() == "got ALRM\n"
+        assert alive(child)  # the default action of SIGALRM would have ended it
+        os.kill(child, signal.SIGKILL)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        proc.stdout.close()
+
+
+def test_the_command_runs_nothing_from_the_callers_path_even_through_a_link(command, tmp_path):
+    """The PATH is the program's: a readlink or dirname on it must not run as root when the
+    command is reached through a symlink (how pipx and /usr/local/bin links install it)."""
+    evil = tmp_path / "evil"
+    evil.mkdir()
+    log = tmp_path / "ran"
+    for tool in ("readlink", "dirname", "cat", "sed"):
+        (evil / tool).write_text(f"#!/bin/sh\necho {tool} >> {log}\nexit 1\n")
+        (evil / tool).chmod(0o755)
+    links = tmp_path / "links"
+    links.mkdir()
+    (links / "hardexec").symlink_to(command)
+    result = subprocess.run(
+        [str(links / "hardexec"), "run", "--no-new-privs", "--", "/bin/echo", "ran"],
+        env={**os.environ, "PATH": f"{evil}:{os.environ['PATH']}"},
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert (result.returncode, result.stdout) == (0, "ran\n"), result.stderr
+    assert not log.exists()
+
+
+def test_the_inner_script_run_directly_passes_the_environment_on_unchanged(command, tmp_path):
+    main = Path(command).with_name("hardexec-main")
+    env = {"PWD": str(tmp_path), "LANG": "C"}
+    result = subprocess.run(
+        [str(main), "run", "--", "/usr/bin/env"], env=env, cwd=tmp_path,
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert sorted(result.stdout.splitlines()) == sorted(f"{k}={v}" for k, v in env.items())

@@ -56,6 +56,7 @@ FORWARDED = (
     signal.SIGSYS,
     signal.SIGXCPU,
     signal.SIGABRT,
+    signal.SIGSTKFLT,
     signal.SIGWINCH,
     signal.SIGURG,
     *range(signal.SIGRTMIN, signal.SIGRTMAX + 1),
@@ -99,7 +100,7 @@ class _Signals:
             self.pending.append(signum)
             return
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.pgid, signum)
+            os.kill(self.pgid, signum)  # the program (its pid is its group's id), as kill(1) meant
 
     def _continued(self, _signum: int, _frame: object) -> None:
         self.on_continue()
@@ -110,7 +111,7 @@ class _Signals:
         pending, self.pending = self.pending, []
         for signum in pending:
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(pgid, signum)
+                os.kill(pgid, signum)
 
     def wait(self, timeout: float) -> None:
         """Sleep until ``timeout`` s pass or a forwarded signal arrives."""
