@@ -10,15 +10,25 @@ Builds are tried best first (see the header of stage.c for why):
 
 If none works (no compiler), the build warns and carries on, and hardexec uses its pure-Python
 twin of the stage.
+
+The same compiler builds the ``hardexec`` command's front (stage/front.c), which then replaces
+the shell script bin/hardexec among the installed scripts: both start hardexec's Python
+isolated, but only the compiled one passes the environment on byte for byte.
 """
 
+import importlib
 import os
 import platform
+import shutil
 import subprocess
 
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 from setuptools.errors import CCompilerError, CompileError, LinkError
+
+# distutils as setuptools provides it (there is none in the standard library from 3.12 on): by
+# name, after setuptools is imported, so that it is setuptools' copy.
+build_scripts = importlib.import_module("distutils.command.build_scripts").build_scripts
 
 FREESTANDING_CFLAGS = [
     "-DHX_FREESTANDING",
@@ -40,6 +50,28 @@ class Program(Extension):
 
 
 class BuildStage(build_ext):
+    def run(self):
+        super().run()
+        self._build_front()
+
+    def _build_front(self):
+        """Compile the command's front; on success it is installed as ``hardexec``."""
+        out_dir = os.path.join(self.build_temp, "front-bin")
+        try:
+            objects = self.compiler.compile(
+                ["src/hardexec/stage/front.c"],
+                output_dir=os.path.join(self.build_temp, "front"),
+                extra_postargs=["-O2", "-Wall", "-Wextra"],
+            )
+            self.compiler.link_executable(objects, "hardexec", output_dir=out_dir)
+        except (CCompilerError, CompileError, LinkError, OSError) as exc:
+            self.warn(f"hardexec command: front build failed ({exc}); the shell front is used")
+            return
+        front = os.path.join(out_dir, "hardexec")
+        os.chmod(front, 0o755)
+        self.distribution.hardexec_front = front  # BuildScripts puts it in bin/hardexec's place
+        self.announce("hardexec command: compiled front", level=2)
+
     def get_ext_filename(self, fullname):
         # Called with the dotted name, or (from get_ext_fullpath) with its last part only.
         programs = {ext.name for ext in self.extensions if isinstance(ext, Program)}
@@ -80,6 +112,19 @@ class BuildStage(build_ext):
         raise CompileError("no build of the exec stage succeeded: " + "; ".join(errors))
 
 
+class BuildScripts(build_scripts):
+    """bin/hardexec, replaced by the compiled front when there is one (build_scripts itself
+    reads every script as text, so the binary is put in place after it)."""
+
+    def run(self):
+        super().run()
+        front = getattr(self.distribution, "hardexec_front", None)
+        if front and os.path.exists(front):
+            target = os.path.join(self.build_dir, "hardexec")
+            shutil.copyfile(front, target)
+            os.chmod(target, 0o755)
+
+
 def _smoke_test(path):
     """Run the freestanding stage once: a wrong start-up would crash, not fail to link."""
     if os.path.exists("/bin/true"):
@@ -95,5 +140,5 @@ setup(
             optional=True,  # no compiler: warn, and fall back to the pure-Python twin
         )
     ],
-    cmdclass={"build_ext": BuildStage},
+    cmdclass={"build_ext": BuildStage, "build_scripts": BuildScripts},
 )

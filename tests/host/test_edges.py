@@ -668,3 +668,16 @@ def test_the_inner_script_run_directly_passes_the_environment_on_unchanged(comma
         capture_output=True, text=True,
     )  # fmt: skip
     assert sorted(result.stdout.splitlines()) == sorted(f"{k}={v}" for k, v in env.items())
+
+
+def test_the_command_passes_even_odd_environment_entries_on(command, tmp_path):
+    """The compiled front (not a shell) starts hardexec: names a shell could not hold reach
+    the program too, in both modes."""
+    assert Path(command).read_bytes()[:4] == b"\x7fELF", "the compiled front is not installed"
+    env = {"FOO-BAR": "1", "a.b": "c", "1X": "2", "PWD": str(tmp_path)}
+    for mode in ([], ["--usage"]):
+        result = subprocess.run(
+            [command, "run", *mode, "--", "/usr/bin/env"], env=env, cwd=tmp_path,
+            capture_output=True, text=True,
+        )  # fmt: skip
+        assert sorted(result.stdout.splitlines()) == sorted(f"{k}={v}" for k, v in env.items())

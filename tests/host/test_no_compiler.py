@@ -49,6 +49,9 @@ def test_install_without_a_compiler_falls_back_to_the_twin(tmp_path):
         archive.extractall(site)
     assert "hardexec/stage/twin.py" in names
     assert not any(name.endswith("hardexec-stage") for name in names)
+    # no compiled front either: the command is the shell front, which starts Python isolated
+    command = (site / "hardexec-0.1.0.data" / "scripts" / "hardexec").read_bytes()
+    assert command.startswith(b"#!/bin/sh\n") and b' -I "$main"' in command
 
     env = {**os.environ, "PYTHONPATH": str(site)}
     env.pop("HARDEXEC_STAGE", None)
