@@ -220,7 +220,7 @@ def _same_ids(name: str, mine: Any, wanted: Any) -> bool:
         return mine.uid == wanted.uid
     if name == "group":
         return mine.gid == wanted.gid
-    return sorted(mine.groups or ()) == sorted(wanted.groups or ())
+    return set(mine.groups or ()) == set(wanted.groups or ())  # a set: order and repeats aside
 
 
 def ignored_at_exec(restore_signals: bool) -> tuple[int, ...]:
