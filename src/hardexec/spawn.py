@@ -33,25 +33,10 @@ __all__ = ["CompletedProcess", "Popen", "Wrapped", "run", "wrap"]
 
 logger = logging.getLogger("hardexec")
 
-# subprocess.Popen's parameters that may be given by position, in order (CPython 3.11+).
-_POSITIONAL = (
-    "bufsize",
-    "executable",
-    "stdin",
-    "stdout",
-    "stderr",
-    "preexec_fn",
-    "close_fds",
-    "shell",
-    "cwd",
-    "env",
-    "universal_newlines",
-    "startupinfo",
-    "creationflags",
-    "restore_signals",
-    "start_new_session",
-    "pass_fds",
-)
+# subprocess.Popen's parameters that may be given by position, in order, read from this
+# CPython's own Popen (no copy to drift from it): bufsize, executable, stdin, stdout, …
+_init_code = subprocess.Popen.__init__.__code__
+_POSITIONAL = _init_code.co_varnames[2 : _init_code.co_argcount]  # after self and args
 
 
 def _keywords(positional: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
