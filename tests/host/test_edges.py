@@ -7,6 +7,7 @@ or a witness the test compiled, actually observed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import os
 import shutil
@@ -516,6 +517,22 @@ def test_a_forked_child_leaves_its_parents_groups_alone(stage, tmp_path):
     assert result.stdout.splitlines() == ["after the child: None True", "killed: -9"], result
 
 
+@contextlib.contextmanager
+def in_own_session(argv, **kwargs):
+    """A command in a session of its own (a signal to its group reaches nothing of the test's),
+    with a text stdout pipe; ended by pid and reaped whatever the test did."""
+    proc = subprocess.Popen(
+        argv, stdout=subprocess.PIPE, text=True, start_new_session=True, **kwargs
+    )
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        proc.stdout.close()
+
+
 def test_signals_hardexec_does_not_handle_itself_are_forwarded(command):
     """SIGALRM (and the like) used to kill a supervising hardexec, leaving its tree behind."""
     program = (
@@ -524,41 +541,26 @@ def test_signals_hardexec_does_not_handle_itself_are_forwarded(command):
         "print('ready', flush=True)\n"
         "signal.pause()\n"
     )
-    proc = subprocess.Popen(
-        [command, "run", "--cgroup", "--", "/usr/bin/python3", "-I", "-c", program],
-        stdout=subprocess.PIPE, text=True, start_new_session=True,
-    )  # fmt: skip
-    try:
+    with in_own_session(
+        [command, "run", "--cgroup", "--", "/usr/bin/python3", "-I", "-c", program]
+    ) as proc:
         assert proc.stdout.readline() == "ready\n"
         os.kill(proc.pid, signal.SIGALRM)
         assert proc.stdout.readline() == "alrm\n"
         assert proc.wait(timeout=30) == 3
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait()
-        proc.stdout.close()
 
 
 def test_without_a_terminal_a_stopped_program_does_not_stop_hardexec(command, tmp_path):
     pidfile = tmp_path / "pid"
-    proc = subprocess.Popen(
-        [command, "run", "--usage", "--", "sh", "-c",
-         f"echo $$ > {pidfile}; kill -STOP $$; echo continued"],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, start_new_session=True,
-    )  # fmt: skip
-    try:
+    script = f"echo $$ > {pidfile}; kill -STOP $$; echo continued"
+    argv = [command, "run", "--usage", "--", "sh", "-c", script]
+    with in_own_session(argv, stderr=subprocess.DEVNULL) as proc:
         assert wait_until(lambda: pidfile.exists() and pidfile.read_text().strip() != "")
         program = int(pidfile.read_text())
         assert wait_until(lambda: state(program) == "T")
         os.kill(program, signal.SIGCONT)  # someone continues the program, not hardexec
         assert proc.stdout.read() == "continued\n"
         assert proc.wait(timeout=30) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait()
-        proc.stdout.close()
 
 
 def state(pid: int) -> str:
@@ -620,11 +622,7 @@ def test_a_signal_to_hardexec_reaches_the_program_not_its_children(command, tmp_
     children (same process group) are not signalled too."""
     pidfile = tmp_path / "child"
     script = f"trap 'echo got ALRM' ALRM; sleep 30 & echo $! > {pidfile}; echo ready; wait; wait"
-    proc = subprocess.Popen(
-        [command, "run", "--cgroup", "--", "sh", "-c", script],
-        stdout=subprocess.PIPE, text=True, start_new_session=True,
-    )  # fmt: skip
-    try:
+    with in_own_session([command, "run", "--cgroup", "--", "sh", "-c", script]) as proc:
         assert proc.stdout.readline() == "ready\n"
         child = int(pidfile.read_text())
         os.kill(proc.pid, signal.SIGALRM)
@@ -632,11 +630,6 @@ def test_a_signal_to_hardexec_reaches_the_program_not_its_children(command, tmp_
         assert alive(child)  # the default action of SIGALRM would have ended it
         os.kill(child, signal.SIGKILL)
         assert proc.wait(timeout=30) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait()
-        proc.stdout.close()
 
 
 def test_the_command_runs_nothing_from_the_callers_path_even_through_a_link(command, tmp_path):
