@@ -10,7 +10,14 @@ from __future__ import annotations
 
 import os
 
-__all__ = ["CgroupError", "HardexecError", "PolicyError", "StageError", "StageWarning"]
+__all__ = [
+    "CgroupError",
+    "HardexecError",
+    "PolicyError",
+    "StageError",
+    "StageWarning",
+    "TaskFailed",
+]
 
 
 class HardexecError(Exception):
@@ -57,6 +64,24 @@ class CgroupError(HardexecError, OSError):
     ``str(err)`` names the group and the kernel rule: ``[Errno 16] cannot enable memory for
     groups under /sys/fs/cgroup/x: it holds processes itself, …``.
     """
+
+
+class TaskFailed(HardexecError):
+    """A task run with ``fail_on_non_zero`` did not exit 0 (non-zero status, signal, timeout).
+
+    Attributes:
+        result: the task's :class:`hardexec.runner.Result`, output and all.
+    """
+
+    def __init__(self, result: object) -> None:
+        super().__init__(result)
+        self.result = result
+
+    def __str__(self) -> str:
+        return f"task {self.result.describe()}"  # type: ignore[attr-defined]
+
+    def __reduce__(self):  # the result travels with it (multiprocessing, a queue)
+        return (type(self), (self.result,))
 
 
 class StageWarning(UserWarning):

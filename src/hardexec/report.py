@@ -108,16 +108,18 @@ class StageReport:
     warnings: tuple[StageWarning, ...] = ()
     error: OSError | None = None
 
-    def emit(self) -> None:
+    def emit(self, warn: bool = True) -> None:
         """Issue the warnings (``warnings`` and the ``hardexec`` logger); raise the error if any.
 
         Warnings are attributed to the caller's line, outside hardexec, like subprocess's own.
+        ``warn=False`` logs them only (a caller that reports them itself: the runner's results).
         """
         if self.warnings:
             logger = hardexec_logger()
         for warning in self.warnings:
             logger.warning("exec stage: %s", warning)
-            warnings.warn(warning, stacklevel=caller_stacklevel())
+            if warn:
+                warnings.warn(warning, stacklevel=caller_stacklevel())
         if self.error is not None:
             raise self.error
 

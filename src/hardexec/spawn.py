@@ -61,7 +61,8 @@ class Popen(subprocess.Popen):
     kernel's order); given both there and in the policy with other values, they are an error.
     A stage abort raises :class:`StageError` (an ``OSError``) from the constructor, with no child
     left behind; a missing program raises ``FileNotFoundError`` exactly as subprocess does.
-    Best-effort failures are issued as :class:`StageWarning` and kept in :attr:`stage_warnings`.
+    Best-effort failures are issued as :class:`StageWarning` and kept in :attr:`stage_warnings`
+    (``warn=False``: kept and logged only, for a caller that reports them itself).
 
     Attributes:
         policy: the policy applied (an empty :class:`Policy` when none was given).
@@ -77,7 +78,12 @@ class Popen(subprocess.Popen):
     usage: Usage | None
 
     def __init__(
-        self, args: Args, *positional: Any, policy: Policy | None = None, **kwargs: Any
+        self,
+        args: Args,
+        *positional: Any,
+        policy: Policy | None = None,
+        warn: bool = True,
+        **kwargs: Any,
     ) -> None:
         self.policy = check_policy(policy)
         self.stage_warnings = ()
@@ -112,7 +118,7 @@ class Popen(subprocess.Popen):
         if report.error is not None:
             self._abandon(kill=False)
         try:
-            report.emit()
+            report.emit(warn)
         except BaseException:
             if self.returncode is None:  # a warning the caller made an error: the program runs
                 self._abandon()

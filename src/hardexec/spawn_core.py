@@ -39,7 +39,14 @@ if TYPE_CHECKING:
 
     Args: TypeAlias = StrOrBytesPath | Sequence[StrOrBytesPath]
 
-__all__ = ["Launch", "check_policy", "exec_stage", "kill_tree", "policy_applies"]
+__all__ = [
+    "Launch",
+    "check_policy",
+    "exec_stage",
+    "kill_tree",
+    "policy_applies",
+    "process_group_alive",
+]
 
 _EMPTY = Policy()
 _platform_warned = False
@@ -429,6 +436,32 @@ def exec_stage(
         for fd in fds:
             os.close(fd)
     raise AssertionError("unreachable: execve returns only by raising")
+
+
+def process_group_alive(pgid: int, but: int | None = None) -> bool:
+    """Whether a living process (not a zombie) other than ``but`` is in process group ``pgid``.
+
+    Zombies count as gone: they are dead, though their parent (init, for orphans) may take its
+    time to reap them. A signal-0 probe first, so an empty group costs one syscall.
+    """
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    for name in os.listdir("/proc"):
+        if not name.isdigit() or int(name) == but:
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(b")") + 2 :].split()
+        if int(fields[2]) == pgid and fields[0] != b"Z":
+            return True
+    return False
 
 
 def kill_tree(

@@ -27,6 +27,7 @@ import signal
 import sys
 import warnings
 
+from ..spawn_core import process_group_alive
 from .options import EXIT_FAILURE, EXIT_NOEXEC, EXIT_NOTFOUND, format_size
 
 TYPE_CHECKING = False
@@ -305,26 +306,10 @@ class _Run:
     def _end_process_group(self) -> None:
         """No cgroup: the program's process group is what it left (setsid'd ones escape)."""
         if self.keep:
-            while _group_has_others(self.pid) and not self.signals.told_to_end:
+            while process_group_alive(self.pid, but=self.pid) and not self.signals.told_to_end:
                 self.signals.wait(_POLL_STEP)
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.pid, signal.SIGKILL)
-
-
-def _group_has_others(pgid: int) -> bool:
-    """Whether any process other than ``pgid`` itself (a zombie by now) is in group ``pgid``."""
-    for name in os.listdir("/proc"):
-        if not name.isdigit() or int(name) == pgid:
-            continue
-        try:
-            with open(f"/proc/{name}/stat", "rb") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(b")") + 2 :].split()
-        if int(fields[2]) == pgid and fields[0] != b"Z":
-            return True
-    return False
 
 
 def _wait_for_event(group: Cgroup, signals: _Signals) -> None:

@@ -1,0 +1,518 @@
+"""One attempt of one task, from spawn to a dead, reaped tree.
+
+The program is spawned by :class:`hardexec.Popen` (the one spawn layer: the exec stage, the
+cgroup, the error pipe) in a process group of its own. The parent then keeps it *unreaped*
+until the end: its exit is learnt from a pidfd, so its pid (and process-group id) cannot be
+reused while hardexec still signals the group. The order of the end, every time:
+
+1. the program exits (or the timeout or a cancel ends it: SIGTERM to the tree, ``kill_after``
+   for it to go, SIGKILL to the tree);
+2. its output drains, for at most ``drain_timeout`` (a daemonised grandchild may hold it);
+3. the tree is killed — what the program left running never outlives it (solti-exec's rule):
+   ``cgroup.kill`` with a cgroup (setsid'd processes included), else SIGKILL to the process
+   group (a process that left the group with setsid escapes that: give the policy a cgroup);
+4. the program is reaped (usage read, cgroup removed once empty).
+
+Cancelling the coroutine at any point runs the same end (shielded, a second cancel skips the
+grace) and re-raises only once the tree is dead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import logging
+import os
+import re
+import signal
+import subprocess
+import time
+
+from ..errors import PolicyError, StageError
+from ..spawn import Popen
+from ..spawn_core import process_group_alive, sealed_memfd
+from .lines import LineSplitter, StreamBuffer
+from .result import Event, Result, Truncation
+from .spec import resolve_env
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+    from typing import Any
+
+    from ..policy import Policy
+    from .config import LogConfig, OutputLimits
+    from .spec import TaskSpec
+
+__all__ = ["Attempt", "Outlet", "transient"]
+
+logger = logging.getLogger("hardexec.runner")
+
+_TRANSIENT = frozenset(
+    (errno.EAGAIN, errno.ENOMEM, errno.EMFILE, errno.ENFILE, errno.EINTR, errno.ETXTBSY)
+)
+_EMPTY_TIMEOUT = 10.0  # s for a killed tree to be gone (a process in D state takes a while)
+_EOF_AFTER_KILL = 1.0  # s for pipes to close once the tree is killed (a holder outside it: no)
+_POLL = 0.005  # s between checks of a group (neither a cgroup nor a process group has an event
+# asyncio can wait on: cgroup.events reports POLLPRI, which its selector does not watch)
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # log copies only: no forged lines, no ANSI
+
+
+def transient(err: BaseException) -> bool:
+    """Whether a spawn error may pass if tried again (EAGAIN, ENOMEM, ETXTBSY, …).
+
+    A missing or non-executable program, E2BIG and a bad policy never do."""
+    if isinstance(err, PolicyError):
+        return False
+    return isinstance(err, OSError) and err.errno in _TRANSIENT
+
+
+def _escape(line: str) -> str:
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", line)
+
+
+class Outlet:
+    """Where a task's events go: a sync sink (called at once) and/or a queue that an async sink
+    or a :meth:`Runner.stream` consumer drains. A full queue pauses the task's pipes, so a slow
+    consumer slows the program down instead of growing memory."""
+
+    HIGH, LOW = 1024, 256  # events queued: pause reading above, resume below
+
+    def __init__(self, sink: Callable[[Event], Any] | None, queued: bool) -> None:
+        self.sink = sink
+        self.queue: asyncio.Queue[Any] | None = asyncio.Queue() if queued else None
+        self.readers: list[asyncio.ReadTransport] = []
+        self.paused = False
+        self.feeds_async_sink = False  # set by the runner: a task of its own drains the queue
+
+    @property
+    def wants_lines(self) -> bool:
+        return self.sink is not None or self.queue is not None
+
+    def put(self, event: Event) -> None:
+        if self.queue is not None:
+            self.queue.put_nowait(event)
+            if not self.paused and self.queue.qsize() >= self.HIGH:
+                self.paused = True
+                for reader in self.readers:
+                    with contextlib.suppress(RuntimeError):  # closed meanwhile
+                        reader.pause_reading()
+        elif self.sink is not None:
+            try:
+                self.sink(event)
+            except Exception:  # a sink's bug must not leave a task's tree running
+                logger.exception("hardexec: the output sink raised on %s", event.kind)
+
+    def taken(self) -> None:
+        """A queued event was consumed: resume reading once the queue is low again."""
+        if self.paused and self.queue is not None and self.queue.qsize() <= self.LOW:
+            self.paused = False
+            for reader in self.readers:
+                with contextlib.suppress(RuntimeError):
+                    reader.resume_reading()
+
+
+class _Pipe(asyncio.Protocol):
+    """One output stream of the program: bytes → capped lines → result, log, events."""
+
+    def __init__(self, attempt: Attempt, name: str) -> None:
+        self.attempt = attempt
+        self.name = name
+        log, output = attempt.log, attempt.output
+        self.splitter = LineSplitter(log.max_line_length, log.max_line_bytes)
+        self.buffer = StreamBuffer(output.max_bytes, output.keep)
+        self.count = 0
+        self.closed = asyncio.get_running_loop().create_future()
+        self.transport: asyncio.ReadTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        lines = self.splitter.feed(data)
+        if lines:
+            self._lines(lines, True)
+
+    def eof_received(self) -> bool:
+        return False  # close the transport: connection_lost follows
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        last = self.splitter.finish()
+        if last is not None:
+            self._lines([last], False)
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+    def _lines(self, lines: list[str], terminated: bool) -> None:
+        self.buffer.add(lines, terminated)
+        first = self.count + 1
+        self.count += len(lines)
+        attempt = self.attempt
+        if attempt.log_lines:
+            level, task = attempt.log.level, attempt.label
+            for number, line in enumerate(lines, first):
+                logger.log(
+                    level,
+                    "%s",
+                    _escape(line),
+                    extra={"task": task, "stream": self.name, "line_number": number},
+                )
+        outlet = attempt.outlet
+        if outlet.wants_lines:
+            for number, line in enumerate(lines, first):
+                outlet.put(
+                    Event(
+                        "line",
+                        attempt.label,
+                        attempt.number,
+                        stream=self.name,
+                        number=number,
+                        text=line,
+                    )
+                )
+
+
+class _Input(asyncio.Protocol):
+    """The task's stdin: written, then closed; a program that stops reading is no error."""
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        pass
+
+
+class Attempt:
+    """One attempt: :meth:`run` spawns, supervises and ends it, and returns its :class:`Result`.
+
+    :meth:`cancel` (the runner's ``cancel``) ends it as a timeout would, marked cancelled.
+    """
+
+    def __init__(
+        self,
+        spec: TaskSpec,
+        policy: Policy,
+        number: int,
+        *,
+        log: LogConfig,
+        output: OutputLimits,
+        fixed_env: Mapping[str, str] | None,
+        outlet: Outlet,
+    ) -> None:
+        self.spec = spec
+        self.policy = policy
+        self.number = number
+        self.log = log
+        self.output = output
+        self.fixed_env = fixed_env
+        self.outlet = outlet
+        self.label = spec.label
+        self.log_lines = log.log_lines and logger.isEnabledFor(log.level)
+        self.warnings: list[str] = []
+        self.timed_out = False
+        self.cancelled = False
+        self._cancel = asyncio.Event()
+        self._hurry = asyncio.Event()  # a second cancel: no more grace
+        self.child: Popen | None = None
+        self._pipes: list[_Pipe] = []
+        self._input: asyncio.WriteTransport | None = None
+        self._exited: asyncio.Future[None] | None = None
+        self._pidfd = -1
+
+    def cancel(self) -> None:
+        """End the attempt (SIGTERM, grace, SIGKILL); its result says ``cancelled``."""
+        self._cancel.set()
+
+    async def run(self) -> Result:
+        """Spawn, supervise, end; return the result. Spawn errors are raised as they are."""
+        argv, script_fd = self._argv()
+        try:
+            self.child = self._spawn(argv, script_fd)
+        finally:
+            if script_fd >= 0:
+                os.close(script_fd)  # the task holds its own copy: the body dies with the tree
+        start = time.monotonic()
+        try:
+            await self._connect()
+            await self._supervise(start)
+        except BaseException:
+            await self._end_for_sure()
+            raise
+        return self._result(time.monotonic() - start)
+
+    # --- before the spawn ------------------------------------------------------------------
+
+    def _argv(self) -> tuple[list[str], int]:
+        spec = self.spec
+        if spec.cwd is not None and not os.path.isdir(spec.cwd):
+            what = "is not a directory" if os.path.exists(spec.cwd) else "does not exist"
+            raise PolicyError(f"task.cwd: {spec.cwd!r} {what}")
+        if spec.body is None:
+            return list(spec.argv), -1
+        body = spec.body.encode("utf-8", "surrogateescape")
+        fd = sealed_memfd("hardexec-script", body)
+        return [*spec.argv, f"/dev/fd/{fd}", *spec.script_args], fd
+
+    def _spawn(self, argv: list[str], script_fd: int) -> Popen:
+        spec = self.spec
+        env = resolve_env(spec, self.fixed_env)
+        child = Popen(
+            argv,
+            policy=self.policy,
+            warn=False,  # they go into the result (and the log), not to warnings
+            stdin=subprocess.DEVNULL if spec.input is None else subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            process_group=0,
+            cwd=spec.cwd,
+            env=env,
+            pass_fds=(script_fd,) if script_fd >= 0 else (),
+        )
+        self.warnings.extend(str(w) for w in child.stage_warnings)
+        logger.info(
+            "task %s: started %s with %d arguments, pid %d (attempt %d)",
+            self.label,
+            spec.program,
+            len(argv) - 1,
+            child.pid,
+            self.number,
+            extra={"task": self.label},
+        )
+        self.outlet.put(Event("start", self.label, self.number, pid=child.pid))
+        return child
+
+    async def _connect(self) -> None:
+        loop = asyncio.get_running_loop()
+        child = self.child
+        assert child is not None
+        self._exited = loop.create_future()
+        try:
+            self._pidfd = os.pidfd_open(child.pid)
+        except OSError:  # no pidfds (before Linux 5.3): a thread waits, without reaping
+            waiter = loop.run_in_executor(
+                None, os.waitid, os.P_PID, child.pid, os.WEXITED | os.WNOWAIT
+            )
+            waiter.add_done_callback(lambda _: self._set_exited())
+        else:
+            loop.add_reader(self._pidfd, self._set_exited)
+        for name in ("stdout", "stderr"):
+            pipe = _Pipe(self, name)
+            self._pipes.append(pipe)
+            stream = getattr(child, name)
+            await loop.connect_read_pipe(lambda pipe=pipe: pipe, stream)  # type: ignore[misc]
+            assert pipe.transport is not None
+            self.outlet.readers.append(pipe.transport)
+        if self.spec.input is not None:
+            transport, _ = await loop.connect_write_pipe(_Input, child.stdin)
+            self._input = transport
+            transport.write(self.spec.input)
+            transport.close()  # after the data is written (or the program stops reading)
+
+    def _set_exited(self) -> None:
+        if self._pidfd >= 0:
+            asyncio.get_running_loop().remove_reader(self._pidfd)
+        if self._exited is not None and not self._exited.done():
+            self._exited.set_result(None)
+
+    # --- while it runs ---------------------------------------------------------------------
+
+    async def _supervise(self, start: float) -> None:
+        assert self._exited is not None
+        spec = self.spec
+        timeout = None if spec.timeout is None else start + spec.timeout - time.monotonic()
+        cancel = asyncio.ensure_future(self._cancel.wait())
+        try:
+            done, _ = await asyncio.wait(
+                {self._exited, cancel}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            cancel.cancel()
+        if not self._exited.done():
+            if cancel in done:
+                self.cancelled = True
+            else:
+                self.timed_out = True
+            await self._terminate()
+        await self._drain()
+        await self._kill_tree()
+
+    async def _terminate(self) -> None:
+        """SIGTERM to the tree; up to ``kill_after`` for it to go; SIGKILL to what is left."""
+        self._signal_tree(signal.SIGTERM)
+        gone = asyncio.ensure_future(self._tree_gone())
+        hurry = asyncio.ensure_future(self._hurry.wait())
+        try:
+            await asyncio.wait(
+                {gone, hurry}, timeout=self.spec.kill_after, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            gone.cancel()
+            hurry.cancel()
+        self._signal_tree(signal.SIGKILL)
+        assert self._exited is not None
+        await self._exited  # SIGKILL: the leader goes now (the zombie stays ours)
+
+    async def _tree_gone(self) -> None:
+        """Return once the program has exited and its tree is gone (or its output closed)."""
+        assert self._exited is not None
+        await asyncio.shield(self._exited)  # cancelling this wait must not cancel the future
+        group = self._group()
+        if group is not None:
+            while group.populated():
+                await asyncio.sleep(_POLL * 4)
+        else:  # no cgroup to ask: closed output is the sign that its holders are gone
+            await asyncio.gather(*(pipe.closed for pipe in self._pipes))
+
+    async def _drain(self) -> None:
+        """Let output drain after the exit, for at most ``drain_timeout``."""
+        pending = [pipe.closed for pipe in self._pipes if not pipe.closed.done()]
+        if not pending:
+            return
+        _, late = await asyncio.wait(pending, timeout=self.spec.drain_timeout)
+        if late:
+            self.warnings.append(
+                f"output stayed open {self.spec.drain_timeout:g} s after the program exited "
+                "(held by a process it left running): its tree was killed"
+            )
+
+    async def _kill_tree(self) -> None:
+        """SIGKILL what the program left running, wait until it is gone, reap the program."""
+        group = self._group()
+        if group is not None and group.populated() and not (self.timed_out or self.cancelled):
+            self.warnings.append("processes the program left running were killed")
+        self._signal_tree(signal.SIGKILL)
+        await self._close_pipes()
+        await self._reap()
+
+    def _group(self) -> Any:
+        return self.child.cgroup if self.child is not None else None
+
+    def _signal_tree(self, signum: int) -> None:
+        """``signum`` to the program's cgroup (every process) and process group.
+
+        Safe to call until the program is reaped: until then its pid, which is its process
+        group's id, cannot name anyone else.
+        """
+        child = self.child
+        assert child is not None and child.returncode is None
+        group = child.cgroup
+        if group is not None:
+            if signum == signal.SIGKILL:
+                group.kill()
+            else:
+                for pid in _procs(group.path):
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signum)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(child.pid, signum)
+
+    async def _close_pipes(self) -> None:
+        pending = [pipe.closed for pipe in self._pipes if not pipe.closed.done()]
+        if pending:  # killed holders close them at once; a holder outside the tree never does
+            await asyncio.wait(pending, timeout=_EOF_AFTER_KILL)
+        for pipe in self._pipes:
+            if pipe.transport is not None and not pipe.closed.done():
+                pipe.transport.close()  # connection_lost: its last line is kept
+        if self._input is not None:
+            self._input.abort()
+
+    async def _reap(self) -> None:
+        child = self.child
+        assert child is not None
+        group = child.cgroup
+        if group is not None:
+            deadline = time.monotonic() + _EMPTY_TIMEOUT
+            while group.populated() and time.monotonic() < deadline:
+                await asyncio.sleep(_POLL)
+        pgid = child.pid
+        self._release_pidfd()
+        child.wait()  # a zombie by now: wait4 returns at once (usage, the group removed)
+        if group is None:  # killed members of its process group: until they are gone
+            deadline = time.monotonic() + _EMPTY_TIMEOUT
+            while process_group_alive(pgid) and time.monotonic() < deadline:
+                await asyncio.sleep(_POLL)
+
+    def _release_pidfd(self) -> None:
+        if self._pidfd >= 0:
+            with contextlib.suppress(ValueError, RuntimeError):
+                asyncio.get_running_loop().remove_reader(self._pidfd)
+            os.close(self._pidfd)
+            self._pidfd = -1
+
+    async def _end_for_sure(self) -> None:
+        """Cancelled (or failed) mid-run: end the tree, shielded from further cancels, each of
+        which only skips the grace."""
+        if self.child is None or self.child.returncode is not None:
+            self._release_pidfd()
+            return
+
+        async def end() -> None:
+            if self._exited is None:
+                self._exited = asyncio.get_running_loop().create_future()
+            if not self._exited.done():
+                self.cancelled = True
+                await self._terminate()
+            await self._kill_tree()
+
+        ending = asyncio.ensure_future(end())
+        while not ending.done():
+            try:
+                await asyncio.shield(ending)
+            except asyncio.CancelledError:
+                self._hurry.set()
+        if ending.exception() is not None:  # a failure while ending: at least no child left
+            self._release_pidfd()
+            with contextlib.suppress(Exception):
+                self.child.kill_tree()
+                self.child.wait()
+            for pipe in self._pipes:
+                if pipe.transport is not None:
+                    pipe.transport.close()
+            if self._input is not None:
+                self._input.abort()
+
+    # --- after -----------------------------------------------------------------------------
+
+    def _result(self, duration: float) -> Result:
+        child = self.child
+        assert child is not None and child.returncode is not None
+        code = child.returncode
+        usage = child.usage
+        out, err = self._pipes
+        result = Result(
+            name=self.label,
+            pid=child.pid,
+            exit_code=code if code >= 0 else None,
+            signal=-code if code < 0 else None,
+            duration=duration,
+            timed_out=self.timed_out,
+            cancelled=self.cancelled,
+            oom_killed=usage.oom_killed if usage is not None else None,
+            usage=usage,
+            stdout=out.buffer.text(),
+            stderr=err.buffer.text(),
+            truncated=Truncation(
+                stdout_bytes=out.buffer.dropped_bytes,
+                stdout_lines=out.buffer.dropped_lines,
+                stderr_bytes=err.buffer.dropped_bytes,
+                stderr_lines=err.buffer.dropped_lines,
+                lines_cut=out.splitter.cut + err.splitter.cut,
+            ),
+            warnings=tuple(self.warnings),
+            attempts=self.number,
+        )
+        logger.info("task %s: %s", self.label, result.describe(), extra={"task": self.label})
+        return result
+
+
+def _procs(path: Any) -> list[int]:
+    try:
+        with open(path / "cgroup.procs") as f:
+            return [int(pid) for pid in f.read().split()]
+    except OSError:
+        return []
+
+
+def spawn_error_text(err: BaseException) -> str:
+    """A spawn error in one line, for logs."""
+    if isinstance(err, StageError):
+        return str(err)
+    return f"{type(err).__name__}: {err}"
