@@ -249,6 +249,10 @@ class Cgroup:
         """What the group used so far (final once it is empty)."""
         return Usage.from_cgroup_files({name: _read(self.path / name) for name in _USAGE_FILES})
 
+    def pids(self) -> list[int]:
+        """The processes in the group now (``[]`` once it is gone)."""
+        return [int(pid) for pid in (_read(self.path / "cgroup.procs") or "").split()]
+
     def populated(self) -> bool:
         """Whether any process is still in the group (or the group is gone)."""
         events = _read(self.path / "cgroup.events")

@@ -46,6 +46,7 @@ __all__ = [
     "kill_tree",
     "policy_applies",
     "process_group_alive",
+    "signal_tree",
 ]
 
 _EMPTY = Policy()
@@ -462,6 +463,27 @@ def process_group_alive(pgid: int, but: int | None = None) -> bool:
         if int(fields[2]) == pgid and fields[0] != b"Z":
             return True
     return False
+
+
+def signal_tree(cgroup: Cgroup | None, pgid: int, signum: int) -> None:
+    """``signum`` to every process of the program's cgroup (SIGKILL: ``cgroup.kill``) and to its
+    process group ``pgid``: the polite and the final step of ending a tree.
+
+    Call it only while the group's leader is unreaped: until then ``pgid`` names no one else.
+    """
+    if cgroup is not None:
+        if signum == signal.SIGKILL:
+            cgroup.kill()
+        else:
+            for pid in cgroup.pids():
+                try:  # noqa: SIM105  (contextlib is not imported on the exec path)
+                    os.kill(pid, signum)
+                except ProcessLookupError:
+                    pass
+    try:  # noqa: SIM105
+        os.killpg(pgid, signum)
+    except ProcessLookupError:
+        pass
 
 
 def kill_tree(

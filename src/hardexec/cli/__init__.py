@@ -1,13 +1,15 @@
 """The ``hardexec`` command.
 
 ``hardexec run [OPTIONS] -- COMMAND [ARG...]`` runs COMMAND under a policy. With nothing to
-supervise (no cgroup option, no ``--usage``) hardexec replaces itself with the exec stage, as
+supervise (no cgroup option, no ``--usage``, ``--timeout``, ``--max-output`` or
+``--json-result``) hardexec replaces itself with the exec stage, as
 setpriv(1) does: same pid, nothing of hardexec stays resident. Otherwise it stays, forwards
 signals, hands over the terminal, and kills what the program left behind when it ends
 (:mod:`hardexec.cli.supervise`).
 
 Exit status: the program's own; killed by signal N, hardexec dies of signal N too (a shell shows
-128+N); 127 when it was not found; 126 when it could not be executed; 125 when hardexec itself
+128+N); 124 when ``--timeout`` ended it (as timeout(1)); 127 when it was not found; 126 when it
+could not be executed; 125 when hardexec itself
 failed (bad option or policy, a cgroup or limit that cannot be applied, an exec stage abort),
 with one line on stderr naming the option or the step and errno. Bare ``hardexec`` prints its
 usage and exits 2. ``hardexec caps`` lists the capabilities; ``hardexec caps --decode HEX``
@@ -112,8 +114,13 @@ def _exec(req: Request) -> int:
     from ..errors import HardexecError
     from ..spawn_core import exec_stage
 
+    if req.task is not None and req.task.cwd is not None:
+        try:
+            os.chdir(req.task.cwd)
+        except OSError as err:
+            fail(f"--cwd: {req.task.cwd!r}: {err.strerror}")
     try:
-        exec_stage(req.argv, req.policy)
+        exec_stage(req.argv, req.policy, req.env)
     except HardexecError as err:
         fail(str(err))
     except OSError as err:

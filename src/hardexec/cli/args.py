@@ -26,6 +26,13 @@ VALUES = {
     "--cpus": "cpus",
     "--cpu-max": "cpu_max",
     "--cgroup-parent": "cgroup_parent",
+    "--timeout": "timeout",
+    "--kill-after": "kill_after",
+    "--env-keep": "env_keep",
+    "--env": "env",
+    "--cwd": "cwd",
+    "--max-output": "max_output",
+    "--json-result": "json_result",
 }
 # option → attribute, for every `run` flag
 FLAGS = {
@@ -37,8 +44,10 @@ FLAGS = {
     "--best-effort": "best_effort",
     "--keep-leftovers": "keep_leftovers",
     "--usage": "usage",
+    "--env-clear": "env_clear",
 }
-REPEATED = frozenset(("keep_cap",))  # collected in a list; for the others the last one wins
+# collected in a list; for the others the last one wins
+REPEATED = frozenset(("keep_cap", "env_keep", "env"))
 OPTIONS = {**VALUES, **FLAGS}
 
 

@@ -16,8 +16,10 @@ if TYPE_CHECKING:  # typing costs start-up time; annotations are strings here an
     from typing import NoReturn
 
     from ..policy import CgroupLimits, CpuMax, Policy, RlimitConfig
+    from ..runner.spec import TaskSpec
 
 EXIT_USAGE = 2  # bare `hardexec`: a usage error, as argparse and most commands have it
+EXIT_TIMEOUT = 124  # timed out, as timeout(1) says it
 EXIT_FAILURE = 125  # hardexec itself failed, as env(1), chroot(1), timeout(1) use it
 EXIT_NOEXEC = 126
 EXIT_NOTFOUND = 127
@@ -41,7 +43,13 @@ _OPTION_OF_FIELD = {
     "cgroups.cpu.period": "--cpu-max period",
     "cgroups.cpu": "--cpus",
     "cgroup_parent": "--cgroup-parent",
+    "task.env_policy": "--env-keep",
+    "task.env": "--env",
+    "task.cwd": "--cwd",
+    "task.timeout": "--timeout",
+    "task.kill_after": "--kill-after",
 }
+_DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 _MIN_CPU_QUOTA = 1000  # µs: the kernel's smallest cpu.max quota
@@ -98,6 +106,12 @@ class Request:
         keep_leftovers: wait for what the program started instead of killing it.
         best_effort: run without the cgroup when it cannot be applied (with a warning).
         ceilings: the cgroup options as typed (``--memory 64M``), for messages.
+        task: the program as a runner task (:class:`hardexec.TaskSpec`): its timeout and grace,
+            cwd and environment options, validated as the runner validates them.
+        env: the program's environment (bytes, as hardexec was started with it, then the
+            ``--env*`` options), or ``None`` for hardexec's own, unchanged.
+        max_output: bytes of stdout and of stderr passed through (``None``: all, untouched).
+        json_result: where to write the run's :class:`hardexec.Result` as JSON.
     """
 
     def __init__(
@@ -110,7 +124,15 @@ class Request:
         keep_leftovers: bool = False,
         best_effort: bool = False,
         ceilings: tuple[str, ...] = (),
+        task: TaskSpec | None = None,
+        env: dict[bytes, bytes] | None = None,
+        max_output: int | None = None,
+        json_result: str | None = None,
     ) -> None:
+        self.task = task
+        self.env = env
+        self.max_output = max_output
+        self.json_result = json_result
         self.argv = argv
         self.policy = policy
         self.supervise = supervise
@@ -129,12 +151,22 @@ def request(ns: Namespace) -> Request:
     ceilings = _ceilings(ns)
     if ns.best_effort and not ceilings:
         fail("--best-effort: no cgroup is asked for (--memory, --pids, --cpus, --cgroup)")
-    supervise = bool(ceilings) or ns.usage
+    max_output = parse_size(ns.max_output, "--max-output") if ns.max_output is not None else None
+    if max_output == 0:
+        fail("--max-output: 0 would drop all output; give a size, or send it to /dev/null")
+    if ns.kill_after is not None and ns.timeout is None:
+        fail("--kill-after: needs --timeout (it is the grace after the timeout's SIGTERM)")
+    supervise = bool(ceilings) or ns.usage or bool(ns.timeout or max_output or ns.json_result)
+    if ns.keep_leftovers and (ns.timeout or max_output):
+        # Waiting for leftovers is unbounded and reads no pipes: it would void either option.
+        fail("--keep-leftovers cannot be combined with --timeout or --max-output")
     if ns.keep_leftovers and not supervise:
         fail(
             "--keep-leftovers: hardexec does not supervise this run (no cgroup option, no "
-            "--usage), so it kills nothing and there is nothing to keep"
+            "--usage, --timeout, --max-output or --json-result), so it kills nothing and there "
+            "is nothing to keep"
         )
+    task = _task(ns, argv)
     policy = _policy(ns, supervise)
     return Request(
         argv=list(argv),
@@ -144,7 +176,67 @@ def request(ns: Namespace) -> Request:
         keep_leftovers=ns.keep_leftovers,
         best_effort=ns.best_effort,
         ceilings=ceilings,
+        task=task,
+        env=_environment(ns, task),
+        max_output=max_output,
+        json_result=ns.json_result,
     )
+
+
+def parse_duration(text: str, option: str) -> float:
+    """``30s``, ``5m``, ``1.5h``, ``200ms``, ``2d`` or plain seconds (``30``, ``0.5``)."""
+    body = text.strip().lower()
+    unit = next((u for u in ("ms", "s", "m", "h", "d") if body.endswith(u)), "")
+    number = body[: len(body) - len(unit)]
+    whole, dot, fraction = number.partition(".")
+    if not (whole or fraction) or not all(p == "" or _ascii_digits(p) for p in (whole, fraction)):
+        fail(f"{option}: {text!r} is not a duration (30s, 5m, 1.5h, 200ms, or seconds)")
+    return float(f"{whole or 0}{dot}{fraction}") * _DURATION_UNITS[unit or "s"]
+
+
+def _task(ns: Namespace, argv: list[str]) -> TaskSpec:
+    """The run as a runner task: the runner's own validation of time, cwd and environment."""
+    from ..errors import PolicyError
+    from ..runner.spec import TaskSpec
+
+    pairs = []
+    for item in ns.env:
+        name, equals, value = item.partition("=")
+        if not equals:
+            fail(f"--env: {item!r} is not NAME=VALUE")
+        pairs.append((name, value))
+    env_policy: str | tuple[str, ...] = "inherit"
+    if ns.env_keep:
+        env_policy = tuple(ns.env_keep)  # keeping names means clearing the rest
+    elif ns.env_clear:
+        env_policy = "clear"
+    timeout = parse_duration(ns.timeout, "--timeout") if ns.timeout is not None else None
+    kill_after = parse_duration(ns.kill_after, "--kill-after") if ns.kill_after else 5.0
+    try:
+        task = TaskSpec(
+            argv=tuple(argv),
+            env=tuple(pairs),
+            env_policy=env_policy,
+            cwd=ns.cwd,
+            timeout=timeout,
+            kill_after=kill_after,
+        )
+    except PolicyError as err:
+        fail(_in_options(str(err)))
+    if task.cwd is not None and not os.path.isdir(task.cwd):
+        what = "is not a directory" if os.path.exists(task.cwd) else "does not exist"
+        fail(f"--cwd: {task.cwd!r} {what}")
+    return task
+
+
+def _environment(ns: Namespace, task: TaskSpec) -> dict[bytes, bytes] | None:
+    """The program's environment, if an ``--env*`` option changes hardexec's own."""
+    if not (ns.env_clear or ns.env_keep or ns.env):
+        return None
+    from ..runner.spec import resolve_env
+    from ..spawn_core import exec_time_environ
+
+    return resolve_env(task, base=exec_time_environ())
 
 
 def _refuse_nul(ns: Namespace) -> None:

@@ -41,9 +41,10 @@ def parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser
         usage="hardexec run [OPTIONS] -- COMMAND [ARG...]",
         description="Run COMMAND with the given privileges and ceilings. Exit status: the "
         "command's own (killed by signal N: hardexec dies of N too, a shell shows 128+N); "
-        "127 not found; 126 not executable; 125 hardexec failed. With no cgroup option and "
-        "no --usage, hardexec replaces itself with the command (same pid); otherwise it stays "
-        "to supervise it: signals forwarded, the terminal handed over, leftovers killed.",
+        "127 not found; 126 not executable; 125 hardexec failed; 124 timed out. With no "
+        "cgroup option, --usage, --timeout, --max-output or --json-result, hardexec replaces "
+        "itself with the command (same pid); otherwise it stays to supervise it: signals "
+        "forwarded, the terminal handed over, leftovers killed.",
     )
     caps = run.add_argument_group("capabilities")
     caps.add_argument(
@@ -114,6 +115,46 @@ def parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser
         "--keep-leftovers",
         action="store_true",
         help="when the program ends, wait for what it started instead of killing it",
+    )
+    task = run.add_argument_group(
+        "the task", "its time, environment and output (DURATION: 30s, 5m, 1.5h, 200ms; SIZE: 10M)"
+    )
+    task.add_argument(
+        "--timeout",
+        metavar="DURATION",
+        help="then SIGTERM to the program's tree, SIGKILL after --kill-after; exit 124",
+    )
+    task.add_argument(
+        "--kill-after", metavar="DURATION", help="grace between SIGTERM and SIGKILL (default 5s)"
+    )
+    task.add_argument(
+        "--env-clear", action="store_true", help="start from an empty environment (PATH is set)"
+    )
+    task.add_argument(
+        "--env-keep",
+        metavar="NAME",
+        action="append",
+        default=[],
+        help="keep NAME from hardexec's environment, and clear the rest; repeatable",
+    )
+    task.add_argument(
+        "--env",
+        metavar="NAME=VALUE",
+        action="append",
+        default=[],
+        help="set NAME to VALUE (over what is kept); repeatable",
+    )
+    task.add_argument("--cwd", metavar="DIR", help="run the program in DIR")
+    task.add_argument(
+        "--max-output",
+        metavar="SIZE",
+        help="pass at most SIZE of stdout and of stderr through; the rest is counted and dropped",
+    )
+    task.add_argument(
+        "--json-result",
+        metavar="FILE",
+        help="write the run's result (status, signal, duration, timeout, usage, warnings, what "
+        "was dropped) to FILE as JSON",
     )
     run.add_argument(
         "--usage", action="store_true", help="print what the program used, on stderr, at exit"

@@ -24,11 +24,12 @@ import errno
 import os
 import select
 import signal
+import subprocess
 import sys
 import warnings
 
 from ..spawn_core import process_group_alive
-from .options import EXIT_FAILURE, EXIT_NOEXEC, EXIT_NOTFOUND, format_size
+from .options import EXIT_FAILURE, EXIT_NOEXEC, EXIT_NOTFOUND, EXIT_TIMEOUT, format_size
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
     from ..spawn import Popen
     from ..usage import Usage
     from .options import Request
+    from .task import Clock, Passthrough
 
 # Every signal someone may send hardexec to reach the program: those whose default action
 # would end hardexec with no clean-up (leaving the program's tree and group behind), and the
@@ -102,6 +104,14 @@ class _Signals:
             return
         with contextlib.suppress(ProcessLookupError):
             os.kill(self.pgid, signum)  # the program (its pid is its group's id), as kill(1) meant
+
+    def wake_on_child(self) -> None:
+        """Make SIGCHLD (the program stopped or ended) wake :meth:`wait` and select."""
+        self._install(signal.SIGCHLD, self._wake)
+
+    def _wake(self, _signum: int, _frame: object) -> None:
+        with contextlib.suppress(BlockingIOError):
+            os.write(self._wake_write, b"\0")
 
     def _continued(self, _signum: int, _frame: object) -> None:
         self.on_continue()
@@ -178,61 +188,136 @@ class _Terminal:
 
 def supervise(req: Request) -> int:
     """Run the program, do the duties above, and return its status (``-N``: killed by N)."""
-    from ..errors import HardexecError
-    from ..spawn import Popen
-    from ..spawn_core import exec_time_environ
+    from .task import Clock, Passthrough, open_result_file
 
+    task = req.task
+    result_fd = open_result_file(req.json_result) if req.json_result else -1
     signals = _Signals()
     terminal = _Terminal()
+    clock = Clock(task.timeout if task else None, task.kill_after if task else 5.0)
+    copier = None
     try:
+        child = _start(req)
+        if isinstance(child, int):
+            _forget_result(result_fd, req.json_result)  # nothing ran: no result to hold
+            return child
+        warned = [_warning_text(warning, req) for warning in child.stage_warnings]
+        for text in warned:
+            print(f"hardexec: warning: {text}", file=sys.stderr)
+        if req.max_output:
+            copier = Passthrough(child, req.max_output)
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # printed below, in the command's own words
-                # close_fds=False: fds hardexec inherited are the program's, as across exec
-                # (`3<file`, socket activation); hardexec's own are all close-on-exec.
-                # env: the environment hardexec was started with, not os.environ, which
-                # CPython's C-locale coercion may have changed (LC_CTYPE).
-                child = Popen(
-                    req.argv,
-                    policy=req.policy,
-                    process_group=0,
-                    close_fds=False,
-                    env=exec_time_environ(),
-                )
-        except FileNotFoundError as err:
-            print(f"hardexec: {req.argv[0]}: {err.strerror}", file=sys.stderr)
-            return EXIT_NOTFOUND
-        except HardexecError as err:  # StageError, CgroupError, …: before the OSError catch-all
-            print(f"hardexec: {_refusal(err, req)}", file=sys.stderr)
-            return EXIT_FAILURE
-        except OSError as err:  # the program exists but cannot be executed
-            print(f"hardexec: {req.argv[0]}: {err.strerror}", file=sys.stderr)
-            return EXIT_NOEXEC
-        for warning in child.stage_warnings:
-            print(f"hardexec: warning: {_warning_text(warning, req)}", file=sys.stderr)
-        try:
-            _Run(child, signals, terminal, req.keep_leftovers).until_done()
+            _Run(
+                child, signals, terminal, req.keep_leftovers, clock=clock, copier=copier
+            ).until_done()
         except BaseException:  # a bug of ours: leave nothing running behind
             child.kill_tree()
             child.wait()
+            if copier is not None:
+                copier.finish()
             raise
         status = child.returncode
     finally:
         terminal.close()
         signals.restore()
+    return _ended(
+        req, child, status, clock=clock, copier=copier, warned=warned, result_fd=result_fd
+    )
+
+
+def _start(req: Request) -> Popen | int:
+    """The program, started under its policy; or the exit status saying why it could not be."""
+    from ..errors import HardexecError
+    from ..spawn import Popen
+    from ..spawn_core import exec_time_environ
+
+    task = req.task
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # printed by the caller, in the command's own words
+            # close_fds=False: fds hardexec inherited are the program's, as across exec
+            # (`3<file`, socket activation); hardexec's own are all close-on-exec.
+            # env: the environment hardexec was started with, not os.environ, which
+            # CPython's C-locale coercion may have changed (LC_CTYPE); then the --env options.
+            # stdout/stderr: through pipes only when --max-output caps them; otherwise the
+            # program writes to hardexec's own, byte for byte, terminal and all.
+            piped = subprocess.PIPE if req.max_output else None
+            return Popen(
+                req.argv,
+                policy=req.policy,
+                process_group=0,
+                close_fds=False,
+                env=exec_time_environ() if req.env is None else req.env,
+                cwd=task.cwd if task else None,
+                stdout=piped,
+                stderr=piped,
+            )
+    except FileNotFoundError as err:
+        print(f"hardexec: {req.argv[0]}: {err.strerror}", file=sys.stderr)
+        return EXIT_NOTFOUND
+    except HardexecError as err:  # StageError, CgroupError, …: before the OSError catch-all
+        print(f"hardexec: {_refusal(err, req)}", file=sys.stderr)
+        return EXIT_FAILURE
+    except OSError as err:  # the program exists but cannot be executed
+        print(f"hardexec: {req.argv[0]}: {err.strerror}", file=sys.stderr)
+        return EXIT_NOEXEC
+
+
+def _ended(
+    req: Request,
+    child: Popen,
+    status: int,
+    *,
+    clock: Clock,
+    copier: Passthrough | None,
+    warned: list[str],
+    result_fd: int,
+) -> int:
+    """Say how the run ended, write its result, and give the command's exit status."""
+    from .task import say_dropped, write_result
+
     _say_how_it_ended(child, status, req)
-    return status
+    if clock.timed_out:
+        print(
+            f"hardexec: timed out after {clock.timeout:g} s: the program's tree was sent "
+            f"SIGTERM{', then SIGKILL' if status == -signal.SIGKILL else ''}",
+            file=sys.stderr,
+        )
+    if copier is not None:
+        warned += say_dropped(copier, format_size(req.max_output or 0))
+    if result_fd >= 0:
+        write_result(result_fd, req, child, clock=clock, copier=copier, warnings=warned)
+    return EXIT_TIMEOUT if clock.timed_out else status
+
+
+def _forget_result(fd: int, path: str | None) -> None:
+    """Close and remove the ``--json-result`` file made for a run that never started."""
+    if fd >= 0 and path is not None:
+        os.close(fd)
+        with contextlib.suppress(OSError):
+            os.unlink(path)
 
 
 class _Run:
     """One supervised program, from its start to its group's removal."""
 
-    def __init__(self, child: Popen, signals: _Signals, terminal: _Terminal, keep: bool) -> None:
+    def __init__(
+        self,
+        child: Popen,
+        signals: _Signals,
+        terminal: _Terminal,
+        keep: bool,
+        *,
+        clock: Clock,
+        copier: Passthrough | None,
+    ) -> None:
         self.child = child
         self.pid = child.pid  # leader of its own group: process_group=0
         self.signals = signals
         self.terminal = terminal
         self.keep = keep
+        self.clock = clock
+        self.copier = copier
         self.alive = True
 
     def until_done(self) -> None:
@@ -249,20 +334,45 @@ class _Run:
         else:
             self._end_process_group()
         self.signals.pgid = None
+        if self.copier is not None:
+            self.copier.finish()
         self.child.wait()  # reaps (wait4: the rusage) and, with a cgroup, reads its usage
         if group is not None:
             _remove(group)
 
     def _watch(self) -> None:
-        """Return once the program has exited, leaving it unreaped; follow its stops."""
+        """Return once the program has exited, leaving it unreaped; follow its stops.
+
+        With a timeout or output to pass through, hardexec cannot block in waitid: it waits
+        in select for output, a forwarded signal or SIGCHLD (both wake it), or the clock.
+        """
         flags = os.WEXITED | os.WSTOPPED | os.WNOWAIT
+        busy = self.clock.timeout is not None or self.copier is not None
+        if busy:
+            self.signals.wake_on_child()
+            flags |= os.WNOHANG
         while True:
             info = os.waitid(os.P_PID, self.pid, flags)
-            if info is None or info.si_code in (os.CLD_EXITED, os.CLD_KILLED, os.CLD_DUMPED):
+            if info is None:  # WNOHANG: nothing yet
+                self._idle()
+                continue
+            if info.si_code in (os.CLD_EXITED, os.CLD_KILLED, os.CLD_DUMPED):
                 return
             if info.si_code == os.CLD_STOPPED:
                 os.waitid(os.P_PID, self.pid, os.WSTOPPED | os.WNOHANG)  # consume this report
                 self._stopped(info.si_status)
+
+    def _idle(self) -> None:
+        """Wait for output, a wake-up or the clock's next step; copy, or take the step."""
+        copier = self.copier
+        fds = [self.signals.wake_fd, *(copier.fds() if copier else ())]
+        ready, _, _ = select.select(fds, [], [], self.clock.left())
+        for fd in ready:
+            if fd == self.signals.wake_fd:
+                os.read(fd, 4096)
+            elif copier is not None:
+                copier.pump(fd)
+        self.clock.tick(self.child)
 
     def _stopped(self, signum: int) -> None:
         if signum in (signal.SIGTTIN, signal.SIGTTOU) and self.terminal.holds(self.pid):

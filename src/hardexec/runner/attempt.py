@@ -31,7 +31,7 @@ import time
 
 from ..errors import PolicyError, StageError
 from ..spawn import Popen
-from ..spawn_core import process_group_alive, sealed_memfd
+from ..spawn_core import process_group_alive, sealed_memfd, signal_tree
 from .lines import LineSplitter, StreamBuffer
 from .result import Event, Result, Truncation
 from .spec import resolve_env
@@ -386,23 +386,9 @@ class Attempt:
         return self.child.cgroup if self.child is not None else None
 
     def _signal_tree(self, signum: int) -> None:
-        """``signum`` to the program's cgroup (every process) and process group.
-
-        Safe to call until the program is reaped: until then its pid, which is its process
-        group's id, cannot name anyone else.
-        """
         child = self.child
-        assert child is not None and child.returncode is None
-        group = child.cgroup
-        if group is not None:
-            if signum == signal.SIGKILL:
-                group.kill()
-            else:
-                for pid in _procs(group.path):
-                    with contextlib.suppress(ProcessLookupError):
-                        os.kill(pid, signum)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(child.pid, signum)
+        assert child is not None and child.returncode is None  # unreaped: its pgid is ours
+        signal_tree(child.cgroup, child.pid, signum)
 
     async def _close_pipes(self) -> None:
         pending = [pipe.closed for pipe in self._pipes if not pipe.closed.done()]
@@ -501,14 +487,6 @@ class Attempt:
         )
         logger.info("task %s: %s", self.label, result.describe(), extra={"task": self.label})
         return result
-
-
-def _procs(path: Any) -> list[int]:
-    try:
-        with open(path / "cgroup.procs") as f:
-            return [int(pid) for pid in f.read().split()]
-    except OSError:
-        return []
 
 
 def spawn_error_text(err: BaseException) -> str:

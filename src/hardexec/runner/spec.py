@@ -223,24 +223,30 @@ class TaskSpec:
 
 
 def resolve_env(
-    spec: TaskSpec, fixed: Mapping[str, str] | None = None, base: Mapping[str, str] | None = None
-) -> dict[str, str]:
+    spec: TaskSpec, fixed: Mapping[str, str] | None = None, base: Mapping[Any, Any] | None = None
+) -> dict[Any, Any]:
     """The task's environment: what ``env_policy`` lets through of ``base`` (default: this
     process's), the task's ``env`` over it, and the runner's ``fixed`` over that (solti-exec's
-    rule: the runner has the last word)."""
+    rule: the runner has the last word).
+
+    A ``base`` with bytes keys (the command's environment as it came, byte for byte) gives a
+    bytes mapping: names and values given as text are encoded as the file system encodes them.
+    """
     base = os.environ if base is None else base
+    raw = any(isinstance(name, bytes) for name in base)
+    code = os.fsencode if raw else str
     policy = spec.env_policy
     if policy == "inherit":
         env = dict(base)
     elif policy == "clear":
         env = {}
     else:
-        env = {name: base[name] for name in policy if name in base}
-    env.update(spec.env)
-    if policy != "inherit" and "PATH" not in env:
-        env["PATH"] = DEFAULT_PATH
+        env = {code(name): base[code(name)] for name in policy if code(name) in base}
+    env.update((code(name), code(value)) for name, value in spec.env)
+    if policy != "inherit" and code("PATH") not in env:
+        env[code("PATH")] = code(DEFAULT_PATH)
     if fixed:
-        env.update(fixed)
+        env.update((code(name), code(value)) for name, value in fixed.items())
     return env
 
 
