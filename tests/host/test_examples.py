@@ -196,6 +196,38 @@ def check_ceilings_and_usage(result) -> None:
     assert wait_until(lambda: _process_gone(int(match.group(1)))), "the daemon survived"
 
 
+def check_runner(result) -> None:
+    _ok(result)
+    assert result.stdout.splitlines() == [
+        "0 CapEff:\t0000000000000000",
+        "hi from __main__",
+        "timed out: True signal: 9",
+        "4950",
+        "stdout 1 a",
+        "stdout 2 b",
+        "103",
+    ]
+
+
+def check_task_options(result) -> None:
+    _ok(result)
+    assert result.stdout.splitlines() == [
+        "exit status 124",
+        "FOO=bar",
+        f"HOME={os.environ['HOME']}",
+        "PATH=/usr/local/bin:/usr/bin:/bin",
+        "PWD=/tmp",
+        "/tmp",
+        "hello, world",
+        '  "exit_code": 0,',
+        '    "stdout_bytes": 9,',
+    ]
+    assert result.stderr.splitlines() == [
+        "hardexec: timed out after 1 s: the program's tree was sent SIGTERM, then SIGKILL",
+        "hardexec: stdout: 9 bytes over --max-output 13 were dropped",
+    ]
+
+
 CHECKS: dict[str, Callable[[subprocess.CompletedProcess[str]], None]] = {
     "what_the_program_gets.sh": check_what_the_program_gets,
     "unprivileged_user.sh": check_unprivileged_user,
@@ -208,6 +240,8 @@ CHECKS: dict[str, Callable[[subprocess.CompletedProcess[str]], None]] = {
     "asyncio_exec.py": check_asyncio_exec,
     "wrap_any_spawner.py": check_wrap_any_spawner,
     "ceilings_and_usage.py": check_ceilings_and_usage,
+    "runner.py": check_runner,
+    "task_options.sh": check_task_options,
 }
 OWN_NETWORK = {"web_server.sh"}
 

@@ -35,7 +35,15 @@ class Truncation:
     lines_cut: int = 0
 
     def __bool__(self) -> bool:
-        return any((self.stdout_bytes, self.stderr_bytes, self.lines_cut))
+        return any(
+            (
+                self.stdout_bytes,
+                self.stdout_lines,
+                self.stderr_bytes,
+                self.stderr_lines,
+                self.lines_cut,
+            )
+        )
 
 
 @frozen

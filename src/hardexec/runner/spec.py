@@ -267,7 +267,7 @@ def _text(field: str, value: object) -> str:
 
 
 def _strings(field: str, values: Iterable[object]) -> tuple[str, ...]:
-    if isinstance(values, (str, bytes)):
+    if isinstance(values, (str, bytes)) or hasattr(values, "keys"):
         raise PolicyError(f"{field}: expected a list of arguments, got {_shown(values)}")
     try:
         items = tuple(values)
@@ -291,6 +291,8 @@ def env_pairs(pairs: object, field: str = "task.env") -> tuple[tuple[str, str], 
     """A mapping (or pairs) of variables, checked: names non-empty without ``=``, no NUL."""
     if hasattr(pairs, "items"):
         pairs = tuple(pairs.items())  # type: ignore[attr-defined]
+    elif isinstance(pairs, (str, bytes)) or not hasattr(pairs, "__iter__"):
+        raise PolicyError(f"{field}: expected a mapping of names to values, got {_shown(pairs)}")
     out: dict[str, str] = {}
     for item in pairs:  # type: ignore[attr-defined]
         if not (isinstance(item, tuple) and len(item) == 2):
@@ -318,6 +320,8 @@ def _env_policy(policy: object) -> str | tuple[str, ...]:
             )
         return policy
     try:
+        if hasattr(policy, "keys"):
+            raise TypeError  # a mapping is not a list of names
         names = tuple(policy)  # type: ignore[arg-type]
     except TypeError:
         raise PolicyError(
@@ -350,7 +354,10 @@ def _whole(field: str, value: object) -> int:
 def _seconds(field: str, value: object, zero_ok: bool = False) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise PolicyError(f"{field}: expected a number of seconds, got {_shown(value)}")
-    seconds = float(value)
+    try:
+        seconds = float(value)
+    except OverflowError:  # an int beyond any float
+        raise PolicyError(f"{field}: {_shown(value)} s is more than {_MAX_TIMEOUT} s") from None
     if math.isnan(seconds) or seconds < 0 or (seconds == 0 and not zero_ok):
         raise PolicyError(f"{field}: {value!r} is not a positive number of seconds")
     if seconds > _MAX_TIMEOUT:

@@ -1,0 +1,271 @@
+"""The command's task options: --timeout/--kill-after, --env*, --cwd, --max-output,
+--json-result. Checked on what the program received and what the user sees."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from helpers import run_text, wait_until
+
+HARDEXEC = [sys.executable, "-m", "hardexec"]
+EXIT_TIMEOUT = 124
+
+
+def hx(*args, **kwargs):
+    return run_text([*HARDEXEC, *args], **kwargs)
+
+
+def _dead(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except FileNotFoundError:
+        return True
+
+
+def _kill_if_alive(pids):
+    for pid in pids:
+        if not _dead(pid):
+            os.kill(pid, 9)
+
+
+def _three_generations(tmp_path):
+    """sh (the program) → sh → a setsid'd sleeper that ignores SIGTERM. Each appends its pid to
+    ``pids``; the sleeper's stdout is not the program's, so only the tree kill (not closed
+    output) can end it. Returns (the program's argv, the pid file)."""
+    pids = tmp_path / "pids"
+    grand = tmp_path / "grand.sh"
+    grand.write_text(f"trap '' TERM; echo $$ >> {pids}; exec sleep 60\n")
+    child = tmp_path / "child.sh"
+    child.write_text(
+        f"echo $$ >> {pids}; setsid sh {grand} </dev/null >/dev/null 2>&1 & sleep 60\n"
+    )
+    top = tmp_path / "top.sh"
+    top.write_text(f"echo $$ >> {pids}; sh {child} & wait\n")
+    return ["sh", str(top)], pids
+
+
+def _pids(path, count):
+    assert wait_until(lambda: path.exists() and len(path.read_text().split()) >= count, 10)
+    return [int(pid) for pid in path.read_text().split()]
+
+
+def test_timeout_kills_three_generations_with_a_cgroup_and_exits_124(tmp_path):
+    argv, pidfile = _three_generations(tmp_path)
+    started = time.monotonic()
+    result = hx("run", "--cgroup", "--timeout", "1s", "--kill-after", "500ms", "--", *argv)
+    pids = _pids(pidfile, 3)
+    try:
+        assert result.returncode == EXIT_TIMEOUT, result.stderr
+        assert time.monotonic() - started < 30  # the sleepers' 60 s were cut short
+        assert "hardexec: timed out after 1 s" in result.stderr
+        assert all(_dead(pid) for pid in pids), [p for p in pids if not _dead(p)]
+    finally:
+        _kill_if_alive(pids)
+
+
+def test_timeout_without_a_cgroup_ends_the_process_group_only(tmp_path):
+    """What holds without a cgroup: the process group dies; a setsid'd descendant escapes."""
+    argv, pidfile = _three_generations(tmp_path)
+    result = hx("run", "--timeout", "1s", "--", *argv)
+    pids = _pids(pidfile, 3)
+    try:
+        assert result.returncode == EXIT_TIMEOUT, result.stderr
+        assert _dead(pids[0]) and _dead(pids[1])
+        assert not _dead(pids[2]), "the setsid'd sleeper left the group: only a cgroup reaches it"
+    finally:
+        _kill_if_alive(pids)
+
+
+def test_kill_after_gives_the_grace_then_sigkill(tmp_path):
+    script = "trap 'echo got TERM; exec sleep 60' TERM; echo ready; sleep 60 & wait"
+    started = time.monotonic()
+    result = hx("run", "--timeout", "300ms", "--kill-after", "1s", "--", "sh", "-c", script)
+    took = time.monotonic() - started
+    assert result.returncode == EXIT_TIMEOUT
+    assert result.stdout == "ready\ngot TERM\n"  # it was told first, then killed
+    assert "then SIGKILL" in result.stderr
+    assert 1.0 <= took < 30
+
+
+def test_a_program_that_ends_in_time_keeps_its_status(tmp_path):
+    result = hx("run", "--timeout", "30s", "--", "sh", "-c", "exit 3")
+    assert result.returncode == 3
+    assert result.stderr == ""
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--timeout", "soon"], "hardexec: --timeout: 'soon' is not a duration"),
+        (["--timeout", "0"], "hardexec: --timeout: 0.0 is not a positive number of seconds"),
+        (["--timeout", "1e3"], "hardexec: --timeout: '1e3' is not a duration"),
+        (["--timeout", "nan"], "hardexec: --timeout: 'nan' is not a duration"),
+        (["--kill-after", "1s"], "hardexec: --kill-after: needs --timeout"),
+        (["--cwd", "/no/such/dir"], "hardexec: --cwd: '/no/such/dir' does not exist"),
+        (["--cwd", "/etc/passwd"], "hardexec: --cwd: '/etc/passwd' is not a directory"),
+        (["--env", "NOVALUE"], "hardexec: --env: 'NOVALUE' is not NAME=VALUE"),
+        (["--env", "=x"], "hardexec: --env['']: empty variable name"),
+        (["--env-keep", "A=B"], "hardexec: --env-keep: variable name 'A=B' contains '='"),
+        (["--max-output", "0"], "hardexec: --max-output: 0 would drop all output"),
+        (["--max-output", "lots"], "hardexec: --max-output: 'lots' is not a size"),
+        (
+            ["--json-result", "/no/such/dir/r.json"],
+            "hardexec: --json-result: '/no/such/dir/r.json': No such file or directory",
+        ),
+        (
+            ["--timeout", "1s", "--keep-leftovers"],
+            "hardexec: --keep-leftovers cannot be combined with --timeout or --max-output",
+        ),
+    ],
+)
+def test_bad_task_options_are_one_line_and_125(args, message, tmp_path):
+    marker = tmp_path / "ran"
+    result = hx("run", *args, "--", "touch", str(marker))
+    assert result.returncode == 125
+    assert result.stderr.startswith(message), result.stderr
+    assert len(result.stderr.splitlines()) == 1
+    assert not marker.exists()  # nothing was run
+
+
+@pytest.mark.parametrize("supervised", [False, True], ids=["exec", "supervised"])
+def test_env_options_give_exactly_what_was_asked(supervised):
+    extra = ["--timeout", "30s"] if supervised else []
+    env = {"HOME": "/home/x", "SECRET": "s3cret", "PATH": "/bin"}
+    result = hx(
+        "run",
+        *extra,
+        "--env-clear",
+        "--env-keep",
+        "HOME",
+        "--env",
+        "FOO=bar=baz",
+        "--",
+        "/usr/bin/env",
+        env={**os.environ, **env},
+    )
+    assert result.returncode == 0, result.stderr
+    assert sorted(result.stdout.splitlines()) == [
+        "FOO=bar=baz",
+        "HOME=/home/x",
+        "PATH=/usr/local/bin:/usr/bin:/bin",
+    ]
+
+
+def test_env_alone_adds_to_the_inherited_environment():
+    result = hx("run", "--env", "FOO=1", "--", "/usr/bin/env", env={"PATH": "/bin", "A": "2"})
+    assert sorted(result.stdout.splitlines()) == ["A=2", "FOO=1", "PATH=/bin"]
+
+
+@pytest.mark.parametrize("supervised", [False, True], ids=["exec", "supervised"])
+def test_cwd_is_where_the_program_runs(tmp_path, supervised):
+    extra = ["--json-result", str(tmp_path / "r.json")] if supervised else []
+    result = hx("run", *extra, "--cwd", str(tmp_path), "--", "/bin/pwd")
+    assert result.stdout == f"{tmp_path}\n"
+
+
+def test_max_output_passes_bytes_through_exactly_and_counts_the_rest(tmp_path):
+    # Invalid UTF-8, a CR, no final newline: the command copies bytes, it does not read lines.
+    data = b"\xff\xfeline one\r\nline two without newline" * 3
+    source = tmp_path / "data"
+    source.write_bytes(data)
+    result = subprocess.run(
+        [*HARDEXEC, "run", "--max-output", "40", "--", "cat", str(source)],
+        capture_output=True,
+    )
+    assert result.returncode == 0
+    assert result.stdout == data[:40]
+    assert result.stderr.decode() == (
+        f"hardexec: stdout: {len(data) - 40} bytes over --max-output 40 were dropped\n"
+    )
+
+
+def test_max_output_never_blocks_a_flood(tmp_path):
+    # 64 MiB through a 1 KiB cap: the rest is read and dropped, so the program ends.
+    result = subprocess.run(
+        [*HARDEXEC, "run", "--max-output", "1K", "--", "head", "-c", "64M", "/dev/zero"],
+        capture_output=True,
+        timeout=120,
+    )
+    assert result.returncode == 0
+    assert result.stdout == b"\0" * 1024
+    assert f"{64 * 2**20 - 1024} bytes over --max-output 1K".encode() in result.stderr
+
+
+def test_without_a_cap_output_is_the_programs_own_stream(tmp_path):
+    # Supervised (a timeout), but no cap: the program writes to hardexec's stdout itself.
+    out = tmp_path / "out"
+    with open(out, "wb") as f:
+        result = subprocess.run(
+            [*HARDEXEC, "run", "--timeout", "30s", "--", "readlink", "/proc/self/fd/1"],
+            stdout=f,
+        )
+    assert result.returncode == 0
+    assert out.read_text() == f"{out}\n"
+
+
+def test_json_result_is_the_runners_result(tmp_path):
+    path = tmp_path / "result.json"
+    result = hx("run", "--cgroup", "--json-result", str(path), "--", "sh", "-c", "echo hi; exit 7")
+    assert result.returncode == 7
+    assert result.stdout == "hi\n"
+    from hardexec import Result
+
+    data = json.loads(path.read_text())
+    parsed = Result.from_dict(data)
+    assert parsed.exit_code == 7 and parsed.signal is None and not parsed.timed_out
+    assert parsed.name == "sh" and parsed.attempts == 1
+    assert parsed.usage is not None and parsed.usage.source == "cgroup"
+    assert parsed.stdout == "" and not parsed.truncated  # passed through, not kept
+    assert parsed.duration > 0
+
+
+def test_json_result_of_a_timeout_and_a_cap(tmp_path):
+    path = tmp_path / "result.json"
+    result = hx(
+        "run",
+        "--timeout",
+        "500ms",
+        "--max-output",
+        "3",
+        "--json-result",
+        str(path),
+        "--",
+        "sh",
+        "-c",
+        "echo hello; echo oops >&2; sleep 60",
+    )
+    assert result.returncode == EXIT_TIMEOUT
+    assert result.stdout == "hel"
+    from hardexec import Result
+
+    parsed = Result.from_dict(json.loads(path.read_text()))
+    assert parsed.timed_out and parsed.signal == 15 and parsed.exit_code is None
+    assert parsed.truncated.stdout_bytes == 3 and parsed.truncated.stderr_bytes == 2
+    assert "stdout: 3 bytes over --max-output 3 were dropped" in parsed.warnings
+
+
+def test_json_result_file_is_not_left_when_nothing_ran(tmp_path):
+    path = tmp_path / "result.json"
+    result = hx("run", "--json-result", str(path), "--", "no-such-program-here")
+    assert result.returncode == 127
+    assert not path.exists()
+
+
+def test_help_lists_every_task_option():
+    text = hx("run", "--help").stdout
+    for option in (
+        "--timeout",
+        "--kill-after",
+        "--env-clear",
+        "--env-keep",
+        "--env ",
+        "--cwd",
+        "--max-output",
+        "--json-result",
+    ):
+        assert option in text, option
