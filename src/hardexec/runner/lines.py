@@ -43,6 +43,7 @@ class LineSplitter:
         self._pending = bytearray()  # the unfinished line, at most max_bytes
         self._kept: bytes | None = None  # an over-long line's head, while its rest is skipped
         self._skipped = 0
+        self._cr = False  # the last byte skipped was a CR: maybe the line's CR LF
 
     def feed(self, data: bytes) -> list[str]:
         """The lines ``data`` finishes (possibly none)."""
@@ -52,8 +53,11 @@ class LineSplitter:
             end = data.find(b"\n")
             if end < 0:
                 self._skipped += len(data)
+                self._cr = data.endswith(b"\r") or (self._cr and not data)
                 return lines
-            self._skipped += end - (1 if end and data[end - 1] == 0x0D else 0)
+            # The CR of a CR LF ends the line: it is no byte of it (it may have come earlier).
+            crlf = data[end - 1] == 0x0D if end else self._cr
+            self._skipped += end - crlf
             lines.append(self._close_long())
             start = end + 1
         last = data.rfind(b"\n", start)
@@ -86,24 +90,28 @@ class LineSplitter:
         """Keep ``data[start:]`` (no newline in it) as the unfinished line, within the cap."""
         if start >= len(data):
             return
-        self._pending += data[start:] if start else data
-        if len(self._pending) > self.max_bytes:
-            cut = self.max_bytes
-            while cut > 0 and self._pending[cut] & 0xC0 == 0x80:  # not inside a character
-                cut -= 1
-            self._kept = bytes(self._pending[:cut])
-            self._skipped = len(self._pending) - cut
-            self._pending.clear()
+        pending = self._pending
+        pending += data[start:] if start else data
+        # A final CR may be half of the line's CR LF: it does not count against the cap yet.
+        if len(pending) - pending.endswith(b"\r") > self.max_bytes:
+            cut = _boundary(pending, self.max_bytes)
+            self._kept = bytes(pending[:cut])
+            self._skipped = len(pending) - cut
+            self._cr = pending.endswith(b"\r")
+            pending.clear()
 
     def _close_long(self) -> str:
         kept, skipped = self._kept or b"", self._skipped
-        self._kept, self._skipped = None, 0
-        text = kept.decode("utf-8", "replace")
-        if len(text) > self.max_chars:
-            skipped += _size(text[self.max_chars :])
-            text = text[: self.max_chars]
+        self._kept, self._skipped, self._cr = None, 0, False
+        if len(kept) > self.max_chars:  # the char cap cuts too: find where, in raw bytes
+            # surrogateescape maps each invalid byte to one character, so the first max_chars
+            # characters encode back to exactly the bytes they came from.
+            head = kept.decode("utf-8", "surrogateescape")[: self.max_chars]
+            size = len(head.encode("utf-8", "surrogateescape"))
+            skipped += len(kept) - size
+            kept = kept[:size]
         self.cut += 1
-        return f"{text}... (truncated {skipped} bytes)"
+        return f"{kept.decode('utf-8', 'replace')}... (truncated {skipped} bytes)"
 
     def _block(self, block: bytes) -> list[str]:
         """Complete lines (``block`` ends with a newline) → their texts."""
@@ -122,9 +130,7 @@ class LineSplitter:
             raw = raw[:-1]
         if len(raw) <= self.max_bytes:
             return self._cap_chars(raw.decode("utf-8", "replace"))
-        cut = self.max_bytes
-        while cut > 0 and raw[cut] & 0xC0 == 0x80:
-            cut -= 1
+        cut = _boundary(raw, self.max_bytes)
         self._kept, self._skipped = raw[:cut], len(raw) - cut
         return self._close_long()
 
@@ -133,6 +139,14 @@ class LineSplitter:
             return line
         self.cut += 1
         return cut_chars(line, self.max_chars)
+
+
+def _boundary(data: bytes | bytearray, cut: int) -> int:
+    """``cut``, moved back to the start of the UTF-8 character it would split (at most 3)."""
+    for _ in range(3):
+        if cut > 0 and data[cut] & 0xC0 == 0x80:
+            cut -= 1
+    return cut
 
 
 class StreamBuffer:
