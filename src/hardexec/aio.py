@@ -141,7 +141,7 @@ async def create_subprocess_exec(
         return proc
     try:
         launch.spawned()
-        report = launch.finish(await _read_all_async(launch.read_fd))
+        report = launch.finish(await read_all_async(launch.read_fd))
     except BaseException:
         launch.close()
         proc.kill_tree()
@@ -166,8 +166,8 @@ def _resolve(future: asyncio.Future[None]) -> None:
         future.set_result(None)
 
 
-async def _read_all_async(fd: int) -> bytes:
-    """Read ``fd`` to end-of-file without blocking the event loop."""
+async def read_all_async(fd: int) -> bytes:
+    """Read ``fd`` to end-of-file without blocking the event loop (the stage's report pipe)."""
     loop = asyncio.get_running_loop()
     os.set_blocking(fd, False)
     chunks = []

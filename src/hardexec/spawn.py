@@ -83,6 +83,7 @@ class Popen(subprocess.Popen):
         *positional: Any,
         policy: Policy | None = None,
         warn: bool = True,
+        _later: bool = False,
         **kwargs: Any,
     ) -> None:
         self.policy = check_policy(policy)
@@ -90,6 +91,8 @@ class Popen(subprocess.Popen):
         self.cgroup = None
         self.usage = None
         self._rusage: resource.struct_rusage | None = None
+        self._launch: Launch | None = None
+        self._warn = warn
         kwargs = _keywords(positional, kwargs)
         if not policy_applies(self.policy):
             super().__init__(args, **kwargs)
@@ -106,10 +109,36 @@ class Popen(subprocess.Popen):
             raise
         self.args = args  # what the caller passed, as subprocess reports it
         self.cgroup = launch.cgroup  # set before any reaping: the exit hook removes it
+        self._launch = launch
         try:
             launch.spawned()
-            report = launch.finish(read_all(launch.read_fd))
+        except BaseException:
+            self._report_failed()
+            raise
+        if _later:
+            # The caller (the task runner) reads the report without blocking its event loop,
+            # from _report_fd(), and hands it to _finish_report(): a slow stage (the Python
+            # twin) must not stall every other task.
+            return
+        try:
+            data = read_all(launch.read_fd)
         except BaseException:  # interrupted while the stage ran: end it, leave nothing behind
+            self._report_failed()
+            raise
+        self._finish_report(data)
+
+    def _report_fd(self) -> int:
+        """The stage's report pipe while its report is pending, else -1."""
+        return self._launch.read_fd if self._launch is not None else -1
+
+    def _finish_report(self, data: bytes) -> None:
+        """Take the stage's report: keep its warnings, raise its error (the stage reaped)."""
+        launch, self._launch = self._launch, None
+        if launch is None:
+            return
+        try:
+            report = launch.finish(data)
+        except BaseException:
             launch.close()
             self._abandon()
             raise
@@ -118,11 +147,18 @@ class Popen(subprocess.Popen):
         if report.error is not None:
             self._abandon(kill=False)
         try:
-            report.emit(warn)
+            report.emit(self._warn)
         except BaseException:
             if self.returncode is None:  # a warning the caller made an error: the program runs
                 self._abandon()
             raise
+
+    def _report_failed(self) -> None:
+        """The report could not be read (an interruption): end the stage, leave nothing."""
+        launch, self._launch = self._launch, None
+        if launch is not None:
+            launch.close()
+        self._abandon()
 
     def kill_tree(self) -> None:
         """SIGKILL the program and every process it started, daemonised or setsid'd ones too.

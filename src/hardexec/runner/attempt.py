@@ -29,6 +29,7 @@ import signal
 import subprocess
 import time
 
+from ..aio import read_all_async
 from ..errors import PolicyError, StageError
 from ..spawn import Popen
 from ..spawn_core import process_group_alive, sealed_memfd, signal_tree
@@ -225,7 +226,7 @@ class Attempt:
         """Spawn, supervise, end; return the result. Spawn errors are raised as they are."""
         argv, script_fd = self._argv()
         try:
-            self.child = self._spawn(argv, script_fd)
+            self.child = await self._spawn(argv, script_fd)
         finally:
             if script_fd >= 0:
                 os.close(script_fd)  # the task holds its own copy: the body dies with the tree
@@ -251,7 +252,7 @@ class Attempt:
         fd = sealed_memfd("hardexec-script", body)
         return [*spec.argv, f"/dev/fd/{fd}", *spec.script_args], fd
 
-    def _spawn(self, argv: list[str], script_fd: int) -> Popen:
+    async def _spawn(self, argv: list[str], script_fd: int) -> Popen:
         spec = self.spec
         env = resolve_env(spec, self.fixed_env)
         child = Popen(
@@ -265,7 +266,15 @@ class Attempt:
             cwd=spec.cwd,
             env=env,
             pass_fds=(script_fd,) if script_fd >= 0 else (),
+            _later=True,  # the stage's report is read below, without blocking the loop
         )
+        if child._report_fd() >= 0:
+            try:
+                report = await read_all_async(child._report_fd())
+            except BaseException:  # cancelled while the stage ran: end it, leave nothing
+                child._report_failed()
+                raise
+            child._finish_report(report)  # raises what Popen raises, the stage reaped
         self.warnings.extend(str(w) for w in child.stage_warnings)
         logger.info(
             "task %s: started %s with %d arguments, pid %d (attempt %d)",
