@@ -85,6 +85,9 @@ class Outlet:
         self.queue: asyncio.Queue[Any] | None = asyncio.Queue() if queued else None
         self.readers: list[asyncio.ReadTransport] = []
         self.paused = False
+        self.flowing = asyncio.Event()  # set while the pipes are read
+        self.flowing.set()
+        self.stalled = asyncio.Event()  # set while they are paused for a slow consumer
         self.feeds_async_sink = False  # set by the runner: a task of its own drains the queue
 
     @property
@@ -96,6 +99,8 @@ class Outlet:
             self.queue.put_nowait(event)
             if not self.paused and self.queue.qsize() >= self.HIGH:
                 self.paused = True
+                self.flowing.clear()
+                self.stalled.set()
                 for reader in self.readers:
                     with contextlib.suppress(RuntimeError):  # closed meanwhile
                         reader.pause_reading()
@@ -109,6 +114,8 @@ class Outlet:
         """A queued event was consumed: resume reading once the queue is low again."""
         if self.paused and self.queue is not None and self.queue.qsize() <= self.LOW:
             self.paused = False
+            self.flowing.set()
+            self.stalled.clear()
             for reader in self.readers:
                 with contextlib.suppress(RuntimeError):
                     reader.resume_reading()
@@ -177,8 +184,19 @@ class _Pipe(asyncio.Protocol):
 class _Input(asyncio.Protocol):
     """The task's stdin: written, then closed; a program that stops reading is no error."""
 
+    def __init__(self) -> None:
+        self.transport: asyncio.WriteTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
     def connection_lost(self, exc: Exception | None) -> None:
-        pass
+        self.transport = None  # gone: nothing left to abort
+
+    def abort(self) -> None:
+        """Drop what is still unwritten (a reader outside the tree may never take it)."""
+        if self.transport is not None:
+            self.transport.abort()
 
 
 class Attempt:
@@ -214,7 +232,7 @@ class Attempt:
         self._hurry = asyncio.Event()  # a second cancel: no more grace
         self.child: Popen | None = None
         self._pipes: list[_Pipe] = []
-        self._input: asyncio.WriteTransport | None = None
+        self._input: _Input | None = None
         self._exited: asyncio.Future[None] | None = None
         self._pidfd = -1
 
@@ -231,6 +249,7 @@ class Attempt:
             if script_fd >= 0:
                 os.close(script_fd)  # the task holds its own copy: the body dies with the tree
         start = time.monotonic()
+        self._watch_exit()
         try:
             await self._connect()
             await self._supervise(start)
@@ -288,7 +307,8 @@ class Attempt:
         self.outlet.put(Event("start", self.label, self.number, pid=child.pid))
         return child
 
-    async def _connect(self) -> None:
+    def _watch_exit(self) -> None:
+        """Learn of the program's exit without reaping it (its pid stays ours until then)."""
         loop = asyncio.get_running_loop()
         child = self.child
         assert child is not None
@@ -302,6 +322,11 @@ class Attempt:
             waiter.add_done_callback(lambda _: self._set_exited())
         else:
             loop.add_reader(self._pidfd, self._set_exited)
+
+    async def _connect(self) -> None:
+        loop = asyncio.get_running_loop()
+        child = self.child
+        assert child is not None
         for name in ("stdout", "stderr"):
             pipe = _Pipe(self, name)
             self._pipes.append(pipe)
@@ -310,8 +335,8 @@ class Attempt:
             assert pipe.transport is not None
             self.outlet.readers.append(pipe.transport)
         if self.spec.input is not None:
-            transport, _ = await loop.connect_write_pipe(_Input, child.stdin)
-            self._input = transport
+            self._input = _Input()
+            transport, _ = await loop.connect_write_pipe(lambda: self._input, child.stdin)
             transport.write(self.spec.input)
             transport.close()  # after the data is written (or the program stops reading)
 
@@ -340,7 +365,7 @@ class Attempt:
             else:
                 self.timed_out = True
             await self._terminate()
-        await self._drain()
+        await self._drain(None if spec.timeout is None else start + spec.timeout)
         await self._kill_tree()
 
     async def _terminate(self) -> None:
@@ -357,7 +382,7 @@ class Attempt:
             hurry.cancel()
         self._signal_tree(signal.SIGKILL)
         assert self._exited is not None
-        await self._exited  # SIGKILL: the leader goes now (the zombie stays ours)
+        await asyncio.shield(self._exited)  # SIGKILL: it goes now (the zombie stays ours)
 
     async def _tree_gone(self) -> None:
         """Return once the program has exited and its tree is gone (or its output closed)."""
@@ -368,15 +393,41 @@ class Attempt:
             while group.populated():
                 await asyncio.sleep(_POLL * 4)
         else:  # no cgroup to ask: closed output is the sign that its holders are gone
-            await asyncio.gather(*(pipe.closed for pipe in self._pipes))
+            # asyncio.wait, not gather: cancelling this must leave the pipes' futures alone.
+            await asyncio.wait([pipe.closed for pipe in self._pipes])
 
-    async def _drain(self) -> None:
-        """Let output drain after the exit, for at most ``drain_timeout``."""
-        pending = [pipe.closed for pipe in self._pipes if not pipe.closed.done()]
-        if not pending:
-            return
-        _, late = await asyncio.wait(pending, timeout=self.spec.drain_timeout)
-        if late:
+    async def _drain(self, deadline: float | None) -> None:
+        """Let output drain after the exit, for at most ``drain_timeout`` (and not past the
+        task's timeout). Time the pipes spend paused for a slow consumer of ours does not
+        count: that output is not held open by the task, it is waiting for us."""
+        budget = self.spec.drain_timeout
+        while pending := [pipe.closed for pipe in self._pipes if not pipe.closed.done()]:
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                break
+            if not self.outlet.flowing.is_set():
+                flowing = asyncio.ensure_future(self.outlet.flowing.wait())
+                try:
+                    await asyncio.wait(
+                        [*pending, flowing], timeout=left, return_when=asyncio.FIRST_COMPLETED
+                    )
+                finally:
+                    flowing.cancel()
+                continue
+            if budget <= 0:
+                break
+            started = time.monotonic()
+            paused = asyncio.ensure_future(self.outlet.stalled.wait())
+            try:
+                await asyncio.wait(
+                    [*pending, paused],
+                    timeout=budget if left is None else min(budget, left),
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+            finally:
+                paused.cancel()
+            budget -= time.monotonic() - started
+        if any(not pipe.closed.done() for pipe in self._pipes):
             self.warnings.append(
                 f"output stayed open {self.spec.drain_timeout:g} s after the program exited "
                 "(held by a process it left running): its tree was killed"
@@ -457,6 +508,7 @@ class Attempt:
             self._release_pidfd()
             with contextlib.suppress(Exception):
                 self.child.kill_tree()
+            with contextlib.suppress(Exception):
                 self.child.wait()
             for pipe in self._pipes:
                 if pipe.transport is not None:
