@@ -465,23 +465,31 @@ def process_group_alive(pgid: int, but: int | None = None) -> bool:
     return False
 
 
-def signal_tree(cgroup: Cgroup | None, pgid: int, signum: int) -> None:
-    """``signum`` to every process of the program's cgroup (SIGKILL: ``cgroup.kill``) and to its
-    process group ``pgid``: the polite and the final step of ending a tree.
+def signal_tree(cgroup: Cgroup | None, pid: int, signum: int) -> None:
+    """``signum`` to the program ``pid``, to its process group (``pid`` leads it) and to every
+    process of its cgroup (SIGKILL: ``cgroup.kill``): the polite and the final step of ending
+    a tree. A polite signal is followed by SIGCONT, so a stopped process gets it too (as
+    timeout(1) does).
 
-    Call it only while the group's leader is unreaped: until then ``pgid`` names no one else.
+    The program itself is signalled by pid as well: it may have moved to another process group
+    (setpgid into its parent's), which killpg would then miss. Call this only while the program
+    is unreaped: until then ``pid`` (and the group id) names no one else.
     """
-    if cgroup is not None:
-        if signum == signal.SIGKILL:
-            cgroup.kill()
-        else:
-            for pid in cgroup.pids():
-                try:  # noqa: SIM105  (contextlib is not imported on the exec path)
-                    os.kill(pid, signum)
-                except ProcessLookupError:
-                    pass
-    try:  # noqa: SIM105
-        os.killpg(pgid, signum)
+    signals = (signum,) if signum in (signal.SIGKILL, signal.SIGCONT) else (signum, signal.SIGCONT)
+    for sig in signals:
+        if cgroup is not None:
+            if sig == signal.SIGKILL:
+                cgroup.kill()
+            else:
+                for member in cgroup.pids():
+                    _signal(os.kill, member, sig)
+        _signal(os.killpg, pid, sig)
+        _signal(os.kill, pid, sig)
+
+
+def _signal(send: Callable[[int, int], None], target: int, signum: int) -> None:
+    try:  # noqa: SIM105  (contextlib is not imported on the exec path)
+        send(target, signum)
     except ProcessLookupError:
         pass
 

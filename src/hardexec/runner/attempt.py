@@ -1,20 +1,21 @@
 """One attempt of one task, from spawn to a dead, reaped tree.
 
 The program is spawned by :class:`hardexec.Popen` (the one spawn layer: the exec stage, the
-cgroup, the error pipe) in a process group of its own. The parent then keeps it *unreaped*
+cgroup, the report pipe) in a process group of its own. The parent then keeps it *unreaped*
 until the end: its exit is learnt from a pidfd, so its pid (and process-group id) cannot be
-reused while hardexec still signals the group. The order of the end, every time:
+reused while hardexec still signals it. The order of the end, every time:
 
 1. the program exits (or the timeout or a cancel ends it: SIGTERM to the tree, ``kill_after``
    for it to go, SIGKILL to the tree);
 2. its output drains, for at most ``drain_timeout`` (a daemonised grandchild may hold it);
 3. the tree is killed — what the program left running never outlives it (solti-exec's rule):
    ``cgroup.kill`` with a cgroup (setsid'd processes included), else SIGKILL to the process
-   group (a process that left the group with setsid escapes that: give the policy a cgroup);
+   group (a process that left the group escapes that: give the policy a cgroup);
 4. the program is reaped (usage read, cgroup removed once empty).
 
-Cancelling the coroutine at any point runs the same end (shielded, a second cancel skips the
-grace) and re-raises only once the tree is dead.
+Cancelling the coroutine at any point runs the same end (shielded; a second cancel skips the
+grace) and re-raises only once the tree is dead. If even that is cancelled (an event loop
+shutting down cancels every task), the tree is killed and reaped synchronously.
 """
 
 from __future__ import annotations
@@ -22,33 +23,30 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
-import logging
 import os
-import re
 import signal
 import subprocess
+import threading
 import time
 
 from ..aio import read_all_async
 from ..errors import PolicyError, StageError
 from ..spawn import Popen
 from ..spawn_core import process_group_alive, sealed_memfd, signal_tree
-from .lines import LineSplitter, StreamBuffer
+from .outlet import Input, Outlet, Pipe, escape, logger
 from .result import Event, Result, Truncation
 from .spec import resolve_env
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping
+    from collections.abc import Mapping
     from typing import Any
 
     from ..policy import Policy
     from .config import LogConfig, OutputLimits
     from .spec import TaskSpec
 
-__all__ = ["Attempt", "Outlet", "transient"]
-
-logger = logging.getLogger("hardexec.runner")
+__all__ = ["Attempt", "spawn_error_text", "transient"]
 
 _TRANSIENT = frozenset(
     (errno.EAGAIN, errno.ENOMEM, errno.EMFILE, errno.ENFILE, errno.EINTR, errno.ETXTBSY)
@@ -57,7 +55,6 @@ _EMPTY_TIMEOUT = 10.0  # s for a killed tree to be gone (a process in D state ta
 _EOF_AFTER_KILL = 1.0  # s for pipes to close once the tree is killed (a holder outside it: no)
 _POLL = 0.005  # s between checks of a group (neither a cgroup nor a process group has an event
 # asyncio can wait on: cgroup.events reports POLLPRI, which its selector does not watch)
-_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # log copies only: no forged lines, no ANSI
 
 
 def transient(err: BaseException) -> bool:
@@ -69,134 +66,11 @@ def transient(err: BaseException) -> bool:
     return isinstance(err, OSError) and err.errno in _TRANSIENT
 
 
-def _escape(line: str) -> str:
-    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", line)
-
-
-class Outlet:
-    """Where a task's events go: a sync sink (called at once) and/or a queue that an async sink
-    or a :meth:`Runner.stream` consumer drains. A full queue pauses the task's pipes, so a slow
-    consumer slows the program down instead of growing memory."""
-
-    HIGH, LOW = 1024, 256  # events queued: pause reading above, resume below
-
-    def __init__(self, sink: Callable[[Event], Any] | None, queued: bool) -> None:
-        self.sink = sink
-        self.queue: asyncio.Queue[Any] | None = asyncio.Queue() if queued else None
-        self.readers: list[asyncio.ReadTransport] = []
-        self.paused = False
-        self.flowing = asyncio.Event()  # set while the pipes are read
-        self.flowing.set()
-        self.stalled = asyncio.Event()  # set while they are paused for a slow consumer
-        self.feeds_async_sink = False  # set by the runner: a task of its own drains the queue
-
-    @property
-    def wants_lines(self) -> bool:
-        return self.sink is not None or self.queue is not None
-
-    def put(self, event: Event) -> None:
-        if self.queue is not None:
-            self.queue.put_nowait(event)
-            if not self.paused and self.queue.qsize() >= self.HIGH:
-                self.paused = True
-                self.flowing.clear()
-                self.stalled.set()
-                for reader in self.readers:
-                    with contextlib.suppress(RuntimeError):  # closed meanwhile
-                        reader.pause_reading()
-        elif self.sink is not None:
-            try:
-                self.sink(event)
-            except Exception:  # a sink's bug must not leave a task's tree running
-                logger.exception("hardexec: the output sink raised on %s", event.kind)
-
-    def taken(self) -> None:
-        """A queued event was consumed: resume reading once the queue is low again."""
-        if self.paused and self.queue is not None and self.queue.qsize() <= self.LOW:
-            self.paused = False
-            self.flowing.set()
-            self.stalled.clear()
-            for reader in self.readers:
-                with contextlib.suppress(RuntimeError):
-                    reader.resume_reading()
-
-
-class _Pipe(asyncio.Protocol):
-    """One output stream of the program: bytes → capped lines → result, log, events."""
-
-    def __init__(self, attempt: Attempt, name: str) -> None:
-        self.attempt = attempt
-        self.name = name
-        log, output = attempt.log, attempt.output
-        self.splitter = LineSplitter(log.max_line_length, log.max_line_bytes)
-        self.buffer = StreamBuffer(output.max_bytes, output.keep)
-        self.count = 0
-        self.closed = asyncio.get_running_loop().create_future()
-        self.transport: asyncio.ReadTransport | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-
-    def data_received(self, data: bytes) -> None:
-        lines = self.splitter.feed(data)
-        if lines:
-            self._lines(lines, True)
-
-    def eof_received(self) -> bool:
-        return False  # close the transport: connection_lost follows
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        last = self.splitter.finish()
-        if last is not None:
-            self._lines([last], False)
-        if not self.closed.done():
-            self.closed.set_result(None)
-
-    def _lines(self, lines: list[str], terminated: bool) -> None:
-        self.buffer.add(lines, terminated)
-        first = self.count + 1
-        self.count += len(lines)
-        attempt = self.attempt
-        if attempt.log_lines:
-            level, task = attempt.log.level, attempt.label
-            for number, line in enumerate(lines, first):
-                logger.log(
-                    level,
-                    "%s",
-                    _escape(line),
-                    extra={"task": task, "stream": self.name, "line_number": number},
-                )
-        outlet = attempt.outlet
-        if outlet.wants_lines:
-            for number, line in enumerate(lines, first):
-                outlet.put(
-                    Event(
-                        "line",
-                        attempt.label,
-                        attempt.number,
-                        stream=self.name,
-                        number=number,
-                        text=line,
-                    )
-                )
-
-
-class _Input(asyncio.Protocol):
-    """The task's stdin: written, then closed; a program that stops reading is no error."""
-
-    def __init__(self) -> None:
-        self.transport: asyncio.WriteTransport | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.transport = None  # gone: nothing left to abort
-
-    def abort(self) -> None:
-        """Drop what is still unwritten (a reader outside the tree may never take it)."""
-        if self.transport is not None:
-            self.transport.abort()
+def spawn_error_text(err: BaseException) -> str:
+    """A spawn error in one line, for logs."""
+    if isinstance(err, StageError):
+        return str(err)
+    return f"{type(err).__name__}: {err}"
 
 
 class Attempt:
@@ -224,15 +98,16 @@ class Attempt:
         self.fixed_env = fixed_env
         self.outlet = outlet
         self.label = spec.label
-        self.log_lines = log.log_lines and logger.isEnabledFor(log.level)
         self.warnings: list[str] = []
         self.timed_out = False
         self.cancelled = False
         self._cancel = asyncio.Event()
         self._hurry = asyncio.Event()  # a second cancel: no more grace
+        self._kill_at: float | None = None  # when SIGKILL is due, once SIGTERM was sent
         self.child: Popen | None = None
-        self._pipes: list[_Pipe] = []
-        self._input: _Input | None = None
+        self._pipes: list[Pipe] = []
+        self._input: Input | None = None
+        self._handed: set[str] = set()  # child streams a transport owns (and will close)
         self._exited: asyncio.Future[None] | None = None
         self._pidfd = -1
 
@@ -249,8 +124,9 @@ class Attempt:
             if script_fd >= 0:
                 os.close(script_fd)  # the task holds its own copy: the body dies with the tree
         start = time.monotonic()
-        self._watch_exit()
         try:
+            self._watch_exit()
+            self._started(argv)
             await self._connect()
             await self._supervise(start)
         except BaseException:
@@ -258,7 +134,7 @@ class Attempt:
             raise
         return self._result(time.monotonic() - start)
 
-    # --- before the spawn ------------------------------------------------------------------
+    # --- the start -----------------------------------------------------------------------------
 
     def _argv(self) -> tuple[list[str], int]:
         spec = self.spec
@@ -267,13 +143,11 @@ class Attempt:
             raise PolicyError(f"task.cwd: {spec.cwd!r} {what}")
         if spec.body is None:
             return list(spec.argv), -1
-        body = spec.body.encode("utf-8", "surrogateescape")
-        fd = sealed_memfd("hardexec-script", body)
+        fd = sealed_memfd("hardexec-script", spec.body.encode("utf-8", "surrogateescape"))
         return [*spec.argv, f"/dev/fd/{fd}", *spec.script_args], fd
 
     async def _spawn(self, argv: list[str], script_fd: int) -> Popen:
         spec = self.spec
-        env = resolve_env(spec, self.fixed_env)
         child = Popen(
             argv,
             policy=self.policy,
@@ -283,7 +157,7 @@ class Attempt:
             stderr=subprocess.PIPE,
             process_group=0,
             cwd=spec.cwd,
-            env=env,
+            env=resolve_env(spec, self.fixed_env),
             pass_fds=(script_fd,) if script_fd >= 0 else (),
             _later=True,  # the stage's report is read below, without blocking the loop
         )
@@ -294,18 +168,23 @@ class Attempt:
                 child._report_failed()
                 raise
             child._finish_report(report)  # raises what Popen raises, the stage reaped
+        return child
+
+    def _started(self, argv: list[str]) -> None:
+        child = self.child
+        assert child is not None
         self.warnings.extend(str(w) for w in child.stage_warnings)
+        # The program's name and how many arguments, never their values (they carry secrets).
         logger.info(
             "task %s: started %s with %d arguments, pid %d (attempt %d)",
-            self.label,
-            spec.program,
+            escape(self.label),
+            escape(self.spec.program),
             len(argv) - 1,
             child.pid,
             self.number,
-            extra={"task": self.label},
+            extra={"task": escape(self.label)},
         )
         self.outlet.put(Event("start", self.label, self.number, pid=child.pid))
-        return child
 
     def _watch_exit(self) -> None:
         """Learn of the program's exit without reaping it (its pid stays ours until then)."""
@@ -315,11 +194,14 @@ class Attempt:
         self._exited = loop.create_future()
         try:
             self._pidfd = os.pidfd_open(child.pid)
-        except OSError:  # no pidfds (before Linux 5.3): a thread waits, without reaping
-            waiter = loop.run_in_executor(
-                None, os.waitid, os.P_PID, child.pid, os.WEXITED | os.WNOWAIT
+        except OSError:  # no pidfds (before Linux 5.3): a thread of its own waits, unreaping
+            waiter = threading.Thread(
+                target=_wait_without_reaping,
+                args=(child.pid, loop, self._set_exited),
+                name=f"hardexec-wait-{child.pid}",
+                daemon=True,
             )
-            waiter.add_done_callback(lambda _: self._set_exited())
+            waiter.start()
         else:
             loop.add_reader(self._pidfd, self._set_exited)
 
@@ -328,14 +210,15 @@ class Attempt:
         child = self.child
         assert child is not None
         for name in ("stdout", "stderr"):
-            pipe = _Pipe(self, name)
+            pipe = Pipe(name, self)
             self._pipes.append(pipe)
-            stream = getattr(child, name)
-            await loop.connect_read_pipe(lambda pipe=pipe: pipe, stream)  # type: ignore[misc]
+            self._handed.add(name)  # from here the transport closes it, even if cancelled
+            await loop.connect_read_pipe(lambda pipe=pipe: pipe, getattr(child, name))  # type: ignore[misc]
             assert pipe.transport is not None
             self.outlet.readers.append(pipe.transport)
         if self.spec.input is not None:
-            self._input = _Input()
+            self._input = Input()
+            self._handed.add("stdin")
             transport, _ = await loop.connect_write_pipe(lambda: self._input, child.stdin)
             transport.write(self.spec.input)
             transport.close()  # after the data is written (or the program stops reading)
@@ -346,7 +229,7 @@ class Attempt:
         if self._exited is not None and not self._exited.done():
             self._exited.set_result(None)
 
-    # --- while it runs ---------------------------------------------------------------------
+    # --- while it runs -------------------------------------------------------------------------
 
     async def _supervise(self, start: float) -> None:
         assert self._exited is not None
@@ -369,13 +252,20 @@ class Attempt:
         await self._kill_tree()
 
     async def _terminate(self) -> None:
-        """SIGTERM to the tree; up to ``kill_after`` for it to go; SIGKILL to what is left."""
-        self._signal_tree(signal.SIGTERM)
+        """SIGTERM to the tree; up to ``kill_after`` for it to go; SIGKILL to what is left.
+
+        Entered again (a cancel during a timeout's grace), it keeps the grace it gave first.
+        """
+        if self._kill_at is None:
+            self._signal_tree(signal.SIGTERM)
+            self._kill_at = time.monotonic() + self.spec.kill_after
         gone = asyncio.ensure_future(self._tree_gone())
         hurry = asyncio.ensure_future(self._hurry.wait())
         try:
             await asyncio.wait(
-                {gone, hurry}, timeout=self.spec.kill_after, return_when=asyncio.FIRST_COMPLETED
+                {gone, hurry},
+                timeout=max(0.0, self._kill_at - time.monotonic()),
+                return_when=asyncio.FIRST_COMPLETED,
             )
         finally:
             gone.cancel()
@@ -401,37 +291,32 @@ class Attempt:
         task's timeout). Time the pipes spend paused for a slow consumer of ours does not
         count: that output is not held open by the task, it is waiting for us."""
         budget = self.spec.drain_timeout
+        outlet = self.outlet
         while pending := [pipe.closed for pipe in self._pipes if not pipe.closed.done()]:
             left = None if deadline is None else deadline - time.monotonic()
             if left is not None and left <= 0:
                 break
-            if not self.outlet.flowing.is_set():
-                flowing = asyncio.ensure_future(self.outlet.flowing.wait())
-                try:
-                    await asyncio.wait(
-                        [*pending, flowing], timeout=left, return_when=asyncio.FIRST_COMPLETED
-                    )
-                finally:
-                    flowing.cancel()
-                continue
-            if budget <= 0:
+            paused = not outlet.flowing.is_set()
+            if not paused and budget <= 0:
                 break
+            change = asyncio.ensure_future((outlet.flowing if paused else outlet.stalled).wait())
+            limit = left if paused else budget if left is None else min(budget, left)
             started = time.monotonic()
-            paused = asyncio.ensure_future(self.outlet.stalled.wait())
             try:
                 await asyncio.wait(
-                    [*pending, paused],
-                    timeout=budget if left is None else min(budget, left),
-                    return_when=asyncio.FIRST_COMPLETED,
+                    [*pending, change], timeout=limit, return_when=asyncio.FIRST_COMPLETED
                 )
             finally:
-                paused.cancel()
-            budget -= time.monotonic() - started
+                change.cancel()
+            if not paused:
+                budget -= time.monotonic() - started
         if any(not pipe.closed.done() for pipe in self._pipes):
             self.warnings.append(
                 f"output stayed open {self.spec.drain_timeout:g} s after the program exited "
                 "(held by a process it left running): its tree was killed"
             )
+
+    # --- the end -------------------------------------------------------------------------------
 
     async def _kill_tree(self) -> None:
         """SIGKILL what the program left running, wait until it is gone, reap the program."""
@@ -447,7 +332,7 @@ class Attempt:
 
     def _signal_tree(self, signum: int) -> None:
         child = self.child
-        assert child is not None and child.returncode is None  # unreaped: its pgid is ours
+        assert child is not None and child.returncode is None  # unreaped: its pid is ours
         signal_tree(child.cgroup, child.pid, signum)
 
     async def _close_pipes(self) -> None:
@@ -456,9 +341,12 @@ class Attempt:
             await asyncio.wait(pending, timeout=_EOF_AFTER_KILL)
         for pipe in self._pipes:
             if pipe.transport is not None and not pipe.closed.done():
-                pipe.transport.close()  # connection_lost: its last line is kept
+                pipe.transport.close()  # connection_lost (soon): its last line is kept
         if self._input is not None:
             self._input.abort()
+        self._close_unhanded()
+        if pending := [pipe.closed for pipe in self._pipes if not pipe.closed.done()]:
+            await asyncio.wait(pending)  # closed in the loop's next turn: lines and fds final
 
     async def _reap(self) -> None:
         child = self.child
@@ -484,16 +372,14 @@ class Attempt:
             self._pidfd = -1
 
     async def _end_for_sure(self) -> None:
-        """Cancelled (or failed) mid-run: end the tree, shielded from further cancels, each of
-        which only skips the grace."""
+        """Interrupted mid-run: end the tree in a shielded task (a further cancel only skips
+        the grace); if that task fails or is itself cancelled, end it all synchronously."""
         if self.child is None or self.child.returncode is not None:
-            self._release_pidfd()
+            self._kill_now()
             return
 
         async def end() -> None:
-            if self._exited is None:
-                self._exited = asyncio.get_running_loop().create_future()
-            if not self._exited.done():
+            if self._exited is not None and not self._exited.done():
                 self.cancelled = True
                 await self._terminate()
             await self._kill_tree()
@@ -504,19 +390,36 @@ class Attempt:
                 await asyncio.shield(ending)
             except asyncio.CancelledError:
                 self._hurry.set()
-        if ending.exception() is not None:  # a failure while ending: at least no child left
-            self._release_pidfd()
-            with contextlib.suppress(Exception):
-                self.child.kill_tree()
-            with contextlib.suppress(Exception):
-                self.child.wait()
-            for pipe in self._pipes:
-                if pipe.transport is not None:
-                    pipe.transport.close()
-            if self._input is not None:
-                self._input.abort()
+            except BaseException:
+                break
+        if not ending.done() or ending.cancelled() or ending.exception() is not None:
+            self._kill_now()
 
-    # --- after -----------------------------------------------------------------------------
+    def _kill_now(self) -> None:
+        """The last resort, with no awaiting: SIGKILL the tree, reap, close every fd."""
+        self._release_pidfd()
+        child = self.child
+        if child is not None and child.returncode is None:
+            with contextlib.suppress(Exception):
+                signal_tree(child.cgroup, child.pid, signal.SIGKILL)
+            with contextlib.suppress(Exception):
+                child.wait()
+        for pipe in self._pipes:
+            if pipe.transport is not None:
+                pipe.transport.close()
+        if self._input is not None:
+            self._input.abort()
+        self._close_unhanded()
+
+    def _close_unhanded(self) -> None:
+        """Close the child's pipes that no transport took (interrupted before it could)."""
+        if self.child is None:
+            return
+        for name in ("stdin", "stdout", "stderr"):
+            stream = getattr(self.child, name)
+            if stream is not None and name not in self._handed:
+                self._handed.add(name)
+                stream.close()
 
     def _result(self, duration: float) -> Result:
         child = self.child
@@ -546,12 +449,13 @@ class Attempt:
             warnings=tuple(self.warnings),
             attempts=self.number,
         )
-        logger.info("task %s: %s", self.label, result.describe(), extra={"task": self.label})
+        label = escape(self.label)
+        logger.info("task %s: %s", label, escape(result.describe()), extra={"task": label})
         return result
 
 
-def spawn_error_text(err: BaseException) -> str:
-    """A spawn error in one line, for logs."""
-    if isinstance(err, StageError):
-        return str(err)
-    return f"{type(err).__name__}: {err}"
+def _wait_without_reaping(pid: int, loop: asyncio.AbstractEventLoop, done: Any) -> None:
+    with contextlib.suppress(ChildProcessError):
+        os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)
+    with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting any more
+        loop.call_soon_threadsafe(done)

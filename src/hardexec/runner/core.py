@@ -6,11 +6,13 @@ from __future__ import annotations
 import asyncio
 import inspect
 
+from .._record import replace
 from ..errors import PolicyError, TaskFailed
 from ..spawn_core import check_policy
-from .attempt import Attempt, Outlet, logger, spawn_error_text, transient
+from .attempt import Attempt, spawn_error_text, transient
 from .config import LogConfig, OutputLimits
 from .metrics import Metrics
+from .outlet import END, Outlet, escape, logger
 from .result import Event, Result
 from .spec import TaskSpec, env_pairs
 
@@ -25,7 +27,22 @@ if TYPE_CHECKING:
 __all__ = ["Runner"]
 
 _MAX_BACKOFF = 60.0  # s between two attempts, at most
-_END = object()  # the stream's last queue item: the task is over
+
+
+class _Task:
+    """One task while it runs: which attempt is current, and whether it was cancelled."""
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self.attempt: Attempt | None = None
+        self.cancelled = False
+        self.woken = asyncio.Event()  # a cancel ends a backoff sleep or a wait for a slot
+
+    def cancel(self) -> None:
+        self.cancelled = True
+        self.woken.set()
+        if self.attempt is not None:
+            self.attempt.cancel()
 
 
 class Runner:
@@ -43,11 +60,14 @@ class Runner:
             function is awaited, and while it lags the task's output is not read further.
         metrics: what finished tasks are counted in (default: an in-memory :class:`Metrics`,
             readable as :attr:`metrics`; :class:`PrometheusMetrics` exports them).
+        die_with_parent: every program gets ``die_with_parent`` (SIGKILL when the thread
+            running the event loop exits, a ``kill -9`` of the runner included); False leaves
+            the policy as it is.
 
     Guarantees, for every task: it runs in its own process group (and cgroup, with one); it
     reads ``/dev/null`` unless given input; when :meth:`run` returns or raises, the program is
     reaped and what it left running has been killed; memory held for its output stays within
-    ``output.max_bytes`` per stream and ``log.max_line_bytes`` per line being read.
+    ``output.max_bytes`` per stream, plus a few read chunks in flight.
     """
 
     def __init__(
@@ -61,6 +81,7 @@ class Runner:
         env: Mapping[str, str] | None = None,
         sink: Callable[[Event], Any] | None = None,
         metrics: MetricsSink | None = None,
+        die_with_parent: bool = True,
     ) -> None:
         self.policy = check_policy(policy)
         self.log = LogConfig() if log is None else log
@@ -73,17 +94,24 @@ class Runner:
             raise PolicyError(f"runner.concurrency: {concurrency!r} is not a positive number")
         if not isinstance(name, str) or not name or "\0" in name:
             raise PolicyError(f"runner.name: {name!r} is not a name")
+        if not isinstance(die_with_parent, bool):
+            raise PolicyError(
+                f"runner.die_with_parent: expected True or False, got {die_with_parent!r}"
+            )
         self.concurrency = concurrency
         self.name = name
+        self.die_with_parent = die_with_parent
         # Validated as a task's env is: no empty names, no '=', no NUL.
         self.env = dict(env_pairs(env or {}, "runner.env"))
         if sink is not None and not callable(sink):
             raise PolicyError(f"runner.sink: {sink!r} is not callable")
         self.sink = sink
+        if metrics is not None and not callable(getattr(metrics, "task_finished", None)):
+            raise PolicyError(f"runner.metrics: {metrics!r} has no task_finished() method")
         self.metrics = Metrics() if metrics is None else metrics
         self._slots: asyncio.Semaphore | None = None
         self._slots_loop: asyncio.AbstractEventLoop | None = None
-        self._running: set[Attempt] = set()
+        self._tasks: set[_Task] = set()
 
     # --- the surface -------------------------------------------------------------------------
 
@@ -96,7 +124,17 @@ class Runner:
         ``kill_after``, SIGKILL; a second cancel skips the grace) and re-raises once the tree
         is dead.
         """
-        return await self._run(spec, policy, self._outlet(queued=False))
+        sink = self.sink
+        is_async = sink is not None and _is_async(sink)
+        outlet = Outlet(None if is_async else sink, queued=is_async)
+        if not is_async:
+            return await self._run(spec, policy, outlet)
+        feeder = asyncio.ensure_future(self._feed(outlet))
+        try:
+            return await self._run(spec, policy, outlet)
+        finally:
+            outlet.queue.put_nowait(END)  # type: ignore[union-attr]
+            await _finish(feeder)  # the sink has seen every event, the exit included
 
     def stream(self, spec: TaskSpec, *, policy: Policy | None = None) -> AsyncIterator[Event]:
         """Run ``spec`` and yield its events as they happen: ``start``, every ``line``, and
@@ -123,7 +161,7 @@ class Runner:
         specs = list(specs)
         for index, spec in enumerate(specs):
             if not isinstance(spec, TaskSpec):
-                raise PolicyError(f"specs[{index}]: expected a TaskSpec, got {spec!r}")
+                raise PolicyError(f"specs[{index}]: expected a TaskSpec, got {type(spec).__name__}")
         tasks = [asyncio.ensure_future(self.run(spec, policy=policy)) for spec in specs]
         try:
             return list(await asyncio.gather(*tasks, return_exceptions=return_exceptions))
@@ -134,23 +172,16 @@ class Runner:
             raise
 
     def cancel(self, name: str | None = None) -> int:
-        """End running tasks (all, or those named ``name``) as a timeout would; their results
-        say ``cancelled``. Returns how many were told."""
+        """End tasks (all, or those named ``name``) as a timeout would — running, waiting for a
+        slot or between attempts; their results say ``cancelled``. Returns how many were told."""
         told = 0
-        for attempt in list(self._running):
-            if name is None or attempt.label == name:
-                attempt.cancel()
+        for task in list(self._tasks):
+            if name is None or task.label == name:
+                task.cancel()
                 told += 1
         return told
 
     # --- inside ------------------------------------------------------------------------------
-
-    def _outlet(self, queued: bool) -> Outlet:
-        sink = self.sink
-        is_async = sink is not None and _is_async(sink)
-        outlet = Outlet(None if is_async else sink, queued or is_async)
-        outlet.feeds_async_sink = is_async
-        return outlet
 
     def _slot(self) -> asyncio.Semaphore:
         loop = asyncio.get_running_loop()
@@ -161,70 +192,95 @@ class Runner:
 
     async def _run(self, spec: TaskSpec, policy: Policy | None, outlet: Outlet) -> Result:
         if not isinstance(spec, TaskSpec):
-            raise PolicyError(f"spec: expected a TaskSpec, got {spec!r}")
+            raise PolicyError(f"spec: expected a TaskSpec, got {type(spec).__name__}")
         policy = self.policy if policy is None else check_policy(policy)
-        consumer = None
-        if outlet.feeds_async_sink:
-            consumer = asyncio.ensure_future(self._feed_async_sink(outlet))
+        if self.die_with_parent and not policy.die_with_parent:
+            policy = replace(policy, die_with_parent=True)
+        task = _Task(spec.label)
+        self._tasks.add(task)
+        started = asyncio.get_running_loop().time()
+        outcome = "spawn_failed"
         try:
-            result = await self._attempts(spec, policy, outlet)
+            result = await self._attempts(spec, policy, outlet, task)
+            outcome = result.outcome
             outlet.put(Event("exit", result.name, result.attempts, result=result))
-            return result
+        except asyncio.CancelledError:
+            outcome = "cancelled"
+            raise
+        except TaskFailed as failed:
+            outcome = failed.result.outcome  # type: ignore[attr-defined]
+            outlet.put(Event("exit", spec.label, failed.result.attempts, result=failed.result))  # type: ignore[attr-defined]
+            raise
         finally:
-            if consumer is not None:
-                outlet.queue.put_nowait(_END)  # type: ignore[union-attr]
-                await asyncio.shield(consumer)
+            self._tasks.discard(task)
+            self._count(outcome, asyncio.get_running_loop().time() - started)
+        return result
 
-    async def _attempts(self, spec: TaskSpec, policy: Policy, outlet: Outlet) -> Result:
+    async def _attempts(
+        self, spec: TaskSpec, policy: Policy, outlet: Outlet, task: _Task
+    ) -> Result:
         attempts = spec.retries + 1
-        loop = asyncio.get_running_loop()
+        result: Result | None = None
         for number in range(1, attempts + 1):
-            attempt = Attempt(
-                spec,
-                policy,
-                number,
-                log=self.log,
-                output=self.output,
-                fixed_env=self.env,
-                outlet=outlet,
-            )
-            started = loop.time()
-            async with self._slot():
-                self._running.add(attempt)
+            slots = self._slot()
+            if not await _acquire(slots, task):
+                break  # cancelled while waiting for a slot
+            failed: BaseException | None = None
+            try:
+                attempt = Attempt(
+                    spec,
+                    policy,
+                    number,
+                    log=self.log,
+                    output=self.output,
+                    fixed_env=self.env,
+                    outlet=outlet,
+                )
+                task.attempt = attempt
                 try:
                     result = await attempt.run()
-                except asyncio.CancelledError:
-                    self._count("cancelled", loop.time() - started)
-                    raise
                 except BaseException as err:
-                    self._count("spawn_failed", loop.time() - started)
-                    if number < attempts and transient(err):
-                        logger.warning(
-                            "task %s: attempt %d could not start (%s); trying again",
-                            spec.label,
-                            number,
-                            spawn_error_text(err),
-                            extra={"task": spec.label},
-                        )
-                        await asyncio.sleep(_delay(spec, number))
-                        continue
-                    raise
+                    if not (number < attempts and transient(err) and not task.cancelled):
+                        raise
+                    failed = err
                 finally:
-                    self._running.discard(attempt)
-            self._count(result.outcome, result.duration)
-            if result.ok or not spec.fail_on_non_zero or result.cancelled:
+                    task.attempt = None
+            finally:
+                slots.release()  # not held while backing off
+            if failed is not None:
+                logger.warning(
+                    "task %s: attempt %d could not start (%s); trying again",
+                    escape(spec.label),
+                    number,
+                    spawn_error_text(failed),
+                    extra={"task": escape(spec.label)},
+                )
+            elif result.ok or not spec.fail_on_non_zero or result.cancelled or task.cancelled:
                 break
-            if number < attempts:
+            elif number < attempts:
                 logger.warning(
                     "task %s: %s; trying again",
-                    spec.label,
-                    result.describe(),
-                    extra={"task": spec.label},
+                    escape(spec.label),
+                    escape(result.describe()),
+                    extra={"task": escape(spec.label)},
                 )
-                await asyncio.sleep(_delay(spec, number))
-        if spec.fail_on_non_zero and not result.ok:
+            if number < attempts:
+                await self._backoff(spec, number, task)
+        if result is None:  # cancelled before any attempt ran
+            return Result(name=spec.label, cancelled=True, attempts=0)
+        if task.cancelled and not result.cancelled:
+            result = replace(result, cancelled=True)  # cancelled between attempts
+        if spec.fail_on_non_zero and not result.ok and not result.cancelled:
             raise TaskFailed(result)
         return result
+
+    async def _backoff(self, spec: TaskSpec, attempt: int, task: _Task) -> None:
+        delay = min(spec.backoff * 2 ** (attempt - 1), _MAX_BACKOFF)
+        with_cancel = asyncio.ensure_future(task.woken.wait())
+        try:
+            await asyncio.wait([with_cancel], timeout=delay)
+        finally:
+            with_cancel.cancel()
 
     def _count(self, outcome: str, seconds: float) -> None:
         try:
@@ -232,11 +288,8 @@ class Runner:
         except Exception:  # metrics must never change a task's outcome
             logger.exception("hardexec: the runner's metrics raised")
 
-    async def _feed_async_sink(self, outlet: Outlet) -> None:
-        queue = outlet.queue
-        assert queue is not None and self.sink is not None
-        while (event := await queue.get()) is not _END:
-            outlet.taken()
+    async def _feed(self, outlet: Outlet) -> None:
+        async for event in outlet.events():
             await self._deliver(event)
 
     async def _deliver(self, event: Event) -> None:
@@ -251,36 +304,61 @@ class Runner:
             logger.exception("hardexec: the output sink raised on %s", event.kind)
 
     async def _stream(self, spec: TaskSpec, policy: Policy | None) -> AsyncIterator[Event]:
-        outlet = Outlet(None, True)  # this loop hands events to the sink too
+        outlet = Outlet(None, queued=True)  # this loop hands events to the sink too
         queue = outlet.queue
         assert queue is not None
         task = asyncio.ensure_future(self._run(spec, policy, outlet))
-        task.add_done_callback(lambda _: queue.put_nowait(_END))
+        task.add_done_callback(lambda _: queue.put_nowait(END))
         try:
-            while (event := await queue.get()) is not _END:
-                outlet.taken()
+            async for event in outlet.events():
                 await self._deliver(event)
                 yield event
             await task  # raises the task's error, if it had one
         finally:
             if not task.done():
                 task.cancel()
-                while not task.done():  # the tree must be dead before we go on
-                    try:
-                        await asyncio.shield(task)
-                    except asyncio.CancelledError:
-                        task.cancel()
-                    except BaseException:
-                        break
+                await _finish(task)  # the tree is dead before we go on
             if task.done() and not task.cancelled():
                 task.exception()  # retrieved: no "never retrieved" noise
+
+
+async def _acquire(slots: asyncio.Semaphore, task: _Task) -> bool:
+    """Take a slot, or give up (False) when the task is cancelled first."""
+    if task.cancelled:
+        return False
+    acquire = asyncio.ensure_future(slots.acquire())
+    woken = asyncio.ensure_future(task.woken.wait())
+    try:
+        await asyncio.wait([acquire, woken], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        woken.cancel()
+        if not acquire.done():
+            acquire.cancel()
+    if acquire.done() and not acquire.cancelled():
+        if not task.cancelled:
+            return True
+        slots.release()
+    return False
+
+
+async def _finish(task: asyncio.Future[Any]) -> None:
+    """Wait for ``task`` to end even if we are cancelled meanwhile; then re-raise that cancel."""
+    cancelled = None
+    while not task.done():
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError as err:
+            if task.done() or task.cancelled():
+                break
+            cancelled = err
+            task.cancel()  # a second cancel: it skips the grace
+        except BaseException:
+            break
+    if cancelled is not None:
+        raise cancelled
 
 
 def _is_async(sink: Callable[..., Any]) -> bool:
     return inspect.iscoroutinefunction(sink) or inspect.iscoroutinefunction(
         getattr(sink, "__call__", None)  # noqa: B004  (an object with an async __call__)
     )
-
-
-def _delay(spec: TaskSpec, attempt: int) -> float:
-    return min(spec.backoff * 2 ** (attempt - 1), _MAX_BACKOFF)
