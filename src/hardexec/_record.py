@@ -12,7 +12,7 @@ gives the same behaviour for the features hardexec uses, and nothing else:
   (an ``AttributeError``, as ``dataclasses.FrozenInstanceError`` is), except through
   ``object.__setattr__`` in ``__post_init__``, the usual idiom;
 - ``__repr__``, ``__eq__`` and ``__hash__`` over the fields (``repr=False``, ``compare=False``
-  leave one out), ``__match_args__``;
+  leave one out; a ``__repr__`` the class defines itself is kept), ``__match_args__``;
 - :func:`replace` and :func:`fields`, like their ``dataclasses`` namesakes, and
   ``copy.replace()`` (``__replace__``).
 
@@ -163,7 +163,10 @@ def frozen(cls: type[T]) -> type[T]:
     def __replace__(self: Any, **changes: Any) -> Any:  # copy.replace() (Python 3.13+)
         return replace(self, **changes)
 
+    own_repr = "__repr__" in cls.__dict__  # a class may show itself its own way
     for method in (__repr__, __eq__, __hash__, __replace__):
+        if method is __repr__ and own_repr:
+            continue
         method.__qualname__ = f"{cls.__qualname__}.{method.__name__}"
         setattr(cls, method.__name__, method)
     return cls

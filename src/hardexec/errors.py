@@ -99,6 +99,16 @@ class StageWarning(UserWarning):
         super().__init__(describe(step, errno, detail))
 
 
+def shown(value: object, limit: int = 60) -> str:
+    """``repr(value)`` for a message, cut to ``limit`` characters; any value will do (an int too
+    large for ``repr`` is described by its size)."""
+    try:
+        text = repr(value)
+    except ValueError:  # beyond sys.get_int_max_str_digits()
+        return f"<an integer of {value.bit_length()} bits>"  # type: ignore[attr-defined]
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def describe(step: str, errno: int, detail: str = "") -> str:
     """One line for a failed stage step: ``capset failed: [Errno 1] Operation not permitted``."""
     text = f"{step} failed: [Errno {errno}] {os.strerror(errno)}"

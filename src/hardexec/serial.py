@@ -50,11 +50,13 @@ default ``ensure_ascii=True`` to survive being encoded).
 from __future__ import annotations
 
 import base64
+import math
 import sys
 
 from ._record import MISSING, fields
 from .caps import CapSet
 from .errors import PolicyError
+from .errors import shown as _shown
 from .policy import CgroupLimits, CpuMax, Policy, RlimitConfig, SecurityConfig
 from .runner.result import Result, Truncation
 from .runner.spec import TaskSpec
@@ -295,7 +297,7 @@ def _is_whole(value: object) -> bool:
 
 def _is_number(value: object) -> bool:
     if isinstance(value, float):
-        return True
+        return math.isfinite(value)  # Python's json reads NaN and Infinity; no result holds them
     # An int beyond a float's range (JSON has no limit) would overflow when made one.
     return _is_whole(value) and abs(value) <= sys.float_info.max  # type: ignore[operator]
 
@@ -374,7 +376,7 @@ def _unversioned(path: str, data: object, version: int) -> dict[Any, Any]:
     if "version" not in data:
         raise PolicyError(f"{path}.version: missing (this hardexec writes {version})")
     found = data["version"]
-    if found != version or isinstance(found, bool):  # True == 1, but is no version
+    if found != version or not _is_whole(found):  # True == 1 == 1.0, but neither is a version
         raise PolicyError(
             f"{path}.version: {_shown(found)} is not a version this hardexec reads ({version})"
         )
@@ -405,8 +407,3 @@ def _required(cls: type) -> tuple[str, ...]:
         for item in fields(cls)
         if item.init and item.default is MISSING and item.default_factory is MISSING
     )
-
-
-def _shown(value: object) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."

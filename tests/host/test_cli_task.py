@@ -253,7 +253,26 @@ def test_json_result_file_is_not_left_when_nothing_ran(tmp_path):
     path = tmp_path / "result.json"
     result = hx("run", "--json-result", str(path), "--", "no-such-program-here")
     assert result.returncode == 127
-    assert not path.exists()
+    assert list(tmp_path.iterdir()) == []  # neither the file nor its temporary
+
+
+def test_json_result_leaves_an_earlier_file_alone_when_nothing_ran(tmp_path):
+    path = tmp_path / "result.json"
+    path.write_text("precious\n")
+    assert hx("run", "--json-result", str(path), "--", "no-such-program-here").returncode == 127
+    assert path.read_text() == "precious\n"
+
+
+def test_json_result_replaces_a_planted_symlink_not_its_target(tmp_path):
+    victim = tmp_path / "victim"
+    victim.write_text("root's own file\n")
+    link = tmp_path / "result.json"
+    link.symlink_to(victim)
+    assert hx("run", "--json-result", str(link), "--", "true").returncode == 0
+    assert victim.read_text() == "root's own file\n"
+    assert not link.is_symlink()
+    assert json.loads(link.read_text())["exit_code"] == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["result.json", "victim"]
 
 
 def test_help_lists_every_task_option():
@@ -269,3 +288,49 @@ def test_help_lists_every_task_option():
         "--json-result",
     ):
         assert option in text, option
+
+
+def test_max_output_to_a_reader_that_leaves_ends_the_program_as_a_closed_pipe_would():
+    # `yes` through hardexec into `head -c1`: when head exits, yes gets SIGPIPE, as without
+    # hardexec (whose status is then the program's: killed by SIGPIPE, 128+13 in a shell).
+    shell = f'{" ".join(HARDEXEC)} run --max-output 1M -- yes | head -c1; echo " $PIPESTATUS"'
+    result = subprocess.run(["bash", "-c", shell], capture_output=True, text=True, timeout=60)
+    assert result.stdout == "y 141\n", result.stderr
+
+
+def test_max_output_never_stops_the_timeout_when_the_reader_stalls(tmp_path):
+    # Our reader stops reading for 10 s; the timeout (1 s + 1 s of grace) must still fire.
+    marker = tmp_path / "ended"
+    shell = (
+        f"( {' '.join(HARDEXEC)} run --max-output 1M --timeout 1 --kill-after 1 -- "
+        f"sh -c 'yes | head -c 10000000; sleep 100'; date +%s.%N > {marker} ) | "
+        "( sleep 10; cat > /dev/null )"
+    )
+    started = time.time()
+    subprocess.run(["bash", "-c", shell], timeout=60)
+    assert float(marker.read_text()) - started < 8  # well before the reader woke up
+
+
+def test_a_program_that_stops_itself_under_a_pty_is_still_timed_out():
+    # hardexec leads the pty's session (nobody above it to continue it): it must not stop
+    # itself with the program, or its clock would stop too.
+    import pty
+
+    argv = [*HARDEXEC, "run", "--timeout", "1s", "--kill-after", "1s", "--", "sh", "-c"]
+    argv.append("kill -STOP $$")
+    pid, fd = pty.fork()
+    if pid == 0:
+        try:
+            os.execv(argv[0], argv)
+        finally:
+            os._exit(127)
+    try:
+        reaped = []
+        assert wait_until(lambda: reaped.append(os.waitpid(pid, os.WNOHANG)) or reaped[-1][0], 20)
+        pid = 0
+        assert os.waitstatus_to_exitcode(reaped[-1][1]) == EXIT_TIMEOUT
+    finally:
+        if pid:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+        os.close(fd)

@@ -266,8 +266,8 @@ def _task(**values):
         (_task(argv=None), "task.argv: expected a list, got None"),
         (_task(argv=[]), "task.argv: empty (name a program to run)"),
         (_task(argv=[""]), "task.argv[0]: empty program name"),
-        (_task(argv=["ls", 5]), "task.argv[1]: expected text, got 5"),
-        (_task(argv=["ls", "a\0b"]), "task.argv[1]: 'a\\x00b' contains a NUL byte"),
+        (_task(argv=["ls", 5]), "task.argv[1]: expected text, got int"),
+        (_task(argv=["ls", "a\0b"]), "task.argv[1]: contains a NUL byte at offset 1"),
         (_task(body=5), "task.body: expected text, got 5"),
         (_task(body=""), "task.body: empty script"),
         (
@@ -276,7 +276,7 @@ def _task(**values):
         ),
         (_task(script_args=["-v"]), "task.script_args: given without a script"),
         (_task(body="x", script_args="-v"), "task.script_args: expected a list, got '-v'"),
-        (_task(body="x", script_args=[None]), "task.script_args[0]: expected text, got None"),
+        (_task(body="x", script_args=[None]), "task.script_args[0]: expected text, got NoneType"),
         (_task(cwd=5), "task.cwd: expected text, got 5"),
         (_task(cwd=""), "task.cwd: empty path"),
         (
@@ -284,8 +284,8 @@ def _task(**values):
             "task.env: expected an object of names to values, got [['A', 'b']]",
         ),
         (_task(env=None), "task.env: expected an object of names to values, got None"),
-        (_task(env={"A": 5}), "task.env['A']: expected text, got 5"),
-        (_task(env={"A": "x\0"}), "task.env['A']: 'x\\x00' contains a NUL byte"),
+        (_task(env={"A": 5}), "task.env['A']: expected text, got int"),
+        (_task(env={"A": "x\0"}), "task.env['A']: contains a NUL byte at offset 1"),
         (_task(env={"": "x"}), "task.env['']: empty variable name"),
         (_task(env={"A=B": "x"}), "task.env['A=B']: variable name 'A=B' contains '='"),
         (
@@ -319,7 +319,7 @@ def _task(**values):
         (_task(drain_timeout=-1), "task.drain_timeout: -1 is not a positive number of seconds"),
         (_task(retries=1.5), "task.retries: expected a whole number, got 1.5"),
         (_task(retries=True), "task.retries: expected a whole number, got True"),
-        (_task(retries=-1), "task.retries: -1 is negative"),
+        (_task(retries=-1), "task.retries: -1 is not in 0..1000"),
         (_task(backoff=[]), "task.backoff: expected a number of seconds, got []"),
         (
             _task(fail_on_non_zero=1),
@@ -481,3 +481,24 @@ def test_writing_something_else_is_a_type_error():
         task_to_dict(CGROUP)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match=re.escape("expected a hardexec.Result, got dict")):
         result_to_dict(CGROUP.to_dict())  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("version", [1.0, True, "1"])
+def test_a_version_must_be_the_whole_number(version):
+    with pytest.raises(PolicyError) as err:
+        TaskSpec.from_dict({"version": version, "argv": ["true"]})
+    assert str(err.value).startswith("task.version: ")
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+def test_a_result_holds_no_nan_or_infinity(value):
+    data = Result(name="x").to_dict()
+    data["duration"] = value
+    with pytest.raises(PolicyError) as err:
+        Result.from_dict(data)
+    assert str(err.value).startswith("result.duration: expected a number")
+
+
+def test_huge_numbers_are_policy_errors_not_crashes():
+    with pytest.raises(PolicyError, match=r"^task\.timeout: <an integer of \d+ bits>"):
+        TaskSpec.from_dict({"version": 1, "argv": ["true"], "timeout": 10**5000})

@@ -211,7 +211,7 @@ def _task(ns: Namespace, argv: list[str]) -> TaskSpec:
     elif ns.env_clear:
         env_policy = "clear"
     timeout = parse_duration(ns.timeout, "--timeout") if ns.timeout is not None else None
-    kill_after = parse_duration(ns.kill_after, "--kill-after") if ns.kill_after else 5.0
+    kill_after = 5.0 if ns.kill_after is None else parse_duration(ns.kill_after, "--kill-after")
     try:
         task = TaskSpec(
             argv=tuple(argv),

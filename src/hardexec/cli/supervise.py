@@ -42,7 +42,7 @@ if TYPE_CHECKING:
     from ..spawn import Popen
     from ..usage import Usage
     from .options import Request
-    from .task import Clock, Passthrough
+    from .task import Clock, Passthrough, ResultFile
 
 _CGROUP_STEPS = ("cgroup", "cgroup_join")
 _EMPTY_TIMEOUT = 10.0  # s for a killed group to empty (a process in D state may take a while)
@@ -51,10 +51,10 @@ _POLL_STEP = 0.05  # s between checks of a process group (it has no event to wai
 
 def supervise(req: Request) -> int:
     """Run the program, do the duties above, and return its status (``-N``: killed by N)."""
-    from .task import Clock, Passthrough, open_result_file
+    from .task import Clock, Passthrough, ResultFile
 
     task = req.task
-    result_fd = open_result_file(req.json_result) if req.json_result else -1
+    result_file = ResultFile(req.json_result) if req.json_result else None
     signals = Signals()
     terminal = Terminal()
     clock = Clock(task.timeout if task else None, task.kill_after if task else 5.0)
@@ -62,7 +62,8 @@ def supervise(req: Request) -> int:
     try:
         child = _start(req)
         if isinstance(child, int):
-            _forget_result(result_fd, req.json_result)  # nothing ran: no result to hold
+            if result_file is not None:
+                result_file.discard()  # nothing ran: no result to hold
             return child
         warned = [_warning_text(warning, req) for warning in child.stage_warnings]
         for text in warned:
@@ -84,7 +85,7 @@ def supervise(req: Request) -> int:
         terminal.close()
         signals.restore()
     return _ended(
-        req, child, status, clock=clock, copier=copier, warned=warned, result_fd=result_fd
+        req, child, status, clock=clock, copier=copier, warned=warned, result_file=result_file
     )
 
 
@@ -134,10 +135,10 @@ def _ended(
     clock: Clock,
     copier: Passthrough | None,
     warned: list[str],
-    result_fd: int,
+    result_file: ResultFile | None,
 ) -> int:
     """Say how the run ended, write its result, and give the command's exit status."""
-    from .task import say_dropped, write_result
+    from .task import say_dropped
 
     _say_how_it_ended(child, status, req)
     if clock.timed_out:
@@ -148,17 +149,9 @@ def _ended(
         )
     if copier is not None:
         warned += say_dropped(copier, format_size(req.max_output or 0))
-    if result_fd >= 0:
-        write_result(result_fd, req, child, clock=clock, copier=copier, warnings=warned)
+    if result_file is not None:
+        result_file.write(req, child, clock=clock, copier=copier, warnings=warned)
     return EXIT_TIMEOUT if clock.timed_out else status
-
-
-def _forget_result(fd: int, path: str | None) -> None:
-    """Close and remove the ``--json-result`` file made for a run that never started."""
-    if fd >= 0 and path is not None:
-        os.close(fd)
-        with contextlib.suppress(OSError):
-            os.unlink(path)
 
 
 class _Run:
@@ -228,13 +221,13 @@ class _Run:
     def _idle(self) -> None:
         """Wait for output, a wake-up or the clock's next step; copy, or take the step."""
         copier = self.copier
-        fds = [self.signals.wake_fd, *(copier.fds() if copier else ())]
-        ready, _, _ = select.select(fds, [], [], self.clock.left())
-        for fd in ready:
-            if fd == self.signals.wake_fd:
-                os.read(fd, 4096)
-            elif copier is not None:
-                copier.pump(fd)
+        readers = [self.signals.wake_fd, *(copier.readers() if copier else ())]
+        writers = copier.writers() if copier else []
+        readable, writable, _ = select.select(readers, writers, [], self.clock.left())
+        if self.signals.wake_fd in readable:
+            os.read(self.signals.wake_fd, 4096)
+        if copier is not None:
+            copier.ready(readable, writable)
         self.clock.tick(self.child)
 
     def _stopped(self, signum: int) -> None:
@@ -242,9 +235,11 @@ class _Run:
             # It touched the terminal just before hardexec handed it over: let it retry.
             self._continue()
             return
-        if self.terminal.fd < 0:
-            # No terminal, so no job control: nobody would continue a stopped hardexec. The
-            # program stays stopped until someone continues it; hardexec goes on waiting.
+        if self.terminal.fd < 0 or not _continuable():
+            # No terminal, or no shell above us in the session (hardexec leads it): nobody
+            # would continue a stopped hardexec. The program stays
+            # stopped until someone continues it; hardexec goes on waiting (and its clock on
+            # running: a timeout still ends the program).
             return
         # ^Z (or any stop): the job is stopped, so hardexec stops too and the shell sees it.
         # SIGSTOP, not the program's SIGTSTP: the kernel discards that one in an orphaned
@@ -283,6 +278,16 @@ class _Run:
                 self.signals.wait(_POLL_STEP)
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.pid, signal.SIGKILL)
+
+
+def _continuable() -> bool:
+    """Whether a stopped hardexec would be continued: its parent (a shell with job control)
+    is in hardexec's session. When it is not, hardexec leads its session itself (``script
+    -c``, a container's tty) and a stop would be for good."""
+    try:
+        return os.getsid(os.getppid()) == os.getsid(0)
+    except OSError:
+        return False
 
 
 def _wait_for_event(group: Cgroup, signals: Signals) -> None:

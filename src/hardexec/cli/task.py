@@ -18,6 +18,8 @@ import time
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
     from ..spawn import Popen
     from .options import Request
 
@@ -54,125 +56,193 @@ class Clock:
             self._next = None
 
 
+class _Stream:
+    """One of the program's output pipes and the fd of hardexec's it goes to."""
+
+    __slots__ = ("dropped", "name", "passed", "pending", "pipe", "target")
+
+    def __init__(self, name: str, pipe: Any, target: int) -> None:
+        self.name = name
+        self.pipe = pipe  # the file object Popen made; None once closed
+        self.target = target
+        self.passed = 0
+        self.dropped = 0
+        self.pending = memoryview(b"")  # read, within the cap, not yet written
+
+    def close(self) -> None:
+        if self.pipe is not None:
+            self.pipe.close()
+            self.pipe = None
+        self.pending = memoryview(b"")
+
+
 class Passthrough:
     """The program's stdout and stderr copied to hardexec's own, byte for byte, up to ``limit``
-    bytes each; the rest is read (so the program never blocks on a full pipe) and counted."""
+    bytes each; the rest is read (so the program never blocks on a full pipe) and counted.
+
+    It never blocks the supervisor: a pipe is read only when what it gave before has been
+    written, and written only when select says hardexec's fd can take it, at most PIPE_BUF at a
+    time (a pipe that is writable takes that much without blocking). A reader of hardexec's
+    output that stops reading therefore stops the program as it would without hardexec, and
+    the timeout still fires; a reader that goes away closes the program's pipe, so the program
+    gets EPIPE (or SIGPIPE) as it would.
+    """
 
     def __init__(self, child: Popen, limit: int) -> None:
         self.limit = limit
-        self.passed = {"stdout": 0, "stderr": 0}
-        self.dropped = {"stdout": 0, "stderr": 0}
-        self.streams: dict[int, tuple[str, int]] = {}  # pipe fd → (its name, hardexec's fd)
-        for name, target in (("stdout", 1), ("stderr", 2)):
-            pipe = getattr(child, name)
-            if pipe is not None:
-                self.streams[pipe.fileno()] = (name, target)
-        self._files = [child.stdout, child.stderr]
+        self._streams = [
+            _Stream(name, getattr(child, name), target)
+            for name, target in (("stdout", 1), ("stderr", 2))
+            if getattr(child, name) is not None
+        ]
 
-    def fds(self) -> list[int]:
-        """The pipes still open."""
-        return list(self.streams)
+    @property
+    def dropped(self) -> dict[str, int]:
+        """Bytes of each stream dropped over the cap."""
+        return {stream.name: stream.dropped for stream in self._streams}
 
-    def pump(self, fd: int) -> None:
-        """Copy what ``fd`` has now (one read); at end of file, stop watching it."""
-        name, target = self.streams[fd]
-        data = os.read(fd, _CHUNK)
+    def readers(self) -> list[int]:
+        """The pipes to read now."""
+        return [s.pipe.fileno() for s in self._streams if s.pipe is not None and not s.pending]
+
+    def writers(self) -> list[int]:
+        """hardexec's fds with output waiting for them."""
+        return list({s.target for s in self._streams if s.pending})
+
+    @property
+    def open(self) -> bool:
+        """Whether any pipe is still open or any output still unwritten."""
+        return any(s.pipe is not None or s.pending for s in self._streams)
+
+    def ready(self, readable: list[int], writable: list[int]) -> None:
+        """Do what select said can be done now."""
+        for stream in self._streams:
+            if stream.pending and stream.target in writable:
+                self._write(stream)
+            elif stream.pipe is not None and stream.pipe.fileno() in readable:
+                self._read(stream)
+
+    def _read(self, stream: _Stream) -> None:
+        data = os.read(stream.pipe.fileno(), _CHUNK)
         if not data:
-            del self.streams[fd]
+            stream.close()
             return
-        room = max(self.limit - self.passed[name], 0)
-        if room:
-            _write_all(target, data[:room])
-            self.passed[name] += min(room, len(data))
-        self.dropped[name] += max(len(data) - room, 0)
+        room = max(self.limit - stream.passed, 0)
+        stream.pending = memoryview(data)[:room]
+        stream.passed += len(stream.pending)
+        stream.dropped += len(data) - len(stream.pending)
+
+    def _write(self, stream: _Stream) -> None:
+        try:
+            written = os.write(stream.target, stream.pending[: select.PIPE_BUF])
+        except BlockingIOError:  # hardexec's own fd is non-blocking and full: later
+            return
+        except BrokenPipeError:  # our reader left: so does the program's output
+            stream.close()
+            return
+        stream.pending = stream.pending[written:]
 
     def drain(self, timeout: float) -> None:
-        """Copy until every pipe is closed, for at most ``timeout`` s."""
+        """Copy until every pipe is closed and its output written, for at most ``timeout`` s."""
         deadline = time.monotonic() + timeout
-        while self.streams:
+        while self.open:
             left = deadline - time.monotonic()
             if left <= 0:
                 break
-            ready, _, _ = select.select(self.fds(), [], [], left)
-            for fd in ready:
-                self.pump(fd)
+            readable, writable, _ = select.select(self.readers(), self.writers(), [], left)
+            self.ready(readable, writable)
 
     def finish(self) -> None:
         """Drain what the ended tree left in the pipes, then close them."""
         self.drain(_EOF_AFTER_END)
-        self.streams.clear()
-        for pipe in self._files:
-            if pipe is not None:
-                pipe.close()
+        for stream in self._streams:
+            stream.close()
 
 
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        try:
-            view = view[os.write(fd, view) :]
-        except BrokenPipeError:  # our reader left: the program's output goes nowhere now
-            return
-        except BlockingIOError:  # hardexec's own stdout is non-blocking: wait until writable
-            select.select([], [fd], [])
+class ResultFile:
+    """``--json-result FILE``: written to a new file beside FILE, renamed over it at the end.
 
-
-def open_result_file(path: str) -> int:
-    """Open (create) ``--json-result``'s file before anything runs, so a bad path refuses the
-    run rather than losing its result; returns the fd."""
-    from .options import fail
-
-    try:
-        return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
-    except OSError as err:
-        fail(f"--json-result: {path!r}: {err.strerror}")
-
-
-def write_result(
-    fd: int,
-    req: Request,
-    child: Popen,
-    *,
-    clock: Clock,
-    copier: Passthrough | None,
-    warnings: list[str],
-) -> None:
-    """The run as a :class:`hardexec.Result`, JSON, into ``fd`` (then closed).
-
-    Its ``stdout``/``stderr`` are empty: the command passes output through, it keeps none.
+    hardexec runs as root, often with FILE in a directory others can write (``/tmp``): the
+    temporary file is made with O_EXCL (never an existing file, never through a symlink), and
+    the rename replaces the name FILE, not what a planted symlink points at. It is made before
+    anything runs, so a path that cannot be written refuses the run; a run that never started
+    removes it and leaves FILE as it was.
     """
-    import json
 
-    from ..runner.result import Result, Truncation
+    def __init__(self, path: str) -> None:
+        import tempfile
 
-    code = child.returncode
-    assert code is not None
-    usage = child.usage
-    result = Result(
-        name=os.path.basename(req.argv[0]) or req.argv[0],
-        pid=child.pid,
-        exit_code=code if code >= 0 else None,
-        signal=-code if code < 0 else None,
-        duration=time.monotonic() - clock.start,
-        timed_out=clock.timed_out,
-        oom_killed=usage.oom_killed if usage is not None else None,
-        usage=usage,
-        truncated=Truncation(
-            stdout_bytes=copier.dropped["stdout"] if copier else 0,
-            stderr_bytes=copier.dropped["stderr"] if copier else 0,
-        ),
-        warnings=tuple(warnings),
-    )
-    with os.fdopen(fd, "w") as f, contextlib.suppress(BrokenPipeError):
-        json.dump(result.to_dict(), f, indent=2)
-        f.write("\n")
+        from .options import fail
+
+        self.path = path
+        if os.path.isdir(path):
+            fail(f"--json-result: {path!r} is a directory")
+        folder = os.path.dirname(os.path.abspath(path))
+        try:
+            self.fd, self.temp = tempfile.mkstemp(prefix=".hardexec-result-", dir=folder)
+        except OSError as err:
+            fail(f"--json-result: {path!r}: {err.strerror}")
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(self.fd, 0o644 & ~umask)  # as a plain O_CREAT would have made it
+
+    def discard(self) -> None:
+        """Nothing ran: remove the temporary file."""
+        os.close(self.fd)
+        with contextlib.suppress(OSError):
+            os.unlink(self.temp)
+
+    def write(
+        self,
+        req: Request,
+        child: Popen,
+        *,
+        clock: Clock,
+        copier: Passthrough | None,
+        warnings: list[str],
+    ) -> None:
+        """The run as a :class:`hardexec.Result`, JSON, in place of FILE.
+
+        Its ``stdout``/``stderr`` are empty: the command passes output through, it keeps none.
+        """
+        import json
+
+        from ..runner.result import Result, Truncation
+
+        code = child.returncode
+        assert code is not None
+        usage = child.usage
+        dropped = copier.dropped if copier else {}
+        result = Result(
+            name=os.path.basename(req.argv[0]) or req.argv[0],
+            pid=child.pid,
+            exit_code=code if code >= 0 else None,
+            signal=-code if code < 0 else None,
+            duration=time.monotonic() - clock.start,
+            timed_out=clock.timed_out,
+            oom_killed=usage.oom_killed if usage is not None else None,
+            usage=usage,
+            truncated=Truncation(
+                stdout_bytes=dropped.get("stdout", 0), stderr_bytes=dropped.get("stderr", 0)
+            ),
+            warnings=tuple(warnings),
+        )
+        with os.fdopen(self.fd, "w") as f:
+            json.dump(result.to_dict(), f, indent=2)
+            f.write("\n")
+        try:
+            os.rename(self.temp, self.path)
+        except OSError as err:
+            with contextlib.suppress(OSError):
+                os.unlink(self.temp)
+            print(f"hardexec: --json-result: {self.path!r}: {err.strerror}", file=sys.stderr)
 
 
 def say_dropped(copier: Passthrough, limit_text: str) -> list[str]:
     """One line per stream that lost output over ``--max-output``, printed and returned."""
     lines = []
     for name in ("stdout", "stderr"):
-        dropped = copier.dropped[name]
+        dropped = copier.dropped.get(name, 0)
         if dropped:
             line = f"{name}: {dropped} bytes over --max-output {limit_text} were dropped"
             print(f"hardexec: {line}", file=sys.stderr)

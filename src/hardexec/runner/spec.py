@@ -12,6 +12,7 @@ import os
 
 from .._record import frozen
 from ..errors import PolicyError
+from ..errors import shown as _shown
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -40,6 +41,7 @@ MAX_SCRIPT_BYTES = 2 << 20  # 2 MiB: a script is a program's text, not its data
 #: PATH given to a task whose environment is cleared and that names none itself.
 DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
 _ENV_POLICIES = ("inherit", "clear")
+_MAX_RETRIES = 1000
 _MAX_TIMEOUT = 10**9  # s (about 31 years): asyncio's timers overflow far beyond
 
 
@@ -115,7 +117,7 @@ class TaskSpec:
         _set(self, "env_policy", _env_policy(self.env_policy))
         if self.input is not None:
             if isinstance(self.input, str):
-                _set(self, "input", self.input.encode())
+                _set(self, "input", _utf8("task.input", self.input))
             elif isinstance(self.input, (bytearray, memoryview)):
                 _set(self, "input", bytes(self.input))
             elif not isinstance(self.input, bytes):
@@ -127,8 +129,8 @@ class TaskSpec:
             self, "drain_timeout", _seconds("task.drain_timeout", self.drain_timeout, zero_ok=True)
         )
         _set(self, "retries", _whole("task.retries", self.retries))
-        if self.retries < 0:
-            raise PolicyError(f"task.retries: {self.retries} is negative")
+        if not 0 <= self.retries <= _MAX_RETRIES:
+            raise PolicyError(f"task.retries: {_shown(self.retries)} is not in 0..{_MAX_RETRIES}")
         _set(self, "backoff", _seconds("task.backoff", self.backoff, zero_ok=True))
         if not isinstance(self.fail_on_non_zero, bool):
             value = _shown(self.fail_on_non_zero)
@@ -137,6 +139,24 @@ class TaskSpec:
             _text("task.name", self.name)
             if not self.name:
                 raise PolicyError("task.name: empty (leave it out for the program's name)")
+
+    def __repr__(self) -> str:
+        # Arguments, variables' values, the input and the body may carry secrets: a spec's
+        # repr (in a log, a traceback) names the program and counts the rest.
+        shown = [f"program={self.program!r}", f"args={len(self.argv) - 1}"]
+        if self.body is not None:
+            shown.append(f"body=<{len(_utf8('task.body', self.body))} bytes>")
+        if self.script_args:
+            shown.append(f"script_args={len(self.script_args)}")
+        if self.env:
+            shown.append(f"env=[{', '.join(name for name, _ in self.env)}]")
+        if self.input is not None:
+            shown.append(f"input=<{len(self.input)} bytes>")
+        for name in ("cwd", "env_policy", "timeout", "retries", "fail_on_non_zero", "name"):
+            value = getattr(self, name)
+            if value not in (None, "inherit", 0, False):
+                shown.append(f"{name}={value!r}")
+        return f"TaskSpec({', '.join(shown)})"
 
     # --- the two ways to build one ---------------------------------------------------------
 
@@ -154,10 +174,10 @@ class TaskSpec:
         """
         if isinstance(argv, (str, bytes)):
             raise PolicyError(
-                f"task.argv: expected a list of arguments, got the string {_shown(argv)} "
+                "task.argv: expected a list of arguments, got one string "
                 "(no shell is involved: split it yourself)"
             )
-        return cls(argv=tuple(argv), env=_env_arg(env), **fields)  # type: ignore[arg-type]
+        return cls(argv=argv, env=_env_arg(env), **fields)  # type: ignore[arg-type]
 
     @classmethod
     def script(
@@ -183,11 +203,11 @@ class TaskSpec:
                     "or give an argv such as ['perl', '-w'])"
                 )
         else:
-            argv = tuple(interpreter)
+            argv = interpreter  # type: ignore[assignment]  (checked as argv is)
         return cls(
             argv=argv,
             body=body,
-            script_args=tuple(args),
+            script_args=args,
             env=_env_arg(env),
             **fields,  # type: ignore[arg-type]
         )
@@ -253,28 +273,31 @@ def resolve_env(
 # --- validation ----------------------------------------------------------------------------
 
 
-def _shown(value: object) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-def _text(field: str, value: object) -> str:
+def _text(field: str, value: object, secret: bool = False) -> str:
+    """``value``, text without NUL. A ``secret`` one (an argument, a variable's value, the
+    input) is never quoted in the message: messages end up in logs."""
     if not isinstance(value, str):
-        raise PolicyError(f"{field}: expected text, got {_shown(value)}")
+        what = type(value).__name__ if secret else _shown(value)
+        raise PolicyError(f"{field}: expected text, got {what}")
     if "\0" in value:
-        raise PolicyError(f"{field}: {_shown(value)} contains a NUL byte")
+        where = f"a NUL byte at offset {value.index(chr(0))}"
+        raise PolicyError(
+            f"{field}: contains {where}" if secret else f"{field}: {_shown(value)} contains {where}"
+        )
     return value
 
 
 def _strings(field: str, values: Iterable[object]) -> tuple[str, ...]:
+    # The values are arguments (secrets, maybe): the message names their type only.
+    what = f"expected a list of arguments, got {type(values).__name__}"
     if isinstance(values, (str, bytes)) or hasattr(values, "keys"):
-        raise PolicyError(f"{field}: expected a list of arguments, got {_shown(values)}")
+        raise PolicyError(f"{field}: {what}")
     try:
         items = tuple(values)
     except TypeError:
-        raise PolicyError(f"{field}: expected a list of arguments, got {_shown(values)}") from None
+        raise PolicyError(f"{field}: {what}") from None
     return tuple(
-        _text(f"{field}[{i}]", os.fspath(v) if isinstance(v, os.PathLike) else v)
+        _text(f"{field}[{i}]", os.fspath(v) if isinstance(v, os.PathLike) else v, secret=True)
         for i, v in enumerate(items)
     )
 
@@ -299,7 +322,7 @@ def env_pairs(pairs: object, field: str = "task.env") -> tuple[tuple[str, str], 
             raise PolicyError(f"{field}: expected (name, value) pairs, got {_shown(item)}")
         name, value = item
         _env_name(f"{field}[{name!r}]" if isinstance(name, str) else field, name)
-        _text(f"{field}[{name!r}]", value)
+        _text(f"{field}[{name!r}]", value, secret=True)
         out[name] = value
     return tuple(out.items())
 
@@ -337,12 +360,23 @@ def _check_script(body: object, limit: int) -> None:
         raise PolicyError(f"task.body: expected text, got {_shown(body)}")
     if not body:
         raise PolicyError("task.body: empty script")
-    size = len(body.encode("utf-8", "surrogateescape"))
+    size = len(_utf8("task.body", body))
     if size > limit:
         raise PolicyError(
             f"task.body: the script is {size} bytes, over the limit of {limit} "
             "(task.max_script_bytes)"
         )
+
+
+def _utf8(field: str, text: str) -> bytes:
+    """``text`` as UTF-8; lone surrogates from undecodable bytes (surrogateescape) go back to
+    those bytes, any other is an error."""
+    try:
+        return text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError as err:
+        raise PolicyError(
+            f"{field}: character {err.start} cannot be encoded as UTF-8 ({err.reason})"
+        ) from None
 
 
 def _whole(field: str, value: object) -> int:
