@@ -112,6 +112,15 @@ def made_by_another_process(group: str) -> bool:
     return True
 
 
+def process_gone(pid: int) -> bool:
+    """Whether ``pid`` has exited: no such process, or a zombie (dead, not yet reaped)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except FileNotFoundError:
+        return True
+
+
 def wait_until(predicate, timeout: float = 5.0, step: float = 0.01) -> bool:
     """Poll ``predicate`` until it is true or ``timeout`` s pass; its last value."""
     import time

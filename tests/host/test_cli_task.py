@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from helpers import run_text, wait_until
+from helpers import process_gone, run_text, wait_until
 
 HARDEXEC = [sys.executable, "-m", "hardexec"]
 EXIT_TIMEOUT = 124
@@ -19,17 +19,9 @@ def hx(*args, **kwargs):
     return run_text([*HARDEXEC, *args], **kwargs)
 
 
-def _dead(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
-    except FileNotFoundError:
-        return True
-
-
 def _kill_if_alive(pids):
     for pid in pids:
-        if not _dead(pid):
+        if not process_gone(pid):
             os.kill(pid, 9)
 
 
@@ -63,7 +55,7 @@ def test_timeout_kills_three_generations_with_a_cgroup_and_exits_124(tmp_path):
         assert result.returncode == EXIT_TIMEOUT, result.stderr
         assert time.monotonic() - started < 30  # the sleepers' 60 s were cut short
         assert "hardexec: timed out after 1 s" in result.stderr
-        assert all(_dead(pid) for pid in pids), [p for p in pids if not _dead(p)]
+        assert all(process_gone(pid) for pid in pids), [p for p in pids if not process_gone(p)]
     finally:
         _kill_if_alive(pids)
 
@@ -75,8 +67,9 @@ def test_timeout_without_a_cgroup_ends_the_process_group_only(tmp_path):
     pids = _pids(pidfile, 3)
     try:
         assert result.returncode == EXIT_TIMEOUT, result.stderr
-        assert _dead(pids[0]) and _dead(pids[1])
-        assert not _dead(pids[2]), "the setsid'd sleeper left the group: only a cgroup reaches it"
+        assert process_gone(pids[0]) and process_gone(pids[1])
+        # the setsid'd sleeper left the group: only a cgroup reaches it
+        assert not process_gone(pids[2])
     finally:
         _kill_if_alive(pids)
 

@@ -23,7 +23,7 @@ import pytest
 import hardexec
 from hardexec import cgroups
 from hardexec.errors import CgroupError
-from helpers import parse_status, wait_until
+from helpers import parse_status, process_gone, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
@@ -85,14 +85,6 @@ def run_example(name: str, tmp_path: Path, own_network: bool = False):
 
 def _ok(result: subprocess.CompletedProcess[str]) -> None:
     assert result.returncode == 0, f"exit {result.returncode}\n{result.stdout}\n{result.stderr}"
-
-
-def _process_gone(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
-    except FileNotFoundError:
-        return True
 
 
 def _memory_controller() -> bool:
@@ -193,7 +185,7 @@ def check_ceilings_and_usage(result) -> None:
     assert match, lines
     assert lines[3] == "program killed by signal 9"
     # setsid'd, so only the cgroup reached it: it must be gone (or an unreaped zombie)
-    assert wait_until(lambda: _process_gone(int(match.group(1)))), "the daemon survived"
+    assert wait_until(lambda: process_gone(int(match.group(1)))), "the daemon survived"
 
 
 def check_runner(result) -> None:
