@@ -107,6 +107,7 @@ class Attempt:
         self.child: Popen | None = None
         self._pipes: list[Pipe] = []
         self._input: Input | None = None
+        self._connecting: asyncio.Future[None] | None = None
         self._handed: set[str] = set()  # child streams a transport owns (and will close)
         self._exited: asyncio.Future[None] | None = None
         self._pidfd = -1
@@ -127,7 +128,10 @@ class Attempt:
         try:
             self._watch_exit()
             self._started(argv)
-            await self._connect()
+            # Shielded: a cancel meanwhile must not leave a pipe half connected (asyncio
+            # closes it), or the program would die of SIGPIPE instead of having its grace.
+            self._connecting = asyncio.ensure_future(self._connect())
+            await asyncio.shield(self._connecting)
             await self._supervise(start)
         except BaseException:
             await self._end_for_sure()
@@ -379,6 +383,8 @@ class Attempt:
             return
 
         async def end() -> None:
+            if self._connecting is not None and not self._connecting.done():
+                await asyncio.wait([self._connecting])  # one turn of the loop at most
             if self._exited is not None and not self._exited.done():
                 self.cancelled = True
                 await self._terminate()
