@@ -169,7 +169,8 @@ class Attempt:
             try:
                 report = await read_all_async(child._report_fd())
             except BaseException:  # cancelled while the stage ran: end it, leave nothing
-                child._report_failed()
+                child._report_failed()  # killed and reaped
+                _wait_tree_gone(child)  # and what it may have started already, gone too
                 raise
             child._finish_report(report)  # raises what Popen raises, the stage reaped
         return child
@@ -458,6 +459,17 @@ class Attempt:
         label = escape(self.label)
         logger.info("task %s: %s", label, escape(result.describe()), extra={"task": label})
         return result
+
+
+def _wait_tree_gone(child: Popen) -> None:
+    """Block until the killed program's tree is gone (SIGKILL'd processes take moments; a
+    rare path: a cancel while the exec stage ran), at most ``_EMPTY_TIMEOUT``."""
+    if child.cgroup is not None:
+        child.cgroup.wait_empty(_EMPTY_TIMEOUT)
+        return
+    deadline = time.monotonic() + _EMPTY_TIMEOUT
+    while process_group_alive(child.pid) and time.monotonic() < deadline:
+        time.sleep(_POLL)
 
 
 def _wait_without_reaping(pid: int, loop: asyncio.AbstractEventLoop, done: Any) -> None:
