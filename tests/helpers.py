@@ -112,6 +112,24 @@ def made_by_another_process(group: str) -> bool:
     return True
 
 
+def descendants(pid: int) -> list[int]:
+    """Every living descendant of ``pid`` (children first), from /proc."""
+    parents = {}
+    for name in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{name}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        parents[int(name)] = int(stat[stat.rindex(")") + 2 :].split()[1])
+    found, frontier = [], [pid]
+    while frontier:
+        children = [child for child, parent in parents.items() if parent in frontier]
+        found.extend(children)
+        frontier = children
+    return found
+
+
 def process_gone(pid: int) -> bool:
     """Whether ``pid`` has exited: no such process, or a zombie (dead, not yet reaped)."""
     try:

@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from helpers import hardexec_groups, parse_status, run_text, wait_until
+from helpers import descendants, hardexec_groups, parse_status, run_text, wait_until
 
 HARDEXEC = [sys.executable, "-m", "hardexec"]
 # exec: nothing to supervise, hardexec becomes the program; supervised: it stays resident.
@@ -342,7 +342,9 @@ def test_in_a_terminal_the_program_has_it_and_job_control_works():
         pid = 0
         assert os.waitstatus_to_exitcode(status) == 0
     finally:
-        if pid:
-            os.kill(pid, signal.SIGKILL)
+        if pid:  # failed midway: end hardexec and the program too (they may be stopped)
+            for leftover in [*reversed(descendants(pid)), pid]:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(leftover, signal.SIGKILL)
             os.waitpid(pid, 0)
         os.close(fd)
