@@ -9,5 +9,7 @@ hardexec run --env-clear --env-keep HOME --env FOO=bar --cwd /tmp -- sh -c 'env 
 
 # Output passed through up to a cap, byte for byte (the rest counted and dropped), and the
 # run's result as JSON.
-hardexec run --max-output 13 --json-result result.json -- printf 'hello, world\nand more\n'
-grep -E '"(exit_code|stdout_bytes)"' result.json
+result=$(mktemp -d)/result.json
+hardexec run --max-output 13 --json-result "$result" -- printf 'hello, world\nand more\n'
+grep -E '"(exit_code|stdout_bytes)"' "$result"
+rm -r "$(dirname "$result")"

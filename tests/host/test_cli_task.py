@@ -101,7 +101,7 @@ def test_a_program_that_ends_in_time_keeps_its_status(tmp_path):
         (["--kill-after", "1s"], "hardexec: --kill-after: needs --timeout"),
         (["--cwd", "/no/such/dir"], "hardexec: --cwd: '/no/such/dir' does not exist"),
         (["--cwd", "/etc/passwd"], "hardexec: --cwd: '/etc/passwd' is not a directory"),
-        (["--env", "NOVALUE"], "hardexec: --env: 'NOVALUE' is not NAME=VALUE"),
+        (["--env", "NOVALUE"], "hardexec: --env: an item without '=' (expected NAME=VALUE)"),
         (["--env", "=x"], "hardexec: --env['']: empty variable name"),
         (["--env-keep", "A=B"], "hardexec: --env-keep: variable name 'A=B' contains '='"),
         (["--max-output", "0"], "hardexec: --max-output: 0 would drop all output"),
@@ -242,18 +242,19 @@ def test_json_result_of_a_timeout_and_a_cap(tmp_path):
     assert "stdout: 3 bytes over --max-output 3 were dropped" in parsed.warnings
 
 
-def test_json_result_file_is_not_left_when_nothing_ran(tmp_path):
+def test_json_result_of_a_program_that_never_started(tmp_path):
     path = tmp_path / "result.json"
+    path.write_text("an earlier run's result\n")
     result = hx("run", "--json-result", str(path), "--", "no-such-program-here")
     assert result.returncode == 127
-    assert list(tmp_path.iterdir()) == []  # neither the file nor its temporary
+    assert result.stderr == "hardexec: no-such-program-here: No such file or directory\n"
+    from hardexec import Result
 
-
-def test_json_result_leaves_an_earlier_file_alone_when_nothing_ran(tmp_path):
-    path = tmp_path / "result.json"
-    path.write_text("precious\n")
-    assert hx("run", "--json-result", str(path), "--", "no-such-program-here").returncode == 127
-    assert path.read_text() == "precious\n"
+    parsed = Result.from_dict(json.loads(path.read_text()))  # this run's, not the earlier one
+    assert parsed.pid is None and parsed.exit_code is None and parsed.signal is None
+    assert parsed.warnings == ("no-such-program-here: No such file or directory",)
+    assert parsed.outcome == "failure"
+    assert [p.name for p in tmp_path.iterdir()] == ["result.json"]  # no temporary left
 
 
 def test_json_result_replaces_a_planted_symlink_not_its_target(tmp_path):

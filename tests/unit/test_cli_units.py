@@ -23,8 +23,8 @@ def test_unparsable_sizes_exit_125_naming_the_option(text, capsys):
         parse_size(text, "--fsize")
     assert stop.value.code == 125
     assert capsys.readouterr().err == (
-        f"hardexec: --fsize: {text!r} is not a size (a whole number with an optional K, M, G "
-        "suffix)\n"
+        f"hardexec: --fsize: {text!r} is not a size (a whole number, then K, M, G or T if need "
+        "be)\n"
     )
 
 

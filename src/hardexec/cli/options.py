@@ -71,7 +71,7 @@ def parse_size(text: str, option: str) -> int:
     unit = body[-1:] if body[-1:] in ("K", "M", "G", "T") else ""
     digits = body[: len(body) - len(unit)]
     if not _ascii_digits(digits):
-        fail(f"{option}: {text!r} is not a size (a whole number with an optional K, M, G suffix)")
+        fail(f"{option}: {text!r} is not a size (a whole number, then K, M, G or T if need be)")
     return int(digits) * _UNITS[unit]
 
 
@@ -202,8 +202,8 @@ def _task(ns: Namespace, argv: list[str]) -> TaskSpec:
     pairs = []
     for item in ns.env:
         name, equals, value = item.partition("=")
-        if not equals:
-            fail(f"--env: {item!r} is not NAME=VALUE")
+        if not equals:  # not quoted: a value given by mistake may be a secret
+            fail("--env: an item without '=' (expected NAME=VALUE)")
         pairs.append((name, value))
     env_policy: str | tuple[str, ...] = "inherit"
     if ns.env_keep:

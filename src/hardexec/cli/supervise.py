@@ -61,10 +61,12 @@ def supervise(req: Request) -> int:
     copier = None
     try:
         child = _start(req)
-        if isinstance(child, int):
-            if result_file is not None:
-                result_file.discard()  # nothing ran: no result to hold
-            return child
+        if isinstance(child, tuple):
+            status, message = child
+            print(f"hardexec: {message}", file=sys.stderr)
+            if result_file is not None:  # this run's result, not a stale one: it never started
+                result_file.write_unstarted(req, clock, message)
+            return status
         warned = [_warning_text(warning, req) for warning in child.stage_warnings]
         for text in warned:
             print(f"hardexec: warning: {text}", file=sys.stderr)
@@ -89,8 +91,9 @@ def supervise(req: Request) -> int:
     )
 
 
-def _start(req: Request) -> Popen | int:
-    """The program, started under its policy; or the exit status saying why it could not be."""
+def _start(req: Request) -> Popen | tuple[int, str]:
+    """The program, started under its policy; or the exit status and the one line saying why
+    it could not be."""
     from ..errors import HardexecError
     from ..spawn import Popen
     from ..spawn_core import exec_time_environ
@@ -117,14 +120,11 @@ def _start(req: Request) -> Popen | int:
                 stderr=piped,
             )
     except FileNotFoundError as err:
-        print(f"hardexec: {req.argv[0]}: {err.strerror}", file=sys.stderr)
-        return EXIT_NOTFOUND
+        return EXIT_NOTFOUND, f"{req.argv[0]}: {err.strerror}"
     except HardexecError as err:  # StageError, CgroupError, …: before the OSError catch-all
-        print(f"hardexec: {_refusal(err, req)}", file=sys.stderr)
-        return EXIT_FAILURE
+        return EXIT_FAILURE, _refusal(err, req)
     except OSError as err:  # the program exists but cannot be executed
-        print(f"hardexec: {req.argv[0]}: {err.strerror}", file=sys.stderr)
-        return EXIT_NOEXEC
+        return EXIT_NOEXEC, f"{req.argv[0]}: {err.strerror}"
 
 
 def _ended(

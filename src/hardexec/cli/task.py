@@ -165,8 +165,9 @@ class ResultFile:
     hardexec runs as root, often with FILE in a directory others can write (``/tmp``): the
     temporary file is made with O_EXCL (never an existing file, never through a symlink), and
     the rename replaces the name FILE, not what a planted symlink points at. It is made before
-    anything runs, so a path that cannot be written refuses the run; a run that never started
-    removes it and leaves FILE as it was.
+    anything runs, so a path that cannot be written refuses the run. A program that could not
+    be started still gets a result (no pid, no status, the reason in ``warnings``), so FILE
+    never holds an earlier run's.
     """
 
     def __init__(self, path: str) -> None:
@@ -186,11 +187,13 @@ class ResultFile:
         os.umask(umask)
         os.fchmod(self.fd, 0o644 & ~umask)  # as a plain O_CREAT would have made it
 
-    def discard(self) -> None:
-        """Nothing ran: remove the temporary file."""
-        os.close(self.fd)
-        with contextlib.suppress(OSError):
-            os.unlink(self.temp)
+    def write_unstarted(self, req: Request, clock: Clock, reason: str) -> None:
+        """The result of a run whose program never started: ``reason`` in its warnings."""
+        from ..runner.result import Result
+
+        name = os.path.basename(req.argv[0]) or req.argv[0]
+        duration = time.monotonic() - clock.start
+        self._put(Result(name=name, duration=duration, warnings=(reason,)))
 
     def write(
         self,
@@ -205,8 +208,6 @@ class ResultFile:
 
         Its ``stdout``/``stderr`` are empty: the command passes output through, it keeps none.
         """
-        import json
-
         from ..runner.result import Result, Truncation
 
         code = child.returncode
@@ -227,6 +228,11 @@ class ResultFile:
             ),
             warnings=tuple(warnings),
         )
+        self._put(result)
+
+    def _put(self, result: Any) -> None:
+        import json
+
         with os.fdopen(self.fd, "w") as f:
             json.dump(result.to_dict(), f, indent=2)
             f.write("\n")

@@ -180,11 +180,13 @@ class Attempt:
         assert child is not None
         self.warnings.extend(str(w) for w in child.stage_warnings)
         # The program's name and how many arguments, never their values (they carry secrets).
+        count = len(argv) - 1
         logger.info(
-            "task %s: started %s with %d arguments, pid %d (attempt %d)",
+            "task %s: started %s with %d argument%s, pid %d (attempt %d)",
             escape(self.label),
             escape(self.spec.program),
-            len(argv) - 1,
+            count,
+            "" if count == 1 else "s",
             child.pid,
             self.number,
             extra={"task": escape(self.label)},

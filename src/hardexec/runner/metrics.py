@@ -47,8 +47,7 @@ class Metrics:
 
     def task_finished(self, runner: str, outcome: str, seconds: float) -> None:
         """Count one finished task."""
-        if outcome not in OUTCOMES:
-            raise ValueError(f"outcome: {outcome!r} is not one of {', '.join(OUTCOMES)}")
+        _check(outcome)
         key = (runner, outcome)
         with self._lock:
             self._counts[key] = self._counts.get(key, 0) + 1
@@ -58,11 +57,13 @@ class Metrics:
 
     def count(self, runner: str, outcome: str) -> int:
         """How many tasks of ``runner`` ended with ``outcome``."""
+        _check(outcome)
         with self._lock:
             return self._counts.get((runner, outcome), 0)
 
     def histogram(self, runner: str, outcome: str) -> list[int]:
         """Cumulative bucket counts (``le`` each of :attr:`buckets`, then ``+Inf``)."""
+        _check(outcome)
         with self._lock:
             raw = list(self._hist.get((runner, outcome), [0] * (len(self.buckets) + 1)))
         total, out = 0, []
@@ -83,6 +84,12 @@ class Metrics:
                 "buckets": self.histogram(runner, outcome),
             }
         return shot
+
+
+def _check(outcome: str) -> None:
+    """A misspelt outcome is an error, not a count of zero."""
+    if outcome not in OUTCOMES:
+        raise ValueError(f"outcome: {outcome!r} is not one of {', '.join(OUTCOMES)}")
 
 
 class PrometheusMetrics:
