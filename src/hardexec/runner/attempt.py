@@ -14,8 +14,10 @@ reused while hardexec still signals it. The order of the end, every time:
 4. the program is reaped (usage read, cgroup removed once empty).
 
 Cancelling the coroutine at any point runs the same end (shielded; a second cancel skips the
-grace) and re-raises only once the tree is dead. If even that is cancelled (an event loop
-shutting down cancels every task), the tree is killed and reaped synchronously.
+grace) and re-raises only once the tree is dead. If even that shielded end is cancelled (a
+second round of cancelling every task), the tree is killed and reaped synchronously. A loop
+that shuts down (``asyncio.run`` returning with tasks left) cancels them once: they get
+their grace, as any cancel does.
 """
 
 from __future__ import annotations
