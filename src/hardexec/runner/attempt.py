@@ -25,9 +25,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import fcntl
 import os
 import signal
+import struct
 import subprocess
+import termios
 import threading
 import time
 
@@ -257,7 +260,7 @@ class Attempt:
             else:
                 self.timed_out = True
             await self._terminate()
-        await self._drain(None if spec.timeout is None else start + spec.timeout)
+        await self._drain()
         await self._kill_tree()
 
     async def _terminate(self) -> None:
@@ -288,42 +291,47 @@ class Attempt:
         assert self._exited is not None
         await asyncio.shield(self._exited)  # cancelling this wait must not cancel the future
         group = self._group()
-        if group is not None:
-            while group.populated():
-                await asyncio.sleep(_POLL * 4)
-        else:  # no cgroup to ask: closed output is the sign that its holders are gone
-            # asyncio.wait, not gather: cancelling this must leave the pipes' futures alone.
-            await asyncio.wait([pipe.closed for pipe in self._pipes])
+        pid = self.child.pid  # type: ignore[union-attr]
+        # The cgroup, else the process group (the program is a zombie by now, and zombies
+        # count as gone). Not the pipes: they may be paused for a slow consumer.
+        while group.populated() if group is not None else process_group_alive(pid):
+            await asyncio.sleep(_POLL * 4)
 
-    async def _drain(self, deadline: float | None) -> None:
-        """Let output drain after the exit, for at most ``drain_timeout`` (and not past the
-        task's timeout). Time the pipes spend paused for a slow consumer of ours does not
-        count: that output is not held open by the task, it is waiting for us."""
-        budget = self.spec.drain_timeout
+    async def _drain(self) -> None:
+        """Let output drain after the exit, for at most ``drain_timeout`` of reading."""
+        if not await self._wait_closed(self.spec.drain_timeout):
+            self.warnings.append(
+                f"output stayed open {self.spec.drain_timeout:g} s after the program exited "
+                "(held by a process it left running): its tree was killed"
+            )
+
+    async def _wait_closed(self, budget: float) -> bool:
+        """Wait until both pipes are closed, for ``budget`` seconds of reading; whether they
+        are. Time the pipes spend paused for a slow consumer of ours does not count: that
+        output is not held open by the task, it waits for us (unless the attempt is cancelled:
+        then its consumer may be gone, and every second counts)."""
         outlet = self.outlet
         while pending := [pipe.closed for pipe in self._pipes if not pipe.closed.done()]:
-            left = None if deadline is None else deadline - time.monotonic()
-            if left is not None and left <= 0:
-                break
+            if self.cancelled:
+                outlet.release()
+                _, late = await asyncio.wait(pending, timeout=max(budget, 0.0))
+                return not late
             paused = not outlet.flowing.is_set()
             if not paused and budget <= 0:
-                break
+                return False
             change = asyncio.ensure_future((outlet.flowing if paused else outlet.stalled).wait())
-            limit = left if paused else budget if left is None else min(budget, left)
             started = time.monotonic()
             try:
                 await asyncio.wait(
-                    [*pending, change], timeout=limit, return_when=asyncio.FIRST_COMPLETED
+                    [*pending, change],
+                    timeout=None if paused else budget,
+                    return_when=asyncio.FIRST_COMPLETED,
                 )
             finally:
                 change.cancel()
             if not paused:
                 budget -= time.monotonic() - started
-        if any(not pipe.closed.done() for pipe in self._pipes):
-            self.warnings.append(
-                f"output stayed open {self.spec.drain_timeout:g} s after the program exited "
-                "(held by a process it left running): its tree was killed"
-            )
+        return True
 
     # --- the end -------------------------------------------------------------------------------
 
@@ -345,11 +353,16 @@ class Attempt:
         signal_tree(child.cgroup, child.pid, signum)
 
     async def _close_pipes(self) -> None:
-        pending = [pipe.closed for pipe in self._pipes if not pipe.closed.done()]
-        if pending:  # killed holders close them at once; a holder outside the tree never does
-            await asyncio.wait(pending, timeout=_EOF_AFTER_KILL)
+        # Killed holders close them at once; a holder outside the tree never does.
+        await self._wait_closed(_EOF_AFTER_KILL)
         for pipe in self._pipes:
             if pipe.transport is not None and not pipe.closed.done():
+                unread = _unread(pipe.transport)
+                if unread:  # discarded with the pipe: counted, and said
+                    pipe.buffer.dropped_bytes += unread
+                    self.warnings.append(
+                        f"{pipe.name}: {unread} bytes still unread when its pipe was closed"
+                    )
                 pipe.transport.close()  # connection_lost (soon): its last line is kept
         if self._input is not None:
             self._input.abort()
@@ -463,6 +476,15 @@ class Attempt:
         label = escape(self.label)
         logger.info("task %s: %s", label, escape(result.describe()), extra={"task": label})
         return result
+
+
+def _unread(transport: asyncio.ReadTransport) -> int:
+    """Bytes waiting in a read pipe (FIONREAD), 0 if that cannot be told."""
+    pipe = transport.get_extra_info("pipe")
+    try:
+        return struct.unpack("i", fcntl.ioctl(pipe.fileno(), termios.FIONREAD, b"\0" * 4))[0]
+    except (OSError, ValueError, AttributeError):
+        return 0
 
 
 def _wait_tree_gone(child: Popen) -> None:

@@ -131,10 +131,16 @@ class Runner:
             return await self._run(spec, policy, outlet)
         feeder = asyncio.ensure_future(self._feed(outlet))
         try:
-            return await self._run(spec, policy, outlet)
-        finally:
-            outlet.queue.put_nowait(END)  # type: ignore[union-attr]
-            await _finish(feeder)  # the sink has seen every event, the exit included
+            result = await self._run(spec, policy, outlet)
+        except BaseException:
+            # Ended by an error or a cancel (the tree is dead by now): a sink that lags must
+            # not hold the caller, so it is cancelled rather than waited for.
+            feeder.cancel()
+            await asyncio.wait([feeder])
+            raise
+        outlet.queue.put_nowait(END)  # type: ignore[union-attr]
+        await _finish(feeder)  # the sink has seen every event, the exit included
+        return result
 
     def stream(self, spec: TaskSpec, *, policy: Policy | None = None) -> AsyncIterator[Event]:
         """Run ``spec`` and yield its events as they happen: ``start``, every ``line``, and
@@ -300,6 +306,11 @@ class Runner:
             value = sink(event)
             if inspect.isawaitable(value):
                 await value
+        except asyncio.CancelledError:
+            me = asyncio.current_task()
+            if me is not None and me.cancelling():
+                raise  # we are cancelled, not only the sink's own await
+            logger.exception("hardexec: the output sink raised on %s", event.kind)
         except Exception:
             logger.exception("hardexec: the output sink raised on %s", event.kind)
 
@@ -330,32 +341,39 @@ async def _acquire(slots: asyncio.Semaphore, task: _Task) -> bool:
     woken = asyncio.ensure_future(task.woken.wait())
     try:
         await asyncio.wait([acquire, woken], return_when=asyncio.FIRST_COMPLETED)
+    except BaseException:  # cancelled: a slot taken meanwhile goes back
+        _give_back(acquire, slots)
+        raise
     finally:
         woken.cancel()
-        if not acquire.done():
-            acquire.cancel()
-    if acquire.done() and not acquire.cancelled():
-        if not task.cancelled:
-            return True
-        slots.release()
+    if acquire.done() and not task.cancelled:
+        return True
+    _give_back(acquire, slots)
     return False
 
 
+def _give_back(acquire: asyncio.Future[Any], slots: asyncio.Semaphore) -> None:
+    """Cancel a pending acquire, or release the slot it got."""
+    if not acquire.done():
+        acquire.cancel()
+    elif not acquire.cancelled() and acquire.exception() is None:
+        slots.release()
+
+
 async def _finish(task: asyncio.Future[Any]) -> None:
-    """Wait for ``task`` to end even if we are cancelled meanwhile; then re-raise that cancel."""
-    cancelled = None
+    """Wait for ``task`` to end even if we are cancelled meanwhile (each cancel of ours is
+    passed on to it: it skips the grace); then re-raise that cancel, never swallow it."""
+    me = asyncio.current_task()
     while not task.done():
         try:
             await asyncio.shield(task)
-        except asyncio.CancelledError as err:
-            if task.done() or task.cancelled():
-                break
-            cancelled = err
-            task.cancel()  # a second cancel: it skips the grace
+        except asyncio.CancelledError:
+            if not task.done():
+                task.cancel()
         except BaseException:
             break
-    if cancelled is not None:
-        raise cancelled
+    if me is not None and me.cancelling():
+        raise asyncio.CancelledError
 
 
 def _is_async(sink: Callable[..., Any]) -> bool:

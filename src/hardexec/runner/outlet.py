@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
 import re
 
@@ -20,7 +21,7 @@ from .result import Event
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable
+    from collections.abc import AsyncIterator, Callable, Iterator
     from typing import Any
 
     from .config import LogConfig, OutputLimits
@@ -63,11 +64,12 @@ class _Lines:
             lines,
         )
 
-    def events(self) -> list[Event]:
-        return [
-            Event("line", self.task, self.attempt, stream=self.stream, number=n, text=line)
-            for n, line in enumerate(self.lines, self.first)
-        ]
+    def events(self) -> Iterator[Event]:
+        """The batch's events, made one at a time (a chunk may hold 100 000 short lines)."""
+        for number, line in enumerate(self.lines, self.first):
+            yield Event(
+                "line", self.task, self.attempt, stream=self.stream, number=number, text=line
+            )
 
 
 class Outlet:
@@ -83,7 +85,8 @@ class Outlet:
         self.flowing = asyncio.Event()  # set while the pipes are read
         self.flowing.set()
         self.stalled = asyncio.Event()  # set while they are paused for a slow consumer
-        self.feeds_async_sink = False  # set by the runner: a task of its own drains the queue
+        self._warned = False
+        self._released = False
 
     @property
     def wants_lines(self) -> bool:
@@ -106,7 +109,7 @@ class Outlet:
             return
         self.queue.put_nowait(batch)
         self.batches += 1
-        if self.batches > self.HIGH and self.flowing.is_set():
+        if self.batches > self.HIGH and self.flowing.is_set() and not self._released:
             self.flowing.clear()
             self.stalled.set()
             for reader in self.readers:
@@ -124,9 +127,19 @@ class Outlet:
             else:
                 yield item
 
+    def release(self) -> None:
+        """Read on whatever the consumer does (it may be gone: the task was cancelled), so
+        the pipes of a dead tree reach their end; what they held is bounded by their size."""
+        self._released = True
+        self._resume()
+
     def _taken(self) -> None:
         self.batches -= 1
-        if self.batches <= self.LOW and not self.flowing.is_set():
+        if self.batches <= self.LOW:
+            self._resume()
+
+    def _resume(self) -> None:
+        if not self.flowing.is_set():
             self.flowing.set()
             self.stalled.clear()
             for reader in self.readers:
@@ -135,9 +148,20 @@ class Outlet:
 
     def _call(self, event: Event) -> None:
         try:
-            self.sink(event)  # type: ignore[misc]
+            value = self.sink(event)  # type: ignore[misc]
         except Exception:  # a sink's bug must not leave a task's tree running
             logger.exception("hardexec: the output sink raised on %s", event.kind)
+            return
+        if inspect.isawaitable(value):  # a plain function returning a coroutine: say so
+            close = getattr(value, "close", None)
+            if close is not None:
+                close()  # never awaited: no "was never awaited" noise, no half-run sink
+            if not self._warned:
+                self._warned = True
+                logger.error(
+                    "hardexec: the output sink returned an awaitable but is not a coroutine "
+                    "function, so nothing awaits it: make it 'async def'"
+                )
 
 
 class Pipe(asyncio.Protocol):
@@ -181,17 +205,23 @@ class Pipe(asyncio.Protocol):
         self.buffer.add(lines, terminated)
         first = self.count + 1
         self.count += len(lines)
-        if self.log_lines:
-            level, task = self.log.level, escape(self.task)
-            for number, line in enumerate(lines, first):
-                logger.log(
-                    level,
-                    "%s",
-                    escape(line),
-                    extra={"task": task, "stream": self.name, "line_number": number},
-                )
         if self.outlet.wants_lines:
             self.outlet.put_lines(self.task, self.attempt, self.name, first, lines)
+        if self.log_lines:
+            try:
+                self._log(lines, first)
+            except Exception:  # a logging filter's or handler's bug: the lines are kept anyway
+                logger.exception("hardexec: logging a line of %s raised", self.name)
+
+    def _log(self, lines: list[str], first: int) -> None:
+        level, task = self.log.level, escape(self.task)
+        for number, line in enumerate(lines, first):
+            logger.log(
+                level,
+                "%s",
+                escape(line),
+                extra={"task": task, "stream": self.name, "line_number": number},
+            )
 
 
 class Input(asyncio.Protocol):
