@@ -188,13 +188,14 @@ def task_from_dict(data: object) -> TaskSpec:
 def _arguments(path: str, value: object) -> tuple[Any, ...]:
     # Only a list: the class would take any iterable, and would read an object as its keys.
     if not isinstance(value, list):
-        raise PolicyError(f"{path}: expected a list, got {_shown(value)}")
-    return tuple(value)
+        raise PolicyError(f"{path}: expected a list, got {type(value).__name__}")  # no values:
+    return tuple(value)  # arguments may be secrets
 
 
 def _env(path: str, value: object) -> tuple[tuple[Any, Any], ...]:
     if not isinstance(value, dict):
-        raise PolicyError(f"{path}: expected an object of names to values, got {_shown(value)}")
+        what = type(value).__name__  # not the value: it may hold secrets
+        raise PolicyError(f"{path}: expected an object of names to values, got {what}")
     return tuple(value.items())
 
 
@@ -212,7 +213,8 @@ def _input(path: str, value: object) -> bytes | None:
     if value is None:
         return None
     if not isinstance(value, str):
-        raise PolicyError(f"{path}: expected base64 text or null, got {_shown(value)}")
+        what = type(value).__name__  # not the value: the input may be a secret
+        raise PolicyError(f"{path}: expected base64 text or null, got {what}")
     try:
         # validate: a stray character is an error, not silently skipped
         return base64.b64decode(value, validate=True)

@@ -328,3 +328,44 @@ def test_a_program_that_stops_itself_under_a_pty_is_still_timed_out():
             os.kill(pid, 9)
             os.waitpid(pid, 0)
         os.close(fd)
+
+
+def test_max_output_waits_for_a_reader_that_is_slow_after_the_program_ended(tmp_path):
+    # The reader pauses 3 s after the first 50 kB; the program has long ended by then. All of
+    # its output still arrives, as it would without hardexec.
+    reader = "import sys, time; d = sys.stdin.buffer.read(50000); time.sleep(3); "
+    reader += "print(len(d) + len(sys.stdin.buffer.read()))"
+    shell = f"{' '.join(HARDEXEC)} run --max-output 1G -- seq 1 30000 | python3 -c '{reader}'"
+    result = subprocess.run(["bash", "-c", shell], capture_output=True, text=True, timeout=60)
+    expected = len(subprocess.run(["seq", "1", "30000"], capture_output=True).stdout)
+    assert result.stdout == f"{expected}\n", result.stderr
+    assert result.stderr == ""
+
+
+def test_max_output_to_a_terminal_that_stops_reading_still_times_out():
+    import pty
+    import tty
+
+    master, slave = pty.openpty()
+    tty.setraw(slave)  # nobody reads the master: the terminal fills up
+    started = time.monotonic()
+    argv = [*HARDEXEC, "run", "--max-output", "1G", "--timeout", "1", "--kill-after", "1"]
+    proc = subprocess.Popen(
+        [*argv, "--", "yes"],
+        stdin=subprocess.DEVNULL,
+        stdout=slave,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    os.close(slave)
+    try:
+        _, err = proc.communicate(timeout=30)
+        assert proc.returncode == EXIT_TIMEOUT
+        assert time.monotonic() - started < 20
+        assert "bytes were not taken by hardexec's reader in time" in err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(master)

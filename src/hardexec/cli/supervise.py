@@ -80,7 +80,7 @@ def supervise(req: Request) -> int:
             child.kill_tree()
             child.wait()
             if copier is not None:
-                copier.finish()
+                copier.finish(clock)
             raise
         status = child.returncode
     finally:
@@ -191,7 +191,7 @@ class _Run:
             self._end_process_group()
         self.signals.pgid = None
         if self.copier is not None:
-            self.copier.finish()
+            self.copier.finish(self.clock)
         self.child.wait()  # reaps (wait4: the rusage) and, with a cgroup, reads its usage
         if group is not None:
             _remove(group)

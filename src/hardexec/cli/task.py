@@ -41,6 +41,12 @@ class Clock:
         """Seconds until the next step is due (``None``: no step is due, ever)."""
         return None if self._next is None else max(0.0, self._next - time.monotonic())
 
+    def deadline_left(self) -> float | None:
+        """Seconds until the timeout (negative: past), ``None`` without one."""
+        if self.timeout is None:
+            return None
+        return self.start + self.timeout - time.monotonic()
+
     def tick(self, child: Popen) -> None:
         """Take the step that is due, if one is (the program must still be unreaped)."""
         from ..spawn_core import signal_tree
@@ -59,21 +65,26 @@ class Clock:
 class _Stream:
     """One of the program's output pipes and the fd of hardexec's it goes to."""
 
-    __slots__ = ("dropped", "name", "passed", "pending", "pipe", "target")
+    __slots__ = ("dropped", "lost", "name", "passed", "pending", "pipe", "target", "write")
 
     def __init__(self, name: str, pipe: Any, target: int) -> None:
         self.name = name
         self.pipe = pipe  # the file object Popen made; None once closed
         self.target = target
+        self.write = _Writer(target)
         self.passed = 0
-        self.dropped = 0
+        self.dropped = 0  # over the cap
+        self.lost = 0  # within the cap, but never written: the end came first
         self.pending = memoryview(b"")  # read, within the cap, not yet written
 
     def close(self) -> None:
+        """Stop: what is still pending or unread in the pipe is counted as lost."""
+        self.lost += len(self.pending)
+        self.pending = memoryview(b"")
         if self.pipe is not None:
+            self.lost += _unread(self.pipe.fileno())
             self.pipe.close()
             self.pipe = None
-        self.pending = memoryview(b"")
 
 
 class Passthrough:
@@ -81,11 +92,11 @@ class Passthrough:
     bytes each; the rest is read (so the program never blocks on a full pipe) and counted.
 
     It never blocks the supervisor: a pipe is read only when what it gave before has been
-    written, and written only when select says hardexec's fd can take it, at most PIPE_BUF at a
-    time (a pipe that is writable takes that much without blocking). A reader of hardexec's
-    output that stops reading therefore stops the program as it would without hardexec, and
-    the timeout still fires; a reader that goes away closes the program's pipe, so the program
-    gets EPIPE (or SIGPIPE) as it would.
+    written, and written only when select says hardexec's fd can take some, without blocking
+    (a terminal or a pipe is written through a non-blocking file description of its own, so
+    the shell's stays as it is). A reader of hardexec's output that stops reading therefore
+    stops the program as it would without hardexec, and the timeout still fires; a reader that
+    goes away closes the program's pipe, so the program gets EPIPE (or SIGPIPE) as it would.
     """
 
     def __init__(self, child: Popen, limit: int) -> None:
@@ -101,6 +112,11 @@ class Passthrough:
         """Bytes of each stream dropped over the cap."""
         return {stream.name: stream.dropped for stream in self._streams}
 
+    @property
+    def lost(self) -> dict[str, int]:
+        """Bytes of each stream within the cap but never written (see :meth:`finish`)."""
+        return {stream.name: stream.lost for stream in self._streams}
+
     def readers(self) -> list[int]:
         """The pipes to read now."""
         return [s.pipe.fileno() for s in self._streams if s.pipe is not None and not s.pending]
@@ -108,11 +124,6 @@ class Passthrough:
     def writers(self) -> list[int]:
         """hardexec's fds with output waiting for them."""
         return list({s.target for s in self._streams if s.pending})
-
-    @property
-    def open(self) -> bool:
-        """Whether any pipe is still open or any output still unwritten."""
-        return any(s.pipe is not None or s.pending for s in self._streams)
 
     def ready(self, readable: list[int], writable: list[int]) -> None:
         """Do what select said can be done now."""
@@ -125,7 +136,8 @@ class Passthrough:
     def _read(self, stream: _Stream) -> None:
         data = os.read(stream.pipe.fileno(), _CHUNK)
         if not data:
-            stream.close()
+            stream.pipe.close()
+            stream.pipe = None
             return
         room = max(self.limit - stream.passed, 0)
         stream.pending = memoryview(data)[:room]
@@ -134,29 +146,102 @@ class Passthrough:
 
     def _write(self, stream: _Stream) -> None:
         try:
-            written = os.write(stream.target, stream.pending[: select.PIPE_BUF])
-        except BlockingIOError:  # hardexec's own fd is non-blocking and full: later
+            written = stream.write(stream.pending)
+        except BlockingIOError:  # full after all: wait for the next select
             return
         except BrokenPipeError:  # our reader left: so does the program's output
             stream.close()
             return
         stream.pending = stream.pending[written:]
 
-    def drain(self, timeout: float) -> None:
-        """Copy until every pipe is closed and its output written, for at most ``timeout`` s."""
-        deadline = time.monotonic() + timeout
-        while self.open:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                break
-            readable, writable, _ = select.select(self.readers(), self.writers(), [], left)
-            self.ready(readable, writable)
+    def finish(self, clock: Clock) -> None:
+        """The tree is ended: copy what is left, then close the pipes.
 
-    def finish(self) -> None:
-        """Drain what the ended tree left in the pipes, then close them."""
-        self.drain(_EOF_AFTER_END)
+        Output waiting for a slow reader of ours is waited for (the program, had it written
+        it directly, would have waited too) — until the timeout, if one is set and not yet
+        past. A pipe that stays open (a process outside the tree holds it) gets
+        ``_EOF_AFTER_END`` s of reading. Whatever is left then is counted as lost.
+        """
+        reading = _EOF_AFTER_END
+        while any(s.pipe is not None or s.pending for s in self._streams):
+            writers = self.writers()
+            if not writers and reading <= 0:
+                break
+            left = clock.deadline_left()
+            if writers and left is not None and left <= 0:
+                break
+            # Writing: as long as the reader takes (up to the timeout, if any). Reading: the
+            # time left for a pipe still open.
+            wait = left if writers else reading
+            started = time.monotonic()
+            readable, writable, _ = select.select(self.readers(), writers, [], wait)
+            if not writers:
+                reading -= time.monotonic() - started
+            self.ready(readable, writable)
         for stream in self._streams:
             stream.close()
+            stream.write.close()
+
+
+class _Writer:
+    """Writes to ``fd`` without blocking (BlockingIOError when it is full).
+
+    A pipe or a terminal is reopened through /proc/self/fd with O_NONBLOCK: a file
+    description of hardexec's own, so the shell's (shared with hardexec's fd 1) keeps its
+    flags. A socket is sent to with MSG_DONTWAIT. A regular file never blocks.
+    """
+
+    def __init__(self, fd: int) -> None:
+        import stat
+
+        self.fd = fd
+        self.own = -1
+        self.sock: Any = None
+        try:
+            mode = os.fstat(fd).st_mode
+        except OSError:
+            return
+        if stat.S_ISSOCK(mode):
+            import socket
+
+            self.sock = socket.socket(fileno=os.dup(fd))
+        elif stat.S_ISFIFO(mode) or stat.S_ISCHR(mode):
+            with contextlib.suppress(OSError):  # a device that refuses: PIPE_BUF at a time
+                self.own = os.open(
+                    f"/proc/self/fd/{fd}", os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC
+                )
+            self.atomic = self.own < 0
+
+    atomic = False
+
+    def __call__(self, data: memoryview) -> int:
+        if self.sock is not None:
+            import socket
+
+            return self.sock.send(data, socket.MSG_DONTWAIT)
+        if self.own >= 0:
+            return os.write(self.own, data)
+        return os.write(self.fd, data[: select.PIPE_BUF] if self.atomic else data)
+
+    def close(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+        if self.own >= 0:
+            os.close(self.own)
+            self.own = -1
+
+
+def _unread(fd: int) -> int:
+    """Bytes waiting in the pipe ``fd`` (FIONREAD), 0 if that cannot be told."""
+    import fcntl
+    import struct
+    import termios
+
+    try:
+        return struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0" * 4))[0]
+    except OSError:
+        return 0
 
 
 class ResultFile:
@@ -214,6 +299,7 @@ class ResultFile:
         assert code is not None
         usage = child.usage
         dropped = copier.dropped if copier else {}
+        lost = copier.lost if copier else {}
         result = Result(
             name=os.path.basename(req.argv[0]) or req.argv[0],
             pid=child.pid,
@@ -224,7 +310,8 @@ class ResultFile:
             oom_killed=usage.oom_killed if usage is not None else None,
             usage=usage,
             truncated=Truncation(
-                stdout_bytes=dropped.get("stdout", 0), stderr_bytes=dropped.get("stderr", 0)
+                stdout_bytes=dropped.get("stdout", 0) + lost.get("stdout", 0),
+                stderr_bytes=dropped.get("stderr", 0) + lost.get("stderr", 0),
             ),
             warnings=tuple(warnings),
         )
@@ -245,12 +332,15 @@ class ResultFile:
 
 
 def say_dropped(copier: Passthrough, limit_text: str) -> list[str]:
-    """One line per stream that lost output over ``--max-output``, printed and returned."""
+    """One line per stream that lost output (over ``--max-output``, or not taken before the
+    end by hardexec's reader), printed and returned."""
     lines = []
     for name in ("stdout", "stderr"):
-        dropped = copier.dropped.get(name, 0)
+        dropped, lost = copier.dropped.get(name, 0), copier.lost.get(name, 0)
         if dropped:
-            line = f"{name}: {dropped} bytes over --max-output {limit_text} were dropped"
-            print(f"hardexec: {line}", file=sys.stderr)
-            lines.append(line)
+            lines.append(f"{name}: {dropped} bytes over --max-output {limit_text} were dropped")
+        if lost:
+            lines.append(f"{name}: {lost} bytes were not taken by hardexec's reader in time")
+    for line in lines:
+        print(f"hardexec: {line}", file=sys.stderr)
     return lines

@@ -121,7 +121,9 @@ class TaskSpec:
             elif isinstance(self.input, (bytearray, memoryview)):
                 _set(self, "input", bytes(self.input))
             elif not isinstance(self.input, bytes):
-                raise PolicyError(f"task.input: expected bytes or text, got {_shown(self.input)}")
+                raise PolicyError(
+                    f"task.input: expected bytes or text, got {type(self.input).__name__}"
+                )
         if self.timeout is not None:
             _set(self, "timeout", _seconds("task.timeout", self.timeout))
         _set(self, "kill_after", _seconds("task.kill_after", self.kill_after, zero_ok=True))
@@ -302,11 +304,17 @@ def _strings(field: str, values: Iterable[object]) -> tuple[str, ...]:
     )
 
 
+# Messages about arguments, variables, the input and the body name the type of a wrong value,
+# never the value: these fields carry secrets, and messages end up in logs.
+
+
 def _env_arg(env: Mapping[str, str] | None) -> tuple[tuple[str, str], ...]:
     if env is None:
         return ()
     if not hasattr(env, "items"):
-        raise PolicyError(f"task.env: expected a mapping of names to values, got {_shown(env)}")
+        raise PolicyError(
+            f"task.env: expected a mapping of names to values, got {type(env).__name__}"
+        )
     return tuple(env.items())
 
 
@@ -315,11 +323,13 @@ def env_pairs(pairs: object, field: str = "task.env") -> tuple[tuple[str, str], 
     if hasattr(pairs, "items"):
         pairs = tuple(pairs.items())  # type: ignore[attr-defined]
     elif isinstance(pairs, (str, bytes)) or not hasattr(pairs, "__iter__"):
-        raise PolicyError(f"{field}: expected a mapping of names to values, got {_shown(pairs)}")
+        raise PolicyError(
+            f"{field}: expected a mapping of names to values, got {type(pairs).__name__}"
+        )
     out: dict[str, str] = {}
     for item in pairs:  # type: ignore[attr-defined]
         if not (isinstance(item, tuple) and len(item) == 2):
-            raise PolicyError(f"{field}: expected (name, value) pairs, got {_shown(item)}")
+            raise PolicyError(f"{field}: expected (name, value) pairs, got {type(item).__name__}")
         name, value = item
         _env_name(f"{field}[{name!r}]" if isinstance(name, str) else field, name)
         _text(f"{field}[{name!r}]", value, secret=True)
@@ -357,7 +367,7 @@ def _env_policy(policy: object) -> str | tuple[str, ...]:
 
 def _check_script(body: object, limit: int) -> None:
     if not isinstance(body, str):
-        raise PolicyError(f"task.body: expected text, got {_shown(body)}")
+        raise PolicyError(f"task.body: expected text, got {type(body).__name__}")
     if not body:
         raise PolicyError("task.body: empty script")
     size = len(_utf8("task.body", body))
