@@ -295,10 +295,12 @@ class Runner:
             logger.exception("hardexec: the runner's metrics raised")
 
     async def _feed(self, outlet: Outlet) -> None:
+        base = _cancels()
         async for event in outlet.events():
-            await self._deliver(event)
+            await self._deliver(event, base)
 
-    async def _deliver(self, event: Event) -> None:
+    async def _deliver(self, event: Event, base: int) -> None:
+        """``event`` to the sink. ``base``: how many cancels the current task had before."""
         sink = self.sink
         if sink is None:
             return
@@ -307,8 +309,7 @@ class Runner:
             if inspect.isawaitable(value):
                 await value
         except asyncio.CancelledError:
-            me = asyncio.current_task()
-            if me is not None and me.cancelling():
+            if _cancels() > base:
                 raise  # we are cancelled, not only the sink's own await
             logger.exception("hardexec: the output sink raised on %s", event.kind)
         except Exception:
@@ -320,9 +321,10 @@ class Runner:
         assert queue is not None
         task = asyncio.ensure_future(self._run(spec, policy, outlet))
         task.add_done_callback(lambda _: queue.put_nowait(END))
+        base = _cancels()
         try:
             async for event in outlet.events():
-                await self._deliver(event)
+                await self._deliver(event, base)
                 yield event
             await task  # raises the task's error, if it had one
         finally:
@@ -363,7 +365,7 @@ def _give_back(acquire: asyncio.Future[Any], slots: asyncio.Semaphore) -> None:
 async def _finish(task: asyncio.Future[Any]) -> None:
     """Wait for ``task`` to end even if we are cancelled meanwhile (each cancel of ours is
     passed on to it: it skips the grace); then re-raise that cancel, never swallow it."""
-    me = asyncio.current_task()
+    base = _cancels()
     while not task.done():
         try:
             await asyncio.shield(task)
@@ -372,8 +374,15 @@ async def _finish(task: asyncio.Future[Any]) -> None:
                 task.cancel()
         except BaseException:
             break
-    if me is not None and me.cancelling():
+    if _cancels() > base:
         raise asyncio.CancelledError
+
+
+def _cancels() -> int:
+    """Cancel requests pending on the current task (``Task.cancelling``): compared before and
+    after a wait, they tell a cancel of ours from one that only ended what we awaited."""
+    me = asyncio.current_task()
+    return me.cancelling() if me is not None else 0
 
 
 def _is_async(sink: Callable[..., Any]) -> bool:
