@@ -27,20 +27,25 @@ def _target(fd: str) -> str | None:
         return None
 
 
-def children() -> list[str]:
-    """Processes whose parent is this test process (running or zombie), as 'pid (comm) state'."""
-    mine = []
+def processes() -> list[tuple[int, str, str, int]]:
+    """Every process now, as (pid, '(comm)', state, ppid), from /proc/PID/stat."""
+    found = []
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
             with open(f"/proc/{pid}/stat") as f:
                 stat = f.read()
-        except OSError:
+        except OSError:  # gone meanwhile
             continue
         comm_end = stat.rindex(")")
         state, ppid = stat[comm_end + 2 :].split()[:2]
-        if int(ppid) == os.getpid():
-            mine.append(f"{pid} {stat[stat.index('(') : comm_end + 1]} {state}")
-    return mine
+        found.append((int(pid), stat[stat.index("(") : comm_end + 1], state, int(ppid)))
+    return found
+
+
+def children() -> list[str]:
+    """Processes whose parent is this test process (running or zombie), as 'pid (comm) state'."""
+    me = os.getpid()
+    return [f"{pid} {comm} {state}" for pid, comm, state, ppid in processes() if ppid == me]
 
 
 _STATUS_LINE = re.compile(r"^(\w+):[ \t]*(.*)$", re.M)  # \s* would eat an empty line
@@ -114,14 +119,7 @@ def made_by_another_process(group: str) -> bool:
 
 def descendants(pid: int) -> list[int]:
     """Every living descendant of ``pid`` (children first), from /proc."""
-    parents = {}
-    for name in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{name}/stat") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        parents[int(name)] = int(stat[stat.rindex(")") + 2 :].split()[1])
+    parents = {child: ppid for child, _, _, ppid in processes()}
     found, frontier = [], [pid]
     while frontier:
         children = [child for child, parent in parents.items() if parent in frontier]
