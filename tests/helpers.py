@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import signal
 import subprocess
 import sys
 import tempfile
@@ -135,6 +137,14 @@ def process_gone(pid: int) -> bool:
             return f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
     except FileNotFoundError:
         return True
+
+
+def kill_if_alive(pids) -> None:
+    """Clean-up of processes a test started (by pid) that the code under test did not end."""
+    for pid in pids:
+        if pid and not process_gone(pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
 
 def wait_until(predicate, timeout: float = 5.0, step: float = 0.01) -> bool:

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from helpers import process_gone, run_text, wait_until
+from helpers import kill_if_alive, process_gone, run_text, wait_until
 
 HARDEXEC = [sys.executable, "-m", "hardexec"]
 EXIT_TIMEOUT = 124
@@ -17,12 +17,6 @@ EXIT_TIMEOUT = 124
 
 def hx(*args, **kwargs):
     return run_text([*HARDEXEC, *args], **kwargs)
-
-
-def _kill_if_alive(pids):
-    for pid in pids:
-        if not process_gone(pid):
-            os.kill(pid, 9)
 
 
 def _three_generations(tmp_path):
@@ -57,7 +51,7 @@ def test_timeout_kills_three_generations_with_a_cgroup_and_exits_124(tmp_path):
         assert "hardexec: timed out after 1 s" in result.stderr
         assert all(process_gone(pid) for pid in pids), [p for p in pids if not process_gone(p)]
     finally:
-        _kill_if_alive(pids)
+        kill_if_alive(pids)
 
 
 def test_timeout_without_a_cgroup_ends_the_process_group_only(tmp_path):
@@ -71,7 +65,7 @@ def test_timeout_without_a_cgroup_ends_the_process_group_only(tmp_path):
         # the setsid'd sleeper left the group: only a cgroup reaches it
         assert not process_gone(pids[2])
     finally:
-        _kill_if_alive(pids)
+        kill_if_alive(pids)
 
 
 def test_kill_after_gives_the_grace_then_sigkill(tmp_path):

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import signal
 import time
 
@@ -18,7 +17,14 @@ import pytest
 
 from hardexec import CgroupLimits, Policy, cgroups
 from hardexec.runner import Runner, TaskSpec
-from helpers import children, open_fds, parse_status, process_gone, wait_until
+from helpers import (
+    children,
+    kill_if_alive,
+    open_fds,
+    parse_status,
+    process_gone,
+    wait_until,
+)
 
 CGROUP = Policy(cgroups=CgroupLimits())
 NO_CGROUP = Policy()
@@ -32,14 +38,6 @@ def state(pid: int) -> str:
             return f.read().rsplit(")", 1)[1].split()[0]
     except (FileNotFoundError, ProcessLookupError):
         return "gone"
-
-
-def kill_if_alive(pids) -> None:
-    """Clean-up of processes this test started (by pid) that the runner did not end."""
-    for pid in pids:
-        if pid and not process_gone(pid):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
 
 
 # --- a three-generation tree -----------------------------------------------------------------
