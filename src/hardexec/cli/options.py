@@ -221,11 +221,9 @@ def _task(ns: Namespace, argv: list[str]) -> TaskSpec:
             timeout=timeout,
             kill_after=kill_after,
         )
+        task.check_cwd()
     except PolicyError as err:
         fail(_in_options(str(err)))
-    if task.cwd is not None and not os.path.isdir(task.cwd):
-        what = "is not a directory" if os.path.exists(task.cwd) else "does not exist"
-        fail(f"--cwd: {task.cwd!r} {what}")
     return task
 
 

@@ -147,9 +147,7 @@ class Attempt:
 
     def _argv(self) -> tuple[list[str], int]:
         spec = self.spec
-        if spec.cwd is not None and not os.path.isdir(spec.cwd):
-            what = "is not a directory" if os.path.exists(spec.cwd) else "does not exist"
-            raise PolicyError(f"task.cwd: {spec.cwd!r} {what}")
+        spec.check_cwd()
         if spec.body is None:
             return list(spec.argv), -1
         fd = sealed_memfd("hardexec-script", spec.body.encode("utf-8", "surrogateescape"))

@@ -226,9 +226,14 @@ class TaskSpec:
         """The task's name in logs, events and metrics."""
         return self.name if self.name is not None else self.program
 
-    def env_dict(self) -> dict[str, str]:
-        """``env`` as a dict."""
-        return dict(self.env)
+    def check_cwd(self) -> None:
+        """A :class:`PolicyError` unless ``cwd`` is a directory here (or not given).
+
+        Not checked at construction: a spec may be built on another machine than its runner's.
+        """
+        if self.cwd is not None and not os.path.isdir(self.cwd):
+            what = "is not a directory" if os.path.exists(self.cwd) else "does not exist"
+            raise PolicyError(f"task.cwd: {self.cwd!r} {what}")
 
     def to_dict(self) -> dict[str, object]:
         """This spec as plain, JSON-ready data, versioned (see :mod:`hardexec.serial`)."""
