@@ -191,6 +191,8 @@ class _Writer:
     flags. A socket is sent to with MSG_DONTWAIT. A regular file never blocks.
     """
 
+    atomic = False  # no file description of our own: PIPE_BUF at a time, at least atomic
+
     def __init__(self, fd: int) -> None:
         import stat
 
@@ -211,8 +213,6 @@ class _Writer:
                     f"/proc/self/fd/{fd}", os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC
                 )
             self.atomic = self.own < 0
-
-    atomic = False
 
     def __call__(self, data: memoryview) -> int:
         if self.sock is not None:

@@ -260,7 +260,7 @@ def resolve_env(
     bytes mapping: names and values given as text are encoded as the file system encodes them.
     """
     base = os.environ if base is None else base
-    raw = any(isinstance(name, bytes) for name in base)
+    raw = isinstance(next(iter(base), ""), bytes)  # one kind of key throughout
     code = os.fsencode if raw else str
     policy = spec.env_policy
     if policy == "inherit":
