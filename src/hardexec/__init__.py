@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from .capability import Capability
     from .caps import CapSet
     from .cgroups import Cgroup
+    from .confine import Confinement, PathRule, SyscallFilter
     from .errors import (
         CgroupError,
         HardexecError,
@@ -51,6 +52,7 @@ _WHERE = {
     "CgroupError": "errors",
     "CgroupLimits": "policy",
     "CompletedProcess": "spawn",
+    "Confinement": "confine",
     "CpuMax": "policy",
     "Event": "runner",
     "HardexecError": "errors",
@@ -58,6 +60,7 @@ _WHERE = {
     "LogConfig": "runner",
     "Metrics": "runner",
     "OutputLimits": "runner",
+    "PathRule": "confine",
     "Policy": "policy",
     "PolicyError": "errors",
     "Popen": "spawn",
@@ -69,6 +72,7 @@ _WHERE = {
     "SecurityConfig": "policy",
     "StageError": "errors",
     "StageWarning": "errors",
+    "SyscallFilter": "confine",
     "TaskFailed": "errors",
     "TaskSpec": "runner",
     "Truncation": "runner",
@@ -86,6 +90,7 @@ __all__ = [
     "CgroupError",
     "CgroupLimits",
     "CompletedProcess",
+    "Confinement",
     "CpuMax",
     "Event",
     "HardexecError",
@@ -93,6 +98,7 @@ __all__ = [
     "LogConfig",
     "Metrics",
     "OutputLimits",
+    "PathRule",
     "Policy",
     "PolicyError",
     "Popen",
@@ -104,6 +110,7 @@ __all__ = [
     "SecurityConfig",
     "StageError",
     "StageWarning",
+    "SyscallFilter",
     "TaskFailed",
     "TaskSpec",
     "Truncation",

@@ -13,6 +13,7 @@ import pwd
 
 from ._record import field, frozen, replace
 from .caps import CapSet
+from .confine.config import Confinement
 from .errors import PolicyError
 
 TYPE_CHECKING = False  # collections.abc and typing cost start-up time: annotations only
@@ -283,6 +284,8 @@ class Policy:
             (``PR_SET_PDEATHSIG``, set just before exec; if the launcher is already gone by then,
             the program is not started). The kernel ties it to the spawning *thread*, not the
             process: spawn from a thread that lives as long as the program should.
+        confinement: what the program may touch: Landlock path and TCP rules, a seccomp filter,
+            namespaces, umask (:class:`~hardexec.confine.Confinement`); ``None``: nothing.
     """
 
     security: SecurityConfig = field(default_factory=SecurityConfig)
@@ -290,6 +293,7 @@ class Policy:
     cgroups: CgroupLimits | None = None
     cgroup_parent: str | os.PathLike[str] | None = None
     die_with_parent: bool = False
+    confinement: Confinement | None = None
 
     def __post_init__(self) -> None:
         for name, kind in (("security", SecurityConfig), ("rlimits", RlimitConfig)):
@@ -298,6 +302,10 @@ class Policy:
                 raise PolicyError(f"policy.{name}: expected a {kind.__name__}, got {value!r}")
         if self.cgroups is not None and not isinstance(self.cgroups, CgroupLimits):
             raise PolicyError(f"policy.cgroups: expected a CgroupLimits, got {self.cgroups!r}")
+        if self.confinement is not None and not isinstance(self.confinement, Confinement):
+            raise PolicyError(
+                f"policy.confinement: expected a Confinement, got {self.confinement!r}"
+            )
         if not isinstance(self.die_with_parent, bool):
             raise PolicyError(
                 f"policy.die_with_parent: expected True or False, got {self.die_with_parent!r}"
@@ -310,6 +318,10 @@ class Policy:
     def with_security(self, security: SecurityConfig) -> Policy:
         """A copy of this policy with ``security`` replaced."""
         return replace(self, security=security)
+
+    def with_confinement(self, confinement: Confinement | None) -> Policy:
+        """A copy of this policy with ``confinement`` replaced."""
+        return replace(self, confinement=confinement)
 
     def with_rlimits(self, rlimits: RlimitConfig) -> Policy:
         """A copy of this policy with ``rlimits`` replaced."""
@@ -342,6 +354,7 @@ class Policy:
             and self.rlimits.is_empty()
             and self.cgroups is None
             and not self.die_with_parent
+            and (self.confinement is None or self.confinement.is_empty())
         )
 
 

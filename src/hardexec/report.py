@@ -23,6 +23,10 @@ from .caps import cap_name
 from .errors import StageError, StageWarning
 from .policy import RLIMIT_CORE, RLIMIT_FIELDS, Policy
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
 __all__ = ["StageReport", "caller_stacklevel", "parse_report", "read_all"]
 
 
@@ -65,7 +69,31 @@ def _keep_detail(cap: int) -> str:
     )
 
 
-def _detail(kind: str, step: str, number: int, arg: str, *, root_program: bool, nnp: bool) -> str:
+# Why a confinement step fails with EPERM (the kernel refused: the launcher lacked it).
+_CONFINE_NEEDS = {
+    "unshare": "the launcher lacks CAP_SYS_ADMIN",
+    "userns": "this host does not let the launcher create a user namespace",
+    "hostname": "the launcher lacks CAP_SYS_ADMIN in the new uts namespace",
+    "securebits": "the launcher lacks CAP_SETPCAP",
+    "landlock": "Landlock needs no_new_privs or CAP_SYS_ADMIN",
+    "seccomp": "seccomp needs no_new_privs or CAP_SYS_ADMIN",
+}
+
+
+def _detail(
+    kind: str,
+    step: str,
+    number: int,
+    arg: str,
+    *,
+    root_program: bool,
+    nnp: bool,
+    describe_rule: Callable[[int], str] | None = None,
+) -> str:
+    if step in ("landlock_path", "landlock_rule") and arg.isdecimal() and describe_rule:
+        return describe_rule(int(arg))
+    if number == errno_mod.EPERM and step in _CONFINE_NEEDS:
+        return _CONFINE_NEEDS[step]
     if step == "setrlimit" and arg.isdecimal():
         return "RLIMIT_" + _RLIMIT_NAMES.get(int(arg), arg)
     if step == "ignore_signals" and arg.isdecimal():
@@ -150,9 +178,11 @@ def parse_report(
     data: bytes,
     program: str | bytes | os.PathLike[str] | os.PathLike[bytes],
     policy: Policy | None = None,
+    describe_rule: Callable[[int], str] | None = None,
 ) -> StageReport:
     """Decode the stage's records. ``program`` names the file for an ``exec`` failure;
-    ``policy`` (the one applied) lets the details say why a step failed."""
+    ``policy`` (the one applied) lets the details say why a step failed; ``describe_rule``
+    names the Landlock rule a record's index is about."""
     found: list[StageWarning] = []
     error: OSError | None = None
     for line in data.decode("ascii", "replace").splitlines():
@@ -161,7 +191,15 @@ def parse_report(
             return StageReport(tuple(found), StageError("report", errno_mod.EPROTO, repr(line)))
         kind, step, number, arg = parts[0], parts[1], int(parts[2]), parts[3]
         nnp = policy is not None and policy.security.no_new_privs
-        detail = _detail(kind, step, number, arg, root_program=_root_program(policy), nnp=nnp)
+        detail = _detail(
+            kind,
+            step,
+            number,
+            arg,
+            root_program=_root_program(policy),
+            nnp=nnp,
+            describe_rule=describe_rule,
+        )
         if kind == "W":
             found.append(StageWarning(step, number, detail))
         elif step == "exec":

@@ -27,6 +27,7 @@ from .usage import Usage
 
 if TYPE_CHECKING:
     from .cgroups import Cgroup
+    from .confine.notify import Listener
     from .spawn_core import Args
 
 __all__ = ["CompletedProcess", "Popen", "Wrapped", "run", "wrap"]
@@ -70,6 +71,10 @@ class Popen(subprocess.Popen):
         cgroup: the program's own cgroup, while it has one (``policy.cgroups``).
         usage: what the program used, once it has been waited for (:class:`Usage`): from its
             cgroup when it had one, else from ``wait4``'s rusage.
+        denied_syscalls: the syscalls the policy's seccomp filter refused so far, name →
+            count (complete once the program has exited; empty without a filter).
+        stage_notes: what hardexec did that the policy did not say, one sentence each (e.g.
+            no_new_privs implied by a seccomp filter).
     """
 
     policy: Policy
@@ -88,10 +93,12 @@ class Popen(subprocess.Popen):
     ) -> None:
         self.policy = check_policy(policy)
         self.stage_warnings = ()
+        self.stage_notes: tuple[str, ...] = ()
         self.cgroup = None
         self.usage = None
         self._rusage: resource.struct_rusage | None = None
         self._launch: Launch | None = None
+        self._listener: Listener | None = None
         self._warn = warn
         kwargs = _keywords(positional, kwargs)
         if not policy_applies(self.policy):
@@ -110,6 +117,8 @@ class Popen(subprocess.Popen):
         self.args = args  # what the caller passed, as subprocess reports it
         self.cgroup = launch.cgroup  # set before any reaping: the exit hook removes it
         self._launch = launch
+        self._listener = launch.listener
+        self.stage_notes = launch.confined.notes if launch.confined is not None else ()
         try:
             launch.spawned()
         except BaseException:
@@ -126,6 +135,11 @@ class Popen(subprocess.Popen):
             self._report_failed()
             raise
         self._finish_report(data)
+
+    @property
+    def denied_syscalls(self) -> dict[str, int]:
+        """The syscalls refused so far by the seccomp filter: name → how many times."""
+        return self._listener.denied() if self._listener is not None else {}
 
     def _report_fd(self) -> int:
         """The stage's report pipe while its report is pending, else -1."""
@@ -242,6 +256,7 @@ class CompletedProcess(subprocess.CompletedProcess[Any]):
     Attributes:
         usage: what the program used (see :attr:`Popen.usage`).
         stage_warnings: what could not be applied (best effort).
+        denied_syscalls: what the seccomp filter refused (see :attr:`Popen.denied_syscalls`).
     """
 
     def __init__(
@@ -253,10 +268,12 @@ class CompletedProcess(subprocess.CompletedProcess[Any]):
         *,
         usage: Usage | None = None,
         stage_warnings: tuple[StageWarning, ...] = (),
+        denied_syscalls: dict[str, int] | None = None,
     ) -> None:
         super().__init__(args, returncode, stdout, stderr)
         self.usage = usage
         self.stage_warnings = stage_warnings
+        self.denied_syscalls = denied_syscalls or {}
 
 
 def run(
@@ -302,6 +319,7 @@ def run(
         stderr,
         usage=process.usage,
         stage_warnings=process.stage_warnings,
+        denied_syscalls=process.denied_syscalls,
     )
 
 

@@ -22,7 +22,7 @@ from ._record import replace
 from .errors import CgroupError, HardexecError, PolicyError, StageWarning
 from .plan import StrOrBytesPath, compile_plan
 from .policy import Policy
-from .report import StageReport, caller_stacklevel, parse_report
+from .report import StageReport, caller_stacklevel, hardexec_logger, parse_report
 
 try:  # the C module under `signal`, without its enum classes: their creation costs start-up
     import _signal as signal
@@ -36,6 +36,8 @@ if TYPE_CHECKING:
     from typing import Any, NoReturn, TypeAlias
 
     from .cgroups import Cgroup
+    from .confine.compile import Confined
+    from .confine.notify import Listener
 
     Args: TypeAlias = StrOrBytesPath | Sequence[StrOrBytesPath]
 
@@ -271,11 +273,20 @@ class Launch:
         self.read_fd = self.write_fd = -1
         self._fds: list[int] = []  # the stage's own fds: closed in the parent once it runs
         self.setup_warnings: list[StageWarning] = []
-        self.cgroup = self._make_cgroup(policy)  # before any fd: a refusal leaks nothing
+        self.listener: Listener | None = None
+        self._listening = False
+        # Before any fd or group: a confinement this kernel cannot enforce leaks nothing.
+        self.confined = _confine(policy, self.program, kwargs.get("cwd"), environment)
+        if self.confined is not None:
+            self.setup_warnings.extend(self.confined.warnings)
+            for note in self.confined.notes:
+                hardexec_logger().info("%s", note)
+        self.cgroup = self._make_cgroup(policy)
         try:
             env_fd = self._keep(sealed_memfd("hardexec-env", environment))
             groups = plan.groups_data()
             groups_fd = self._keep(sealed_memfd("hardexec-groups", groups)) if groups else None
+            confined_fds = self._confined_fds()
             if report:
                 self.read_fd, self.write_fd = report_pipe()
                 self._fds.append(self.write_fd)
@@ -290,6 +301,8 @@ class Launch:
             env_fd=env_fd,
             groups_fd=groups_fd,
             ignore_signals=ignore,
+            confined=self.confined,
+            **confined_fds,
         )
         self.argv = [*stage, *options, *argv]
         self.pass_fds = pass_fds + tuple(self._fds) + ((cgroup_fd,) if cgroup_fd else ())
@@ -299,6 +312,35 @@ class Launch:
     def _keep(self, fd: int) -> int:
         self._fds.append(fd)
         return fd
+
+    def _confined_fds(self) -> dict[str, int]:
+        """The memfds of the Landlock rules and seccomp filter, and the listener's socket."""
+        c, fds = self.confined, {}
+        if c is None:
+            return fds
+        if c.ruleset is not None:
+            fds["landlock_fd"] = self._keep(sealed_memfd("hardexec-landlock", c.ruleset.blob()))
+        if c.filter is not None:
+            code = c.filter.code
+            if c.notify:
+                import socket
+
+                from .confine.notify import Listener
+                from .confine.seccomp import with_notify_fd
+
+                ours, theirs = socket.socketpair(
+                    socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC
+                )
+                self.listener = Listener(ours, c.filter)
+                fds["notify_fd"] = self._keep(_above_stdio(theirs.detach()))
+                code = with_notify_fd(c.filter, fds["notify_fd"])
+            fds["seccomp_fd"] = self._keep(sealed_memfd("hardexec-seccomp", code))
+        return fds
+
+    def describe_rule(self, index: int) -> str:
+        """What Landlock rule ``index`` of this spawn is (for a stage report about it)."""
+        ruleset = self.confined.ruleset if self.confined is not None else None
+        return ruleset.describe_rule(index) if ruleset is not None else f"rule {index}"
 
     def _make_cgroup(self, policy: Policy) -> Cgroup | None:
         limits = policy.cgroups
@@ -327,18 +369,22 @@ class Launch:
             return None
 
     def spawned(self) -> None:
-        """Drop the parent's copies of the fds only the stage needs now."""
+        """Drop the parent's copies of the fds only the stage needs now; start answering its
+        seccomp notifications."""
         for fd in self._fds:
             os.close(fd)
         self._fds = []
         self.write_fd = -1
         if self.cgroup is not None:
             self.cgroup.close_fd()
+        if self.listener is not None and not self._listening:
+            self._listening = True
+            self.listener.start()
 
     def finish(self, data: bytes) -> StageReport:
         """Close our fds and decode what the stage wrote before its exec (or its end)."""
         self.close()
-        report = parse_report(data, self.program, self.policy)
+        report = parse_report(data, self.program, self.policy, self.describe_rule)
         if any(w.step == "cgroup_join" for w in report.warnings) and self.cgroup is not None:
             self.cgroup.remove()  # best effort: the program runs outside its (empty) group
             self.cgroup = None
@@ -354,6 +400,9 @@ class Launch:
     def release(self) -> None:
         """Close everything and remove the group (now if empty, else once it empties)."""
         self.close()
+        if self.listener is not None and not self._listening:
+            self.listener.close()  # never spawned: its socket would leak
+            self.listener = None
         if self.cgroup is not None:
             self.cgroup.remove()
             self.cgroup = None
@@ -367,6 +416,23 @@ class Launch:
         if err.errno == errno.E2BIG:
             return OSError(err.errno, os.strerror(err.errno), os.fsdecode(self.program))
         return err
+
+
+def _confine(
+    policy: Policy, program: StrOrBytesPath, cwd: Any, environment: bytes, listen: bool = True
+) -> Confined | None:
+    """The spawn's confinement (None without one), for ``program`` run from ``cwd``."""
+    if policy.confinement is None or policy.confinement.is_empty():
+        return None
+    from .confine.compile import confine
+
+    path = os.fsencode(program)
+    if b"/" in path and not path.startswith(b"/") and cwd is not None:
+        path = os.path.join(os.fsencode(cwd), path)
+    env_path = next(
+        (entry[5:] for entry in environment.split(b"\0") if entry.startswith(b"PATH=")), None
+    )
+    return confine(policy, path, env_path, listen=listen)
 
 
 def exec_time_environ() -> dict[bytes, bytes]:
@@ -418,11 +484,33 @@ def exec_stage(
         groups_fd = None
         if groups:
             fds.append(groups_fd := sealed_memfd("hardexec-groups", groups))
+        # Nothing stays to answer seccomp notifications: denials are plain errnos here.
+        confined = _confine(policy, argv[0], None, environment, listen=False)
+        confined_fds = {}
+        if confined is not None:
+            for warning in confined.warnings:
+                print(f"hardexec: warning: {warning}", file=sys.stderr)
+            for note in confined.notes:
+                print(f"hardexec: note: {note}", file=sys.stderr)
+            if confined.ruleset is not None:
+                blob = confined.ruleset.blob()
+                fds.append(fd := sealed_memfd("hardexec-landlock", blob))
+                confined_fds["landlock_fd"] = fd
+            if confined.filter is not None:
+                fds.append(fd := sealed_memfd("hardexec-seccomp", confined.filter.code))
+                confined_fds["seccomp_fd"] = fd
         for fd in fds:
             os.set_inheritable(fd, True)
         # The stage keeps our pid, so "the parent" it must die with is ours.
         options = plan.stage_args(
-            None, None, None, env_fd=env_fd, groups_fd=groups_fd, parent=os.getppid()
+            None,
+            None,
+            None,
+            env_fd=env_fd,
+            groups_fd=groups_fd,
+            parent=os.getppid(),
+            confined=confined,
+            **confined_fds,
         )
         previous = {sig: signal.signal(sig, signal.SIG_DFL) for sig in _RESTORED}
         try:

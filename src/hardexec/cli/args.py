@@ -33,6 +33,19 @@ VALUES = {
     "--cwd": "cwd",
     "--max-output": "max_output",
     "--json-result": "json_result",
+    # confinement (cli/confine_options.py has their meaning)
+    "--fs-ro": "fs_ro",
+    "--fs-rx": "fs_rx",
+    "--fs-rw": "fs_rw",
+    "--fs-rwx": "fs_rwx",
+    "--tcp-bind": "tcp_bind",
+    "--tcp-connect": "tcp_connect",
+    "--syscalls": "syscalls",
+    "--syscalls-allow": "syscalls_allow",
+    "--syscalls-deny": "syscalls_deny",
+    "--net": "net",
+    "--hostname": "hostname",
+    "--umask": "umask",
 }
 # option → attribute, for every `run` flag
 FLAGS = {
@@ -45,9 +58,18 @@ FLAGS = {
     "--keep-leftovers": "keep_leftovers",
     "--usage": "usage",
     "--env-clear": "env_clear",
+    "--no-fs-deps": "no_fs_deps",
+    "--pid-ns": "pid_ns",
+    "--ipc-ns": "ipc_ns",
+    "--uts-ns": "uts_ns",
 }
 # collected in a list; for the others the last one wins
-REPEATED = frozenset(("keep_cap", "env_keep", "env"))
+REPEATED = frozenset(
+    (
+        *("keep_cap", "env_keep", "env", "fs_ro", "fs_rx", "fs_rw", "fs_rwx"),
+        *("tcp_bind", "tcp_connect", "syscalls_allow", "syscalls_deny"),
+    )
+)
 OPTIONS = {**VALUES, **FLAGS}
 
 

@@ -149,14 +149,22 @@ def request(ns: Namespace) -> Request:
     if not argv:
         fail("run: no command given (hardexec run [OPTIONS] -- COMMAND [ARG...])")
     ceilings = _ceilings(ns)
-    if ns.best_effort and not ceilings:
-        fail("--best-effort: no cgroup is asked for (--memory, --pids, --cpus, --cgroup)")
+    from .confine_options import confinement
+
+    confined = confinement(ns)
+    if ns.best_effort and not ceilings and confined is None:
+        fail(
+            "--best-effort: no cgroup (--memory, --pids, --cpus, --cgroup) or confinement "
+            "(--fs-*, --tcp-*, --syscalls*, --net, --*-ns) is asked for"
+        )
     max_output = parse_size(ns.max_output, "--max-output") if ns.max_output is not None else None
     if max_output == 0:
         fail("--max-output: 0 would drop all output; give a size, or send it to /dev/null")
     if ns.kill_after is not None and ns.timeout is None:
         fail("--kill-after: needs --timeout (it is the grace after the timeout's SIGTERM)")
     supervise = bool(ceilings) or ns.usage or bool(ns.timeout or max_output or ns.json_result)
+    # A filter's denied syscalls are counted by a listener in a resident parent.
+    supervise = supervise or (confined is not None and confined.syscalls is not None)
     if ns.keep_leftovers and (ns.timeout or max_output):
         # Waiting for leftovers is unbounded and reads no pipes: it would void either option.
         fail("--keep-leftovers cannot be combined with --timeout or --max-output")
@@ -167,7 +175,7 @@ def request(ns: Namespace) -> Request:
             "is nothing to keep"
         )
     task = _task(ns, argv)
-    policy = _policy(ns, supervise)
+    policy = _policy(ns, supervise).with_confinement(confined)
     return Request(
         argv=list(argv),
         policy=policy,

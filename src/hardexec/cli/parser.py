@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from .args import REPEATED
+from .confine_options import FLAGS_HELP, OPTIONS_HELP
 from .options import EXIT_FAILURE
 
 TYPE_CHECKING = False
@@ -109,7 +111,8 @@ def parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser
     group.add_argument(
         "--best-effort",
         action="store_true",
-        help="if the group or its limits cannot be applied, warn and run WITHOUT them",
+        help="if the group, its limits or a confinement cannot be applied, warn and run "
+        "WITHOUT them",
     )
     group.add_argument(
         "--keep-leftovers",
@@ -156,6 +159,23 @@ def parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser
         help="write the run's result (status, signal, duration, timeout, usage, warnings, what "
         "was dropped) to FILE as JSON",
     )
+    confine = run.add_argument_group(
+        "confinement",
+        "what the program may touch; what this kernel cannot enforce refuses the run unless "
+        "--best-effort (then a warning names it)",
+    )
+    for option, dest, metavar, meaning in OPTIONS_HELP:
+        repeat = dest in REPEATED
+        confine.add_argument(
+            option,
+            dest=dest,
+            metavar=metavar,
+            action="append" if repeat else "store",
+            default=[] if repeat else None,
+            help=meaning + ("; repeatable" if repeat else ""),
+        )
+    for option, dest, meaning in FLAGS_HELP:
+        confine.add_argument(option, dest=dest, action="store_true", help=meaning)
     run.add_argument(
         "--usage", action="store_true", help="print what the program used, on stderr, at exit"
     )

@@ -70,6 +70,8 @@ def supervise(req: Request) -> int:
         warned = [_warning_text(warning, req) for warning in child.stage_warnings]
         for text in warned:
             print(f"hardexec: warning: {text}", file=sys.stderr)
+        for note in child.stage_notes:
+            print(f"hardexec: note: {note}", file=sys.stderr)
         if req.max_output:
             copier = Passthrough(child, req.max_output)
         try:
@@ -384,6 +386,10 @@ def _say_how_it_ended(child: Popen, status: int, req: Request) -> None:
             print(f"hardexec: the OOM killer killed a process of the group{limit}", file=sys.stderr)
     if req.usage and usage is not None:
         print(f"hardexec: usage: {_describe_usage(usage)}", file=sys.stderr)
+    denied = child.denied_syscalls
+    if denied:
+        said = ", ".join(f"{name} ({count})" for name, count in sorted(denied.items()))
+        print(f"hardexec: denied syscalls: {said}", file=sys.stderr)
 
 
 def _describe_usage(usage: Usage) -> str:

@@ -314,6 +314,7 @@ class ResultFile:
                 stderr_bytes=dropped.get("stderr", 0) + lost.get("stderr", 0),
             ),
             warnings=tuple(warnings),
+            denied_syscalls=child.denied_syscalls,
         )
         self._put(result)
 

@@ -470,6 +470,7 @@ class Attempt:
             ),
             warnings=tuple(self.warnings),
             attempts=self.number,
+            denied_syscalls=child.denied_syscalls,
         )
         label = escape(self.label)
         logger.info("task %s: %s", label, escape(result.describe()), extra={"task": label})

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import signal as _signal
 
-from .._record import frozen
+from .._record import field, frozen
 from ..usage import Usage
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Mapping
     from typing import Literal
 
 __all__ = ["OUTCOMES", "Event", "Result", "Truncation"]
@@ -65,6 +66,8 @@ class Result:
         warnings: what hardexec could not apply or had to do (best-effort steps, leftovers
             killed, output that stayed open), one sentence each.
         attempts: how many attempts ran.
+        denied_syscalls: what the policy's seccomp filter refused, syscall name → how many
+            times (empty without a filter).
     """
 
     name: str
@@ -81,6 +84,7 @@ class Result:
     truncated: Truncation = Truncation()
     warnings: tuple[str, ...] = ()
     attempts: int = 1
+    denied_syscalls: Mapping[str, int] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:

@@ -6,38 +6,59 @@
  * The plan arrives as options (see hardexec/plan.py):
  *
  *   hardexec-stage [--report-fd=N] [--env-fd=N] [--cgroup-fd=N [--cgroup-strict]]
- *                  [--rlimit=RES:VALUE...] [--uid=N] [--gid=N] [--groups-fd=N | --clear-groups]
- *                  [--drop-caps=KEEPHEX] [--strict] [--nnp] [--ignore-signals=N,N]
- *                  [--die-with-parent=PID] [--exec=PATH] -- PROGRAM [ARG...]
+ *                  [--rlimit=RES:VALUE...] [--umask=OCTAL] [--unshare=NS,NS...]
+ *                  [--hostname=NAME] [--landlock-fd=N] [--uid=N] [--gid=N]
+ *                  [--groups-fd=N | --clear-groups] [--drop-caps=KEEPHEX] [--strict]
+ *                  [--lock-securebits] [--nnp] [--ignore-signals=N,N] [--die-with-parent=PID]
+ *                  [--seccomp-fd=N [--seccomp-notify-fd=N]] [--exec=PATH] -- PROGRAM [ARG...]
  *
  * The stage is started with an empty environment: the program's arrives in the --env-fd memfd
  * ("NAME=value\0" entries), so nothing a loader or interpreter reads from it (LD_PRELOAD,
  * LD_AUDIT, PYTHON*) acts in this privileged process. Without --env-fd the program gets the
- * stage's own environment. --groups-fd is a memfd of native 32-bit gids (no argv limit).
+ * stage's own environment. --groups-fd is a memfd of native 32-bit gids (no argv limit);
+ * --landlock-fd and --seccomp-fd are memfds of rules and of a BPF program (see plan.py).
  *
- * Steps run in one fixed order, the only one the kernel makes correct (capabilities(7)):
- *   0. read the environment and groups memfds
+ * Steps run in one fixed order, the only one the kernel makes correct (capabilities(7)); each
+ * is placed by the privilege it needs and by what it would stop the later steps doing:
+ *   0. read the memfds (environment, groups, Landlock rules, seccomp program)
  *   1. join the cgroup                 write "0" to its cgroup.procs (opened by the parent), so
  *                                      the program and all it starts are inside from the start
  *   2. rlimits: soft = hard = min(VALUE, inherited hard); lowering needs no privilege
- *   3. setgroups, setresgid            needs CAP_SETGID, so before any capability is dropped
- *   4. drop non-kept caps from the bounding set
+ *   3. umask
+ *   4. namespaces (unshare)            needs CAP_SYS_ADMIN, so while every capability is still
+ *                                      here; without it, a user namespace first, mapping our own
+ *                                      uid and gid (user_namespaces(7)); then lo up in a new
+ *                                      network namespace (CAP_NET_ADMIN there), the host name
+ *   5. Landlock ruleset: open each rule's path (O_PATH) with the launcher's view of the files
+ *   6. pid namespace: CLONE_NEWPID applies to children only, so fork the namespace's init,
+ *      then the program's process; this process stays outside as the relay (it forwards
+ *      signals, and when the program ends, ends the namespace and exits with its status).
+ *      Steps 7-17 run in the program's process.
+ *   7. setgroups, setresgid            needs CAP_SETGID, so before any capability is dropped
+ *   8. drop non-kept caps from the bounding set
  *                                      needs CAP_SETPCAP; without it root regains every cap at
  *                                      execve (solti-exec's defect), so for a uid-0 program
  *                                      without no_new_privs a failure here always aborts
- *   5. PR_SET_KEEPCAPS, setresuid      keeps the permitted set across the uid change
- *   6. capset E = P = I = keep & P     I must be *set*, not masked: ambient needs P and I
- *   7. clear ambient, raise each kept  how a non-root program receives the kept caps at execve
- *   8. PR_SET_NO_NEW_PRIVS
- *   9. ignore the listed signals       what subprocess's restore_signals left ignored
- *  10. PR_SET_PDEATHSIG(SIGKILL), then check getppid() against --die-with-parent: last, because
- *      any credential change above clears it, and the check closes the race with a parent
- *      that died before it was set
- *  11. execve (PATH searched like CPython's subprocess, for --exec too)
+ *   9. PR_SET_KEEPCAPS, setresuid      keeps the permitted set across the uid change
+ *  10. lock securebits (NOROOT)        needs CAP_SETPCAP in the effective set: before capset
+ *  11. capset E = P = I = keep & P     I must be *set*, not masked: ambient needs P and I;
+ *      clear ambient, raise each kept  how a non-root program receives the kept caps at execve
+ *  12. PR_SET_NO_NEW_PRIVS
+ *  13. ignore the listed signals       what subprocess's restore_signals left ignored
+ *  14. PR_SET_PDEATHSIG(SIGKILL), then check getppid() against --die-with-parent: after every
+ *      credential change, which clears it; the check closes the race with a parent that died
+ *      before it was set
+ *  15. landlock_restrict_self          needs no_new_privs or CAP_SYS_ADMIN (the parent implies
+ *                                      no_new_privs when the program will not hold the latter);
+ *                                      late, because the steps above still read /proc
+ *  16. seccomp filter                  the same rule; last, so it judges only the program (and
+ *                                      the two calls left: the listener's sendmsg, execve)
+ *  17. execve (PATH searched like CPython's subprocess, for --exec too)
  *
- * Failure semantics: steps 4-7 are best-effort unless --strict, the cgroup join unless
- * --cgroup-strict: a failure is reported as a warning and the stage goes on. Everything else
- * always aborts.
+ * Failure semantics: the capability steps 8-11 are best-effort unless --strict, the cgroup
+ * join unless --cgroup-strict: a failure is reported as a warning and the stage goes on.
+ * Everything else always aborts (confinement fails closed; best effort is the parent's choice
+ * of what to put in the plan).
  * Reports go to the report fd (close-on-exec, so EOF there means exec succeeded) as lines
  * "W|F <step> <errno> <cap|resource|signal|->"; without one, as one line on stderr
  * ("hardexec: <step> failed: ..." or "hardexec: <program>: <error>"), exiting 125/126/127 like
@@ -178,6 +199,35 @@ static long hx_ignore_signal(int sig)
     return sys6(__NR_rt_sigaction, sig, (long)&act, 0, sizeof act.mask, 0, 0);
 }
 
+static long hx_sys(long n, long a, long b, long c, long d, long e)
+{
+    return sys6(n, a, b, c, d, e, 0);
+}
+#define NR_UNSHARE __NR_unshare
+#define NR_OPENAT __NR_openat
+#define NR_STATX __NR_statx
+#define NR_PIPE2 __NR_pipe2
+#define NR_CLOSE_RANGE __NR_close_range
+#define NR_RT_SIGPROCMASK __NR_rt_sigprocmask
+#define NR_RT_SIGACTION __NR_rt_sigaction
+#define NR_SIGNALFD4 __NR_signalfd4
+#define NR_READ __NR_read
+#define NR_WAIT4 __NR_wait4
+#define NR_KILL __NR_kill
+#define NR_GETPID __NR_getpid
+#define NR_PPOLL __NR_ppoll
+#define NR_SOCKET __NR_socket
+#define NR_IOCTL __NR_ioctl
+#define NR_SETHOSTNAME __NR_sethostname
+#define NR_SECCOMP __NR_seccomp
+#define NR_SENDMSG __NR_sendmsg
+#define NR_UMASK __NR_umask
+#define NR_GETRESGID __NR_getresgid
+#define NR_CLONE __NR_clone
+#define NR_LANDLOCK_CREATE 444
+#define NR_LANDLOCK_ADD 445
+#define NR_LANDLOCK_RESTRICT 446
+
 static int stage_main(int argc, char **argv, char **envp);
 
 __attribute__((used, noreturn)) void hx_start(long *sp)
@@ -243,6 +293,35 @@ static long hx_getppid(void) { return getppid(); }
 static long hx_getresuid(unsigned int ids[3]) { return ret(getresuid(&ids[0], &ids[1], &ids[2])); }
 static long hx_ignore_signal(int sig) { return signal(sig, SIG_IGN) == SIG_ERR ? -errno : 0; }
 
+static long hx_sys(long n, long a, long b, long c, long d, long e)
+{
+    return ret(syscall(n, a, b, c, d, e));
+}
+#define NR_UNSHARE SYS_unshare
+#define NR_OPENAT SYS_openat
+#define NR_STATX SYS_statx
+#define NR_PIPE2 SYS_pipe2
+#define NR_CLOSE_RANGE 436 /* the same number on every architecture */
+#define NR_RT_SIGPROCMASK SYS_rt_sigprocmask
+#define NR_RT_SIGACTION SYS_rt_sigaction
+#define NR_SIGNALFD4 SYS_signalfd4
+#define NR_READ SYS_read
+#define NR_WAIT4 SYS_wait4
+#define NR_KILL SYS_kill
+#define NR_GETPID SYS_getpid
+#define NR_PPOLL SYS_ppoll
+#define NR_SOCKET SYS_socket
+#define NR_IOCTL SYS_ioctl
+#define NR_SETHOSTNAME SYS_sethostname
+#define NR_SECCOMP SYS_seccomp
+#define NR_SENDMSG SYS_sendmsg
+#define NR_UMASK SYS_umask
+#define NR_GETRESGID SYS_getresgid
+#define NR_CLONE SYS_clone
+#define NR_LANDLOCK_CREATE 444
+#define NR_LANDLOCK_ADD 445
+#define NR_LANDLOCK_RESTRICT 446
+
 static int stage_main(int argc, char **argv, char **envp);
 
 int main(int argc, char **argv, char **envp) { return stage_main(argc, argv, envp); }
@@ -279,6 +358,16 @@ struct plan {
     u64 keep;
     u64 ignore_signals; /* bit n-1: signal n */
     long parent;        /* --die-with-parent: the pid that must stay our parent, else 0 */
+    int in_pid_ns;      /* the program's process, inside its new pid namespace */
+    long umask;         /* --umask, or -1 */
+    long unshare;       /* CLONE_NEW* flags of --unshare */
+    const char *hostname;
+    int landlock_fd, seccomp_fd, notify_fd, lock_securebits;
+    const char *landlock;       /* the rules memfd, mapped (NUL-terminated entries) */
+    long landlock_size;
+    const void *filter;         /* the seccomp program, mapped */
+    unsigned long filter_len;   /* in instructions */
+    int ruleset_fd;
     const char *exec_path;
     char **argv;
     char **envp;
@@ -320,7 +409,7 @@ static int parse_u64(const char *s, const char *end, int base, u64 max, u64 *out
                 : base == 16 && *s >= 'a' && *s <= 'f' ? *s - 'a' + 10
                 : base == 16 && *s >= 'A' && *s <= 'F' ? *s - 'A' + 10
                                                        : -1;
-        if (d < 0 || v > (max - (u64)d) / (u64)base)
+        if (d < 0 || d >= base || v > (max - (u64)d) / (u64)base)
             return -1;
         v = v * (u64)base + (u64)d;
     }
@@ -365,6 +454,11 @@ static const char *error_text(int err)
     case ENOSYS: return "Function not implemented";
     case ELOOP: return "Too many levels of symbolic links";
     case ELIBBAD: return "Accessing a corrupted shared library";
+    case ENODEV: return "No such device";
+    case ENOSPC: return "No space left on device";
+    case ENOMSG: return "No message of desired type";
+    case EUSERS: return "Too many users";
+    case EOPNOTSUPP: return "Operation not supported";
     default: return 0;
     }
 }
@@ -407,6 +501,10 @@ static const char *needs(const char *step)
         return "the launcher lacks CAP_SETPCAP";
     if (str_eq(step, "keep_caps"))
         return "the launcher's permitted set lacks it";
+    if (str_eq(step, "unshare") || str_eq(step, "userns") || str_eq(step, "hostname"))
+        return "the launcher lacks CAP_SYS_ADMIN";
+    if (str_eq(step, "securebits"))
+        return "the launcher lacks CAP_SETPCAP";
     return 0;
 }
 
@@ -446,9 +544,11 @@ static void report_why(char kind, const char *step, int err, int arg, const char
             put_num(&l, err);
         }
         if (arg >= 0) {
-            put(&l, str_eq(step, "setrlimit")         ? " (resource "
+            put(&l, str_eq(step, "setrlimit")        ? " (resource "
                     : str_eq(step, "ignore_signals") ? " (signal "
-                                                     : " (capability ");
+                    : str_eq(step, "landlock_path") || str_eq(step, "landlock_rule")
+                        ? " (rule "
+                        : " (capability ");
             put_num(&l, arg);
             put(&l, ")");
         }
@@ -544,6 +644,40 @@ static int parse_rlimit(const char *s, struct plan *p)
     return 0;
 }
 
+#define CLONE_NEWUTS_ 0x04000000
+#define CLONE_NEWIPC_ 0x08000000
+#define CLONE_NEWUSER_ 0x10000000
+#define CLONE_NEWPID_ 0x20000000
+#define CLONE_NEWNET_ 0x40000000
+
+/* "user,net,ipc,uts,pid" in any order, each at most once, as CLONE_NEW* flags. */
+static int parse_unshare(const char *s, long *flags)
+{
+    static const char *names[] = {"user", "net", "ipc", "uts", "pid"};
+    static const long bits[] = {CLONE_NEWUSER_, CLONE_NEWNET_, CLONE_NEWIPC_, CLONE_NEWUTS_,
+                                CLONE_NEWPID_};
+    const char *item = s;
+    for (;;) {
+        const char *end = item;
+        int found = -1;
+        while (*end && *end != ',')
+            end++;
+        for (int k = 0; k < 5; k++) {
+            const char *a = item, *b = names[k];
+            while (a < end && *a == *b)
+                a++, b++;
+            if (a == end && !*b)
+                found = k;
+        }
+        if (found < 0 || (*flags & bits[found]))
+            return -1; /* unknown, empty or repeated */
+        *flags |= bits[found];
+        if (!*end)
+            return 0;
+        item = end + 1;
+    }
+}
+
 static void parse(int argc, char **argv, struct plan *p)
 {
     int i;
@@ -601,6 +735,26 @@ static void parse(int argc, char **argv, struct plan *p)
         } else if ((v = option(a, "--ignore-signals"))) {
             if (parse_signals(v, &p->ignore_signals) < 0)
                 goto bad;
+        } else if ((v = option(a, "--umask"))) {
+            if (str_len(v) > 4 || parse_u64(v, v + str_len(v), 8, 0777, &n) < 0)
+                goto bad;
+            p->umask = (long)n;
+        } else if ((v = option(a, "--unshare"))) {
+            if (parse_unshare(v, &p->unshare) < 0)
+                goto bad;
+        } else if ((v = option(a, "--hostname"))) {
+            p->hostname = v;
+        } else if ((v = option(a, "--landlock-fd"))) {
+            if (parse_fd(v, &p->landlock_fd) < 0)
+                goto bad;
+        } else if ((v = option(a, "--seccomp-fd"))) {
+            if (parse_fd(v, &p->seccomp_fd) < 0)
+                goto bad;
+        } else if ((v = option(a, "--seccomp-notify-fd"))) {
+            if (parse_fd(v, &p->notify_fd) < 0)
+                goto bad;
+        } else if (str_eq(a, "--lock-securebits")) {
+            p->lock_securebits = 1;
         } else if ((v = option(a, "--exec"))) {
             p->exec_path = v;
         } else {
@@ -608,6 +762,8 @@ static void parse(int argc, char **argv, struct plan *p)
         }
     }
     if (i >= argc - 1) /* no "--", or nothing after it */
+        goto bad;
+    if (p->notify_fd >= 0 && p->seccomp_fd < 0)
         goto bad;
     p->argv = argv + i + 1;
     return;
@@ -833,9 +989,383 @@ static __attribute__((noreturn)) void exec_program(const struct plan *p)
     fail("exec", saved ? saved : last, -1);
 }
 
+/* ---- confinement: namespaces, Landlock, the pid-namespace relay, seccomp ------------------ */
+
+/* A memfd's whole content as a private read-only mapping (step names the memfd on failure). */
+static const char *map_memfd(int fd, const char *step, long *size_out)
+{
+    long size = hx_size(fd), base = 0;
+    if (size < 0)
+        fail(step, (int)-size, -1);
+    if (size > 0 && (base = hx_map(fd, (unsigned long)size)) < 0)
+        fail(step, (int)-base, -1);
+    hx_close(fd);
+    *size_out = size;
+    return (const char *)base;
+}
+
+/* "HEX" up to the end or ':' → value; returns the char after it, or 0 when malformed. */
+static const char *hex_field(const char *s, const char *end, u64 *out)
+{
+    const char *stop = s;
+    while (stop < end && *stop != ':')
+        stop++;
+    if (parse_u64(s, stop, 16, ~0ull, out) < 0)
+        return 0;
+    return stop;
+}
+
+/* The rules blob: fs=HEX, [net=HEX], path=HEX:PATH..., port=HEX:PORT... (NUL-terminated). */
+static void load_landlock(struct plan *p)
+{
+    long size;
+    const char *text = map_memfd(p->landlock_fd, "landlock_fd", &size);
+    int stage = 0; /* 0: fs expected, 1: net/path/port, 2: path/port, 3: port only */
+    if (size <= 0 || text[size - 1] != '\0')
+        fail("landlock_fd", EINVAL, -1);
+    for (long i = 0; i < size; i += (long)str_len(text + i) + 1) {
+        const char *e = text + i, *end = e + str_len(e), *v;
+        u64 n;
+        if ((v = option(e, "fs")) && stage == 0) {
+            if (!hex_field(v, end, &n) || hex_field(v, end, &n) != end)
+                fail("landlock_fd", EINVAL, -1);
+            stage = 1;
+        } else if ((v = option(e, "net")) && stage == 1) {
+            if (!hex_field(v, end, &n) || hex_field(v, end, &n) != end)
+                fail("landlock_fd", EINVAL, -1);
+            stage = 2;
+        } else if ((v = option(e, "path")) && stage >= 1 && stage <= 2) {
+            const char *colon = hex_field(v, end, &n);
+            if (!colon || colon == end || colon + 1 == end)
+                fail("landlock_fd", EINVAL, -1);
+        } else if ((v = option(e, "port")) && stage >= 1) {
+            const char *colon = hex_field(v, end, &n);
+            if (!colon || colon == end || parse_u64(colon + 1, end, 10, 65535, &n) < 0)
+                fail("landlock_fd", EINVAL, -1);
+            stage = 3;
+        } else {
+            fail("landlock_fd", EINVAL, -1);
+        }
+    }
+    if (stage == 0)
+        fail("landlock_fd", EINVAL, -1);
+    p->landlock = text;
+    p->landlock_size = size;
+}
+
+static void load_filter(struct plan *p)
+{
+    long size;
+    const char *code = map_memfd(p->seccomp_fd, "seccomp_fd", &size);
+    if (size <= 0 || size % 8 || size / 8 > 4096) /* BPF_MAXINSNS */
+        fail("seccomp_fd", EINVAL, -1);
+    p->filter = code;
+    p->filter_len = (unsigned long)size / 8;
+}
+
+/* Write all of text to a /proc file (uid_map and friends take one write). */
+static long write_file(const char *path, const char *text)
+{
+    long fd = hx_sys(NR_OPENAT, -100 /* AT_FDCWD */, (long)path, 01 | 02000000 /* WRONLY|CLOEXEC */,
+                     0, 0);
+    if (fd < 0)
+        return fd;
+    long r = hx_write((int)fd, text, str_len(text));
+    hx_close((int)fd);
+    return r < 0 ? r : 0;
+}
+
+static void id_map(char *buf, unsigned int id) /* "ID ID 1" */
+{
+    struct line l = {.n = 0};
+    put_num(&l, id);
+    put(&l, " ");
+    put_num(&l, id);
+    put(&l, " 1");
+    memcpy(buf, l.buf, l.n);
+    buf[l.n] = 0;
+}
+
+struct ifreq_flags {
+    char name[16];
+    short flags;
+    char pad[22];
+};
+
+static void enter_namespaces(const struct plan *p)
+{
+    unsigned int uids[3] = {0, 0, 0}, gids[3] = {0, 0, 0};
+    int user = (p->unshare & CLONE_NEWUSER_) != 0;
+    long r;
+    hx_getresuid(uids);
+    hx_sys(NR_GETRESGID, (long)&gids[0], (long)&gids[1], (long)&gids[2], 0, 0);
+    if ((r = hx_sys(NR_UNSHARE, p->unshare, 0, 0, 0, 0)) < 0)
+        fail(user ? "userns" : "unshare", (int)-r, -1);
+    if (user) {
+        /* An unprivileged process may map only its own ids, and only once setgroups is denied
+         * (user_namespaces(7)); the program then sees the ids it had. */
+        char map[40];
+        if ((r = write_file("/proc/self/setgroups", "deny")) < 0)
+            fail("userns", (int)-r, -1);
+        id_map(map, uids[1]);
+        if ((r = write_file("/proc/self/uid_map", map)) < 0)
+            fail("userns", (int)-r, -1);
+        id_map(map, gids[1]);
+        if ((r = write_file("/proc/self/gid_map", map)) < 0)
+            fail("userns", (int)-r, -1);
+    }
+    if (p->unshare & CLONE_NEWNET_) { /* a new network namespace has lo, but down */
+        struct ifreq_flags ifr = {.name = "lo"};
+        long sock = hx_sys(NR_SOCKET, 2 /* AF_INET */, 2 | 02000000 /* DGRAM|CLOEXEC */, 0, 0, 0);
+        if (sock < 0)
+            fail("loopback", (int)-sock, -1);
+        r = hx_sys(NR_IOCTL, sock, 0x8913 /* SIOCGIFFLAGS */, (long)&ifr, 0, 0);
+        if (r >= 0) {
+            ifr.flags |= 1; /* IFF_UP */
+            r = hx_sys(NR_IOCTL, sock, 0x8914 /* SIOCSIFFLAGS */, (long)&ifr, 0, 0);
+        }
+        hx_close((int)sock);
+        if (r < 0)
+            fail("loopback", (int)-r, -1);
+    }
+    if (p->hostname && (r = hx_sys(NR_SETHOSTNAME, (long)p->hostname, (long)str_len(p->hostname),
+                                   0, 0, 0)) < 0)
+        fail("hostname", (int)-r, -1);
+}
+
+#define LL_FILE_RIGHTS (1ull | 2ull | 4ull | (1ull << 14) | (1ull << 15))
+
+/* Build the Landlock ruleset now, with the launcher's view of the paths; enforce it later. */
+static void build_ruleset(struct plan *p)
+{
+    u64 attr[2] = {0, 0}, n;
+    unsigned long attr_size = 8; /* the ABI-1 form, unless network rights are handled */
+    int index = 0;
+    const char *text = p->landlock;
+    for (long i = 0; i < p->landlock_size; i += (long)str_len(text + i) + 1) {
+        const char *e = text + i, *end = e + str_len(e), *v;
+        if ((v = option(e, "fs")))
+            hex_field(v, end, &attr[0]);
+        else if ((v = option(e, "net")) && hex_field(v, end, &attr[1]))
+            attr_size = 16;
+    }
+    long fd = hx_sys(NR_LANDLOCK_CREATE, (long)attr, (long)attr_size, 0, 0, 0);
+    if (fd < 0)
+        fail("landlock", (int)-fd, -1);
+    hx_cloexec((int)fd); /* it is already: landlock_create_ruleset(2) sets O_CLOEXEC */
+    p->ruleset_fd = (int)fd;
+    for (long i = 0; i < p->landlock_size; i += (long)str_len(text + i) + 1) {
+        const char *e = text + i, *end = e + str_len(e), *v, *colon;
+        long r;
+        if ((v = option(e, "path"))) {
+            colon = hex_field(v, end, &n);
+            long dir = hx_sys(NR_OPENAT, -100, (long)(colon + 1), 010000000 | 02000000 /* O_PATH|CLOEXEC */, 0, 0);
+            if (dir < 0)
+                fail("landlock_path", (int)-dir, index);
+            /* statx's layout is the same on every architecture: stx_mode is at byte 28. */
+            unsigned char stx[256];
+            r = hx_sys(NR_STATX, dir, (long)"", 0x1000 /* AT_EMPTY_PATH */, 1 /* STATX_TYPE */,
+                       (long)stx);
+            if (r < 0)
+                fail("landlock_path", (int)-r, index);
+            unsigned int mode = stx[28] | (unsigned int)stx[29] << 8;
+            if ((mode & 0170000) != 0040000) /* not a directory: file rights only */
+                n &= LL_FILE_RIGHTS;
+            struct __attribute__((packed)) {
+                u64 allowed;
+                int parent_fd;
+            } rule = {n & attr[0], (int)dir};
+            r = rule.allowed ? hx_sys(NR_LANDLOCK_ADD, fd, 1 /* PATH_BENEATH */, (long)&rule, 0, 0)
+                             : 0; /* nothing left to allow: the kernel refuses empty rules */
+            hx_close((int)dir);
+            if (r < 0)
+                fail("landlock_rule", (int)-r, index);
+            index++;
+        } else if ((v = option(e, "port"))) {
+            u64 port = 0;
+            colon = hex_field(v, end, &n);
+            parse_u64(colon + 1, end, 10, 65535, &port);
+            u64 rule[2] = {n & attr[1], port};
+            r = rule[0] ? hx_sys(NR_LANDLOCK_ADD, fd, 2 /* NET_PORT */, (long)rule, 0, 0) : 0;
+            if (r < 0)
+                fail("landlock_rule", (int)-r, index);
+            index++;
+        }
+    }
+}
+
+static long hx_fork(void) { return hx_sys(NR_CLONE, 17 /* SIGCHLD */, 0, 0, 0, 0); }
+static long hx_sigmask(int how, const u64 *set, u64 *old)
+{
+    return hx_sys(NR_RT_SIGPROCMASK, how, (long)set, (long)old, 8, 0);
+}
+static void close_from(int first) /* every fd from first up */
+{
+    if (hx_sys(NR_CLOSE_RANGE, first, ~0u, 0, 0, 0) < 0)
+        for (int fd = first; fd < 4096; fd++) /* kernels before 5.9 */
+            hx_close(fd);
+}
+
+/* The namespace's init: it only reaps (SIGCHLD ignored: the kernel reaps orphans for it) and
+ * lives exactly as long as the relay, whose pipe end hangs up when the relay is gone by any
+ * means (even SIGKILL). Its exit makes the kernel kill everything left in the namespace. */
+static __attribute__((noreturn)) void pid_ns_init(int read_end)
+{
+    struct hx_pollfd {
+        int fd;
+        short events, revents;
+    } pfd = {read_end, 1 /* POLLIN */, 0};
+    char byte;
+    for (int fd = 0; fd < read_end; fd++)
+        hx_close(fd);
+    close_from(read_end + 1);
+    struct {
+        unsigned long handler, flags, restorer, mask;
+    } ign = {1 /* SIG_IGN */, 0, 0, 0};
+    hx_sys(NR_RT_SIGACTION, 17, (long)&ign, 0, 8, 0);
+    for (;;) {
+        long r = hx_sys(NR_PPOLL, (long)&pfd, 1, 0, 0, 8);
+        if (r > 0 && hx_sys(NR_READ, read_end, (long)&byte, 1, 0, 0) != -EINTR)
+            hx_exit(0); /* hung up (or written to): the relay is gone */
+    }
+}
+
+/* The relay (the process the parent started): it forwards every signal to the program's
+ * process, and when that ends, ends the namespace and then itself with the same status. */
+static __attribute__((noreturn)) void pid_ns_relay(long init, long program, int write_end)
+{
+    struct {
+        unsigned int signo;
+        char rest[124];
+    } info;
+    u64 all = ~0ull;
+    int status = 0;
+    struct rlimit64 no_core = {0, 0};
+    /* Nothing of the program's may stay open here: its output pipes and the report pipe must
+     * reach end-of-file when the program is done with them. */
+    for (int fd = 0; fd < write_end; fd++)
+        hx_close(fd);
+    close_from(write_end + 1);
+    hx_prlimit(4 /* RLIMIT_CORE */, &no_core, 0); /* a dump of the relay would be no use */
+    long sfd = hx_sys(NR_SIGNALFD4, -1, (long)&all, 8, 02000000 /* SFD_CLOEXEC */, 0);
+    for (;;) {
+        long r = sfd >= 0 ? hx_sys(NR_READ, sfd, (long)&info, sizeof info, 0, 0) : -EINVAL;
+        if (r == -EINTR)
+            continue;
+        if (r < 0)
+            info.signo = 17; /* cannot happen; still never spin: wait for the program */
+        if (info.signo != 17 /* SIGCHLD */) {
+            hx_sys(NR_KILL, program, info.signo, 0, 0, 0);
+            continue;
+        }
+        r = hx_sys(NR_WAIT4, program, (long)&status, r < 0 ? 0 : 1 /* WNOHANG */, 0, 0);
+        if (r == program)
+            break;
+    }
+    hx_sys(NR_KILL, init, 9, 0, 0, 0);
+    while (hx_sys(NR_WAIT4, init, 0, 0, 0, 0) == -EINTR)
+        ;
+    if ((status & 0x7f) == 0)
+        hx_exit((status >> 8) & 0xff);
+    int sig = status & 0x7f;
+    struct {
+        unsigned long handler, flags, restorer, mask;
+    } dfl = {0 /* SIG_DFL */, 0, 0, 0};
+    u64 one = 1ull << (sig - 1);
+    hx_sys(NR_RT_SIGACTION, sig, (long)&dfl, 0, 8, 0);
+    hx_sys(NR_KILL, hx_sys(NR_GETPID, 0, 0, 0, 0, 0), sig, 0, 0, 0);
+    hx_sigmask(1 /* SIG_UNBLOCK */, &one, 0);
+    hx_exit(128 + sig);
+}
+
+/* CLONE_NEWPID applies to children only: fork the namespace's init first (it is pid 1 there),
+ * then the program's process; this process stays outside as the relay. Returns in the latter. */
+static void enter_pid_ns(struct plan *p)
+{
+    u64 all = ~0ull, old = 0;
+    int ends[2];
+    long r;
+    if (p->parent) { /* the relay's own death signal: its credentials never change */
+        if ((r = hx_prctl(PR_SET_PDEATHSIG, 9, 0)) < 0)
+            fail("die_with_parent", (int)-r, -1);
+        if (hx_getppid() != p->parent)
+            fail_why("die_with_parent", ESRCH, -1, "the parent has already exited");
+    }
+    hx_sigmask(0 /* SIG_BLOCK */, &all, &old);
+    if ((r = hx_sys(NR_PIPE2, (long)ends, 02000000 /* O_CLOEXEC */, 0, 0, 0)) < 0)
+        fail("pid_ns", (int)-r, -1);
+    long init = hx_fork();
+    if (init < 0)
+        fail("pid_ns", (int)-init, -1);
+    if (init == 0) {
+        hx_close(ends[1]);
+        pid_ns_init(ends[0]);
+    }
+    long program = hx_fork();
+    if (program < 0) {
+        hx_sys(NR_KILL, init, 9, 0, 0, 0);
+        fail("pid_ns", (int)-program, -1);
+    }
+    if (program > 0) {
+        hx_close(ends[0]);
+        pid_ns_relay(init, program, ends[1]);
+    }
+    hx_close(ends[0]);
+    hx_close(ends[1]);
+    hx_sigmask(2 /* SIG_SETMASK */, &old, 0);
+    p->in_pid_ns = 1;
+}
+
+struct sock_fprog_ {
+    unsigned short len;
+    const void *filter;
+};
+
+/* The last step before execve: from here on the filter applies to this process too. */
+static void install_filter(const struct plan *p)
+{
+    struct sock_fprog_ prog = {(unsigned short)p->filter_len, p->filter};
+    long flags = p->notify_fd >= 0 ? 8 /* SECCOMP_FILTER_FLAG_NEW_LISTENER */ : 0;
+    long listener = hx_sys(NR_SECCOMP, 1 /* SET_MODE_FILTER */, flags, (long)&prog, 0, 0);
+    if (listener < 0)
+        fail("seccomp", (int)-listener, -1);
+    if (p->notify_fd < 0)
+        return;
+    /* The filter lets exactly this sendmsg through (its fd argument), so the parent can answer
+     * the program's denied syscalls; the listener itself is close-on-exec. */
+    char data = 'L';
+    struct {
+        void *base;
+        unsigned long len;
+    } iov = {&data, 1};
+    struct {
+        unsigned long len;
+        int level, type;
+        int fd;
+        int pad;
+    } cmsg = {20 /* CMSG_LEN(sizeof(int)) */, 1 /* SOL_SOCKET */, 1 /* SCM_RIGHTS */,
+              (int)listener, 0};
+    struct {
+        void *name;
+        unsigned int namelen, pad0;
+        void *iov;
+        unsigned long iovlen;
+        void *control;
+        unsigned long controllen;
+        int flags, pad1;
+    } msg = {0, 0, 0, &iov, 1, &cmsg, 24 /* CMSG_SPACE(sizeof(int)) */, 0, 0};
+    long r;
+    while ((r = hx_sys(NR_SENDMSG, p->notify_fd, (long)&msg, 0x4000 /* MSG_NOSIGNAL */, 0, 0)) ==
+           -EINTR)
+        ;
+    if (r < 0)
+        fail("seccomp_notify", (int)-r, -1);
+}
+
 static int stage_main(int argc, char **argv, char **envp)
 {
-    struct plan p = {.cgroup_fd = -1, .env_fd = -1, .groups_fd = -1, .envp = envp};
+    struct plan p = {.cgroup_fd = -1, .env_fd = -1, .groups_fd = -1, .envp = envp, .umask = -1,
+                     .landlock_fd = -1, .seccomp_fd = -1, .notify_fd = -1, .ruleset_fd = -1};
     long r;
     parse(argc, argv, &p);
     program_name = p.exec_path ? p.exec_path : p.argv[0];
@@ -843,10 +1373,22 @@ static int stage_main(int argc, char **argv, char **envp)
         load_env(&p);
     if (p.groups_fd >= 0)
         load_groups(&p);
+    if (p.landlock_fd >= 0)
+        load_landlock(&p);
+    if (p.seccomp_fd >= 0)
+        load_filter(&p);
 
     if (p.cgroup_fd >= 0)
         join_cgroup(&p);
     set_rlimits(&p);
+    if (p.umask >= 0)
+        hx_sys(NR_UMASK, p.umask, 0, 0, 0, 0);
+    if (p.unshare)
+        enter_namespaces(&p);
+    if (p.landlock)
+        build_ruleset(&p);
+    if (p.unshare & CLONE_NEWPID_)
+        enter_pid_ns(&p); /* from here on: the program's process, inside the namespace */
     if (p.set_groups && (r = hx_setgroups(p.ngroups, p.groups)) < 0)
         fail("setgroups", (int)-r, -1);
     if (p.has_gid && (r = hx_setresgid(p.gid)) < 0)
@@ -858,6 +1400,12 @@ static int stage_main(int argc, char **argv, char **envp)
             cap_failed(&p, "keepcaps", (int)-r, -1);
         if ((r = hx_setresuid(p.uid)) < 0)
             fail("setresuid", (int)-r, -1);
+    }
+    if (p.lock_securebits) {
+        /* Needs CAP_SETPCAP, still effective until capset below. NOROOT: execve gives uid 0
+         * nothing; the locks keep the program from turning that (or the setuid fixup) off. */
+        if ((r = hx_prctl(PR_SET_SECUREBITS, 0x0b, 0)) < 0)
+            cap_failed(&p, "securebits", (int)-r, -1);
     }
     if (p.drop_caps)
         set_ambient(&p, set_caps(&p));
@@ -871,8 +1419,18 @@ static int stage_main(int argc, char **argv, char **envp)
          * check after setting it closes the race with a parent that died before it was set. */
         if ((r = hx_prctl(PR_SET_PDEATHSIG, 9 /* SIGKILL */, 0)) < 0)
             fail("die_with_parent", (int)-r, -1);
-        if (hx_getppid() != p.parent)
+        /* Inside a new pid namespace the parent (the relay) is outside it and reads as 0. */
+        if (hx_getppid() != (p.in_pid_ns ? 0 : p.parent))
             fail_why("die_with_parent", ESRCH, -1, "the parent has already exited");
     }
+    if (p.ruleset_fd >= 0) {
+        /* Late: the steps above still read /proc; Landlock needs no_new_privs or
+         * CAP_SYS_ADMIN here, which the parent made sure of. */
+        if ((r = hx_sys(NR_LANDLOCK_RESTRICT, p.ruleset_fd, 0, 0, 0, 0)) < 0)
+            fail("landlock", (int)-r, -1);
+        hx_close(p.ruleset_fd);
+    }
+    if (p.filter)
+        install_filter(&p);
     exec_program(&p);
 }

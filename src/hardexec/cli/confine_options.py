@@ -1,0 +1,127 @@
+"""``hardexec run``'s confinement options → a :class:`~hardexec.confine.Confinement`."""
+
+from __future__ import annotations
+
+import re
+
+from .options import fail
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from ..confine import Confinement
+    from .args import Namespace
+
+__all__ = ["OPTIONS_HELP", "confinement"]
+
+# option, attribute, metavar, help — one table for args.py's reader and argparse alike
+OPTIONS_HELP = (
+    ("--fs-ro", "fs_ro", "PATH", "Landlock: PATH may be read (files, directory listings)"),
+    ("--fs-rx", "fs_rx", "PATH", "Landlock: PATH may be read and executed"),
+    ("--fs-rw", "fs_rw", "PATH", "Landlock: PATH may be read and written, not executed"),
+    ("--fs-rwx", "fs_rwx", "PATH", "Landlock: anything beneath PATH"),
+    ("--tcp-bind", "tcp_bind", "PORTS", "Landlock: TCP ports it may bind (comma-separated)"),
+    ("--tcp-connect", "tcp_connect", "PORTS", "Landlock: TCP ports it may connect to"),
+    ("--syscalls", "syscalls", "default", "seccomp: hardexec's default deny-list"),
+    (
+        "--syscalls-allow",
+        "syscalls_allow",
+        "LIST",
+        "seccomp allow-list: names and @groups (comma-separated); others get ENOSYS",
+    ),
+    (
+        "--syscalls-deny",
+        "syscalls_deny",
+        "LIST",
+        "seccomp: refuse these (NAME[:EPERM|:ENOSYS|...|:kill], @groups)",
+    ),
+    ("--net", "net", "none", "a network namespace with only a loopback"),
+    ("--hostname", "hostname", "NAME", "host name in a new uts namespace (implies --uts-ns)"),
+    ("--umask", "umask", "MODE", "the program's umask (octal, e.g. 077)"),
+)
+FLAGS_HELP = (
+    ("--no-fs-deps", "no_fs_deps", "Landlock: do not allow the program's own libraries"),
+    ("--pid-ns", "pid_ns", "a pid namespace: the program's whole tree ends with it"),
+    ("--ipc-ns", "ipc_ns", "a new IPC namespace"),
+    ("--uts-ns", "uts_ns", "a new uts namespace (host name)"),
+)
+_FIELD_OPTIONS = (
+    (r"syscalls\.allow\[\d+\]", "--syscalls-allow"),
+    (r"syscalls\.deny\[\d+\]", "--syscalls-deny"),
+    (r"confinement\.hostname", "--hostname"),
+    (r"confinement\.umask", "--umask"),
+)
+
+
+def _items(values: list[str], option: str) -> list[str]:
+    items = [item for value in values for item in value.split(",")]
+    if "" in items:
+        fail(f"{option}: {','.join(values)!r} has an empty item")
+    return items
+
+
+def _ports(values: list[str], option: str) -> list[int]:
+    ports = []
+    for item in _items(values, option):
+        if not (item.isascii() and item.isdigit()) or int(item) > 65535:
+            fail(f"{option}: {item!r} is not a TCP port (0..65535)")
+        ports.append(int(item))
+    return ports
+
+
+def confinement(ns: Namespace) -> Confinement | None:
+    """The confinement the options ask for, or None; exits 125 naming the option on a mistake."""
+    from ..confine import Confinement, PathRule, SyscallFilter
+    from ..errors import PolicyError
+
+    rules = [
+        PathRule(path, access)
+        for access in ("ro", "rx", "rw", "rwx")
+        for path in getattr(ns, f"fs_{access}")
+    ]
+    if ns.no_fs_deps and not rules:
+        fail("--no-fs-deps: no --fs-* rule is given (it turns off their automatic dependencies)")
+    if ns.syscalls not in (None, "default"):
+        fail(f"--syscalls: {ns.syscalls!r}: the only list is 'default' (see --syscalls-deny)")
+    if ns.net not in (None, "none"):
+        fail(f"--net: {ns.net!r}: only 'none' (a namespace with only a loopback) is offered")
+    namespaces = [
+        name
+        for name, on in (
+            ("net", ns.net == "none"),
+            ("pid", ns.pid_ns),
+            ("ipc", ns.ipc_ns),
+            ("uts", ns.uts_ns or ns.hostname is not None),
+        )
+        if on
+    ]
+    umask = None
+    if ns.umask is not None:
+        if not re.fullmatch(r"[0-7]{1,4}", ns.umask) or int(ns.umask, 8) > 0o777:
+            fail(f"--umask: {ns.umask!r} is not an octal mode 000..777")
+        umask = int(ns.umask, 8)
+    try:
+        syscalls = None
+        if ns.syscalls or ns.syscalls_allow or ns.syscalls_deny:
+            allow = _items(ns.syscalls_allow, "--syscalls-allow") if ns.syscalls_allow else None
+            syscalls = SyscallFilter(
+                allow=allow,
+                deny=_items(ns.syscalls_deny, "--syscalls-deny"),
+                default=ns.syscalls == "default",
+            )
+        c = Confinement(
+            fs=rules,
+            fs_dependencies=not ns.no_fs_deps,
+            tcp_bind=_ports(ns.tcp_bind, "--tcp-bind"),
+            tcp_connect=_ports(ns.tcp_connect, "--tcp-connect"),
+            syscalls=syscalls,
+            namespaces=namespaces,
+            hostname=ns.hostname,
+            umask=umask,
+            best_effort=ns.best_effort,
+        )
+    except PolicyError as err:
+        message = str(err)
+        for pattern, option in _FIELD_OPTIONS:
+            message = re.sub(pattern, option, message)
+        fail(message)
+    return None if c.is_empty() else c

@@ -1,0 +1,219 @@
+"""A policy's confinement, made concrete for this kernel and one spawn.
+
+Landlock rules, the seccomp program and the namespace list are worked out here, in the parent,
+so that the exec stage only applies them. This is also where best effort is decided: what the
+kernel cannot enforce either refuses the run (a :class:`StageError` before anything is
+spawned, the default) or is left out with a warning naming it (``best_effort=True``).
+Everything that depends only on the policy is compiled once per policy (cached); what depends
+on the program (its dependencies for Landlock) once per program file.
+"""
+
+from __future__ import annotations
+
+import errno
+import functools
+import os
+
+from .._record import frozen
+from ..errors import StageError, StageWarning
+from .config import Confinement
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from ..policy import Policy
+    from .landlock import Ruleset
+    from .seccomp import Filter
+
+__all__ = ["Confined", "confine"]
+
+CAP_SYS_ADMIN = 21
+
+
+@frozen
+class Confined:
+    """What the stage is asked to do for one spawn (see plan.py for the options)."""
+
+    umask: int | None = None
+    unshare: tuple[str, ...] = ()
+    hostname: str | None = None
+    ruleset: Ruleset | None = None
+    filter: Filter | None = None
+    notify: bool = False
+    implied_nnp: bool = False
+    warnings: tuple[StageWarning, ...] = ()
+    notes: tuple[str, ...] = ()
+
+
+@functools.cache
+def _own_caps() -> tuple[int, int]:
+    """This process's (CapEff, CapPrm): whether it could unshare or confine without nnp."""
+    eff = prm = 0
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("CapEff:"):
+                eff = int(line.split()[1], 16)
+            elif line.startswith("CapPrm:"):
+                prm = int(line.split()[1], 16)
+    return eff, prm
+
+
+def _read(path: str) -> str | None:
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
+@functools.cache
+def seccomp_actions() -> frozenset[str]:
+    """The seccomp actions this kernel offers (empty: no seccomp filter support)."""
+    text = _read("/proc/sys/kernel/seccomp/actions_avail")
+    return frozenset(text.split()) if text else frozenset()
+
+
+def _namespace_refused(name: str) -> str | None:
+    """Why this host refuses a namespace kind before we try (a zero max_*_namespaces)."""
+    limit = _read(f"/proc/sys/user/max_{name}_namespaces")
+    if limit == "0":
+        return f"user.max_{name}_namespaces is 0 on this host"
+    if name == "user" and _read("/proc/sys/kernel/unprivileged_userns_clone") == "0":
+        return "kernel.unprivileged_userns_clone is 0 on this host"
+    return None
+
+
+def _holds_sys_admin(policy: Policy, userns: bool) -> bool:
+    """Whether the program's process still holds CAP_SYS_ADMIN when Landlock and seccomp are
+    applied (then neither needs no_new_privs)."""
+    sec = policy.security
+    if userns:  # full capabilities inside the new user namespace, unless dropped
+        return not sec.drop_all_caps or CAP_SYS_ADMIN in sec.keep_caps
+    eff, prm = _own_caps()
+    if sec.drop_all_caps:
+        return CAP_SYS_ADMIN in sec.keep_caps and bool(prm >> CAP_SYS_ADMIN & 1)
+    uid = sec.identity.uid
+    if uid is not None and uid != 0:
+        return False  # setresuid away from 0 clears the capabilities
+    return bool(eff >> CAP_SYS_ADMIN & 1)
+
+
+def _refuse_or_warn(
+    c: Confinement, step: str, what: str, why: str, warnings: list[StageWarning]
+) -> None:
+    if not c.best_effort:
+        raise StageError(
+            step,
+            errno.EOPNOTSUPP,
+            f"{what} cannot be enforced here: {why} (best_effort=True runs without it)",
+        )
+    warnings.append(StageWarning(step, errno.EOPNOTSUPP, f"{what} is not enforced: {why}", why))
+
+
+def confine(
+    policy: Policy,
+    program: str | bytes | None = None,
+    env_path: str | bytes | None = None,
+    *,
+    listen: bool = True,
+) -> Confined | None:
+    """The stage's confinement for one spawn of ``program``; None when the policy has none.
+
+    ``listen``: a parent stays to answer seccomp notifications (and count denied syscalls);
+    False when hardexec execs the stage itself (nothing is left to listen).
+
+    Raises :class:`StageError` (nothing spawned) when something asked for cannot be enforced
+    on this kernel and the policy is not best effort.
+    """
+    c = policy.confinement
+    if c is None or c.is_empty():
+        return None
+    warnings: list[StageWarning] = []
+    notes: list[str] = []
+    unshare = list(c.namespaces)
+    userns = False
+    if unshare:
+        if not _own_caps()[0] >> CAP_SYS_ADMIN & 1:
+            userns = True
+            unshare.insert(0, "user")
+        for name in tuple(unshare):
+            why = _namespace_refused(name)
+            if why is not None:
+                _refuse_or_warn(c, "unshare", f"the {name} namespace", why, warnings)
+                unshare.remove(name)
+        if userns and "user" not in unshare:
+            unshare = []  # without the user namespace none of the others can be made
+    hostname = c.hostname if "uts" in unshare else None
+    ruleset = _ruleset(c, program, env_path, warnings)
+    filt, notify = _filter(c, warnings, listen)
+    implied = False
+    confining = ruleset is not None or filt is not None
+    if confining and not policy.security.no_new_privs and not _holds_sys_admin(policy, userns):
+        implied = True
+        notes.append(
+            "no_new_privs is implied: Landlock and seccomp need it when the program does "
+            "not hold CAP_SYS_ADMIN"
+        )
+    return Confined(
+        umask=c.umask,
+        unshare=tuple(unshare),
+        hostname=hostname,
+        ruleset=ruleset,
+        filter=filt,
+        notify=notify,
+        implied_nnp=implied,
+        warnings=tuple(warnings),
+        notes=tuple(notes),
+    )
+
+
+def _ruleset(
+    c: Confinement,
+    program: str | bytes | None,
+    env_path: str | bytes | None,
+    warnings: list[StageWarning],
+) -> Ruleset | None:
+    if not c.landlock:
+        return None
+    from . import landlock
+
+    deps: tuple[tuple[str, str], ...] = ()
+    if c.fs and c.fs_dependencies and program is not None:
+        from .deps import dependencies
+
+        path = os.fsdecode(env_path) if env_path is not None else None
+        deps = dependencies(program, path)
+    ruleset = landlock.compile_rules(c, deps)
+    if ruleset is None:
+        return None
+    if ruleset.unenforced:
+        abi = landlock.abi()
+        why = f"this kernel's Landlock ABI is {abi}" if abi else "this kernel has no Landlock"
+        what = "Landlock rules for " + ", ".join(ruleset.unenforced)
+        _refuse_or_warn(c, "landlock", what, why, warnings)
+        if not ruleset.handled_fs and not ruleset.handled_net:
+            return None  # nothing at all is enforceable
+    return ruleset
+
+
+def _filter(
+    c: Confinement, warnings: list[StageWarning], listen: bool
+) -> tuple[Filter | None, bool]:
+    if c.syscalls is None:
+        return None, False
+    actions = seccomp_actions()
+    if not actions:
+        _refuse_or_warn(c, "seccomp", "the syscall filter", "this kernel has no seccomp", warnings)
+        return None, False
+    from .seccomp import compile_filter
+
+    notify = listen and "user_notif" in actions
+    if listen and not notify:
+        warnings.append(
+            StageWarning(
+                "seccomp",
+                errno.EOPNOTSUPP,
+                "denied syscalls are refused but not counted: this kernel lacks seccomp user "
+                "notification",
+            )
+        )
+    return compile_filter(c.syscalls, notify=notify), notify
