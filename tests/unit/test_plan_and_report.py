@@ -1,6 +1,7 @@
 """The stage command line a policy compiles to, and how the parent reads the stage's report."""
 
 import array
+import os
 import errno
 
 import pytest
@@ -16,12 +17,25 @@ def args_of(report_fd=None, executable=None, groups_fd=None, **security):
 
 
 def test_drop_all_keep_one_nnp():
+    # A program left as uid 0 (this process's euid, no user given) gets locked securebits.
+    root = ["--lock-securebits"] if os.geteuid() == 0 else []
     assert args_of(7, drop_all_caps=True, keep_caps=["NET_BIND_SERVICE"], no_new_privs=True) == [
         "--report-fd=7",
         "--drop-caps=0000000000000400",
+        *root,
         "--nnp",
         "--",
     ]
+
+
+def test_securebits_are_locked_only_for_a_uid_0_program():
+    assert "--lock-securebits" in args_of(None, drop_all_caps=True, user=0, supplementary_groups=[])
+    assert "--lock-securebits" not in args_of(
+        None, drop_all_caps=True, user=65534, supplementary_groups=[]
+    )
+    assert "--lock-securebits" not in args_of(
+        None, user=0, supplementary_groups=[]
+    )  # nothing dropped: nothing to lock
 
 
 def test_identity_and_strict():

@@ -187,8 +187,11 @@ def _ruleset(
         return None
     if ruleset.unenforced:
         abi = landlock.abi()
-        why = f"this kernel's Landlock ABI is {abi}" if abi else "this kernel has no Landlock"
-        what = "Landlock rules for " + ", ".join(ruleset.unenforced)
+        if abi:
+            why = f"this kernel's Landlock ABI is {abi}"
+            what = "Landlock rules for " + ", ".join(ruleset.unenforced)
+        else:
+            why, what = "this kernel has no Landlock", "the Landlock rules"
         _refuse_or_warn(c, "landlock", what, why, warnings)
         if not ruleset.handled_fs and not ruleset.handled_net:
             return None  # nothing at all is enforceable

@@ -123,9 +123,12 @@ class Confinement:
     Args:
         fs: Landlock path rules (:class:`PathRule`, or ``(path, access)`` pairs). When any is
             given, everything else on the filesystem is denied.
-        fs_dependencies: also allow what the program needs to start: its own file, its ELF
-            interpreter and the libraries that loads (read and execute), ``/etc/ld.so.cache``,
-            and the interpreter of a ``#!`` script with its own dependencies.
+        fs_dependencies: also allow what the program needs to start: its own file and its ELF
+            interpreter (read and execute), the libraries that loads and ``/etc/ld.so.cache``
+            (read), and the interpreter of a ``#!`` script with its own dependencies. Not an
+            interpreter's own library (Python's standard library, ...): give a rule for it.
+            The program's headers choose what is added: for a program you do not trust, turn
+            this off and list what it may read.
         tcp_bind: TCP ports the program may bind (Landlock); any other bind is refused.
         tcp_connect: TCP ports the program may connect to (Landlock); any other is refused.
             Either list makes the other's absence mean "none".
@@ -225,6 +228,4 @@ class Confinement:
 
     def is_empty(self) -> bool:
         """True when nothing is confined."""
-        return not (
-            self.landlock or self.syscalls or self.namespaces or self.umask is not None
-        )
+        return not (self.landlock or self.syscalls or self.namespaces or self.umask is not None)
