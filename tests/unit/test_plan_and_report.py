@@ -1,8 +1,8 @@
 """The stage command line a policy compiles to, and how the parent reads the stage's report."""
 
 import array
-import os
 import errno
+import os
 
 import pytest
 
