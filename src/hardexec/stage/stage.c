@@ -753,6 +753,7 @@ static void parse(int argc, char **argv, struct plan *p)
         } else if ((v = option(a, "--seccomp-notify-fd"))) {
             if (parse_fd(v, &p->notify_fd) < 0)
                 goto bad;
+            hx_cloexec(p->notify_fd); /* the program has no business with it (EBADF: later) */
         } else if (str_eq(a, "--lock-securebits")) {
             p->lock_securebits = 1;
         } else if ((v = option(a, "--exec"))) {
@@ -1038,6 +1039,7 @@ static void load_landlock(struct plan *p)
             const char *colon = hex_field(v, end, &n);
             if (!colon || colon == end || colon + 1 == end)
                 fail("landlock_fd", EINVAL, -1);
+            stage = 2; /* no net= after a path */
         } else if ((v = option(e, "port")) && stage >= 1) {
             const char *colon = hex_field(v, end, &n);
             if (!colon || colon == end || parse_u64(colon + 1, end, 10, 65535, &n) < 0)

@@ -13,6 +13,9 @@ it ends stage.c), and may coerce the C locale by adding LC_CTYPE to its environm
 program's environment comes from --env-fd, or else from /proc/self/environ, which holds the
 environment as it was at exec). Any exception becomes a failure record, never a traceback and
 an exit status that could pass for the program's.
+
+The confinement steps (namespaces, Landlock, the pid namespace's relay, seccomp) live in
+twin_confine.py, loaded only for a plan that asks for one of them.
 """
 
 import signal
@@ -35,6 +38,8 @@ EXIT_STAGE, EXIT_NOEXEC, EXIT_NOENT = 125, 126, 127
 PR_CAPBSET_READ, PR_CAPBSET_DROP, PR_SET_KEEPCAPS = 23, 24, 8
 PR_SET_NO_NEW_PRIVS, PR_CAP_AMBIENT, PR_SET_PDEATHSIG, PR_GET_SECUREBITS = 38, 47, 1, 27
 PR_CAP_AMBIENT_RAISE, PR_CAP_AMBIENT_CLEAR_ALL = 2, 4
+PR_SET_SECUREBITS = 28
+SECBITS_LOCKED_NOROOT = 0x0B  # SECBIT_NOROOT | SECBIT_NOROOT_LOCKED | NO_SETUID_FIXUP_LOCKED
 CAP_V3 = 0x20080522
 
 libc = ctypes.CDLL(None, use_errno=True)
@@ -65,7 +70,8 @@ KNOWN_ERRORS = frozenset(
     for name in (
         "EPERM", "ENOENT", "ESRCH", "EINTR", "EIO", "E2BIG", "ENOEXEC", "EBADF", "EAGAIN", "ENOMEM",
         "EACCES", "EFAULT", "EBUSY", "ENOTDIR", "EISDIR", "EINVAL", "ENFILE", "EMFILE", "ETXTBSY",
-        "ENAMETOOLONG", "ENOSYS", "ELOOP", "ELIBBAD",
+        "ENAMETOOLONG", "ENOSYS", "ELOOP", "ELIBBAD", "ENODEV", "ENOSPC", "ENOMSG", "EUSERS",
+        "EOPNOTSUPP",
     )
 )  # fmt: skip
 
@@ -80,6 +86,16 @@ NEEDS = {
     "setresuid": "the launcher lacks CAP_SETUID",
     "bounding_set": "the launcher lacks CAP_SETPCAP",
     "keep_caps": "the launcher's permitted set lacks it",
+    "unshare": "the launcher lacks CAP_SYS_ADMIN",
+    "userns": "the launcher lacks CAP_SYS_ADMIN",
+    "hostname": "the launcher lacks CAP_SYS_ADMIN",
+    "securebits": "the launcher lacks CAP_SETPCAP",
+}
+ARG_LABELS = {
+    "setrlimit": "resource",
+    "ignore_signals": "signal",
+    "landlock_path": "rule",
+    "landlock_rule": "rule",
 }
 LINE_MAX = 4096 + 256  # stage.c's line buffer
 
@@ -95,8 +111,7 @@ def report(kind, step, err, arg=-1, why=None):
         else:
             data = head + f"{step} failed: [Errno {err}] {error_text(err)}".encode()
         if arg >= 0:
-            label = {"setrlimit": "resource", "ignore_signals": "signal"}.get(step, "capability")
-            data += f" ({label} {arg})".encode()
+            data += f" ({ARG_LABELS.get(step, 'capability')} {arg})".encode()
         if why is None and err == errno.EPERM:
             why = NEEDS.get(step)
         if why:
@@ -130,7 +145,7 @@ def prctl(option, arg2=0):
 
 
 def parse_number(text, base, maximum):
-    digits = "0123456789abcdefABCDEF"[: 10 if base == 10 else 22]
+    digits = "0123456789abcdefABCDEF"[: {8: 8, 10: 10, 16: 22}[base]]
     if not text or any(c not in digits for c in text):
         raise ValueError(text)
     value = int(text, base)
@@ -151,6 +166,8 @@ def parse(argv):
     plan = {"uid": None, "gid": None, "groups": None, "keep": None, "strict": False}
     plan.update(nnp=False, exec=None, cgroup_fd=None, cgroup_strict=False, rlimits=[])
     plan.update(env_fd=None, groups_fd=None, parent=None, ignore=set())
+    plan.update(umask=None, unshare=0, hostname=None, landlock_fd=None, lock_securebits=False)
+    plan.update(seccomp_fd=None, seccomp_notify_fd=None, in_pid_ns=False)
     try:
         index = argv.index("--")
     except ValueError:
@@ -163,7 +180,7 @@ def parse(argv):
     except ValueError:
         fail("arguments", errno.EINVAL)
     plan["argv"] = [os.fsencode(arg) for arg in argv[index + 1 :]]
-    if not plan["argv"]:
+    if not plan["argv"] or (plan["seccomp_notify_fd"] is not None and plan["seccomp_fd"] is None):
         fail("arguments", errno.EINVAL)
     return plan
 
@@ -173,11 +190,24 @@ def parse_flag(plan, arg):
     if arg == "--clear-groups":
         plan["groups_fd"] = None
         plan["groups"] = []
-    elif arg in ("--cgroup-strict", "--strict", "--nnp"):
+    elif arg in ("--cgroup-strict", "--strict", "--nnp", "--lock-securebits"):
         plan[arg[2:].replace("-", "_")] = True
     else:
         return False
     return True
+
+
+FD_OPTIONS = (
+    "--env-fd", "--cgroup-fd", "--groups-fd", "--landlock-fd", "--seccomp-fd",
+    "--seccomp-notify-fd",
+)  # fmt: skip
+NAMESPACES = {  # --unshare's names, as CLONE_NEW* flags
+    "user": 0x10000000,
+    "net": 0x40000000,
+    "ipc": 0x08000000,
+    "uts": 0x04000000,
+    "pid": 0x20000000,
+}
 
 
 def parse_option(plan, name, value):
@@ -190,7 +220,7 @@ def parse_option(plan, name, value):
         except OSError as exc:
             fail("report_fd", exc.errno)
         report_fd = fd
-    elif name in ("--env-fd", "--cgroup-fd", "--groups-fd"):
+    elif name in FD_OPTIONS:
         plan[name[2:].replace("-", "_")] = parse_fd(value)
         if name == "--groups-fd":
             plan["groups"] = []
@@ -216,14 +246,24 @@ def parse_option(plan, name, value):
             plan["ignore"].add(number)
     elif name == "--exec":
         plan["exec"] = os.fsencode(value)
+    elif name == "--umask" and len(value) <= 4:
+        plan["umask"] = parse_number(value, 8, 0o777)
+    elif name == "--unshare":
+        for item in value.split(","):
+            flag = NAMESPACES.get(item, 0)  # unknown or empty: 0
+            if not flag or plan["unshare"] & flag:  # repeated, even across two --unshare
+                raise ValueError(item)
+            plan["unshare"] |= flag
+    elif name == "--hostname":
+        plan["hostname"] = os.fsencode(value)
     else:
         return False
     return True
 
 
 def read_memfd(plan, step):
-    """The whole content of the memfd named by ``step`` (``env_fd``, ``groups_fd``), then closed;
-    a failure to read it aborts as that step."""
+    """The whole content of the memfd named by ``step`` (``env_fd``, ``groups_fd``,
+    ``landlock_fd``, ``seccomp_fd``), then closed; a failure to read it aborts as that step."""
     fd = plan[step]
     try:
         size = os.lseek(fd, 0, os.SEEK_END)
@@ -371,15 +411,23 @@ def set_signals(plan):
             fail("ignore_signals", errno.EINVAL, sig)
 
 
-def die_with_parent(plan):
+def die_with_parent(expected):
     result, err = prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     if result < 0:
         fail("die_with_parent", err)
-    if os.getppid() != plan["parent"]:
+    if os.getppid() != expected:
         fail("die_with_parent", errno.ESRCH, why="the parent has already exited")
 
 
-def exec_program(plan):
+def lock_securebits(plan):
+    result, err = prctl(PR_SET_SECUREBITS, SECBITS_LOCKED_NOROOT)
+    if result < 0:
+        cap_failed(plan, "securebits", err)
+
+
+def prepare_exec(plan):
+    """What execve needs, built before the seccomp filter is installed: from then on, every
+    syscall this code makes is the filter's to judge (an allow-list would refuse Python's)."""
     argv, env = plan["argv"], plan["env"]
     file = argv[0] if plan["exec"] is None else plan["exec"]  # "" is a name too
     if b"/" in file:
@@ -391,6 +439,10 @@ def exec_program(plan):
     # (os.execve wants a mapping, which would merge duplicates and need a "=" in each).
     c_argv = (ctypes.c_char_p * (len(argv) + 1))(*argv, None)
     c_env = (ctypes.c_char_p * (len(env) + 1))(*env, None)
+    return candidates, c_argv, c_env
+
+
+def exec_program(candidates, c_argv, c_env):
     saved = last = 0
     for candidate in candidates:
         libc.execve(candidate, c_argv, c_env)
@@ -400,6 +452,24 @@ def exec_program(plan):
     fail("exec", saved or last)
 
 
+def load_confine():
+    """twin_confine.py, by path: -I leaves this script's directory off sys.path."""
+    import importlib.util
+
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "twin_confine.py")
+    spec = importlib.util.spec_from_file_location("hardexec_twin_confine", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.twin = sys.modules[__name__]  # its steps report and fail through this module
+    return module
+
+
+def confines(plan):
+    """Whether the plan asks for a step of twin_confine.py."""
+    optional = ("hostname", "landlock_fd", "seccomp_fd")
+    return bool(plan["unshare"]) or any(plan[key] is not None for key in optional)
+
+
 def main():
     global program_name
     plan = parse(sys.argv[1:])
@@ -407,9 +477,34 @@ def main():
     plan["env"] = load_env(plan) if plan["env_fd"] is not None else own_environ()
     if plan["groups_fd"] is not None:
         plan["groups"] = load_groups(plan)
+    confine = load_confine() if confines(plan) else None
+    if confine:
+        confine.load_rules(plan)
     if plan["cgroup_fd"] is not None:
         join_cgroup(plan)
     set_rlimits(plan)
+    if plan["umask"] is not None:
+        os.umask(plan["umask"])
+    if confine:
+        confine.enter_namespaces(plan)
+        confine.create_ruleset(plan)
+        if plan["unshare"] & NAMESPACES["pid"]:
+            confine.enter_pid_namespace(plan)  # returns in the program's process only
+    change_identity(plan)
+    set_signals(plan)
+    if plan["parent"] is not None:  # from inside a new pid namespace, a parent outside is 0
+        die_with_parent(0 if plan["in_pid_ns"] else plan["parent"])
+    if confine:
+        confine.restrict_self(plan)
+        confine.prepare_filter(plan)
+    prepared = prepare_exec(plan)
+    if confine:
+        confine.install_filter(plan)
+    exec_program(*prepared)
+
+
+def change_identity(plan):
+    """Groups, gid, the bounding set, uid, securebits, capabilities, no_new_privs."""
     if plan["groups"] is not None:
         try:
             os.setgroups(plan["groups"])
@@ -432,16 +527,14 @@ def main():
             os.setresuid(plan["uid"], plan["uid"], plan["uid"])
         except OSError as exc:
             fail("setresuid", exc.errno)
+    if plan["lock_securebits"]:
+        lock_securebits(plan)
     if drop:
         set_ambient(plan, set_caps(plan))
     if plan["nnp"]:
         result, err = prctl(PR_SET_NO_NEW_PRIVS, 1)
         if result < 0:
             fail("no_new_privs", err)
-    set_signals(plan)
-    if plan["parent"] is not None:
-        die_with_parent(plan)
-    exec_program(plan)
 
 
 if __name__ == "__main__":
