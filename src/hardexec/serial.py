@@ -11,7 +11,18 @@ A :class:`~hardexec.Policy`; capabilities are written by name::
      "rlimits": {"max_open_files": 1024, ...},
      "cgroups": {"memory": 268435456, "cpu": {"quota": 50000, "period": 100000}, ...},
      "cgroup_parent": null,
-     "die_with_parent": false}
+     "die_with_parent": false,
+     "confinement": {"fs": [{"path": "/usr", "access": "rx"}, {"path": "/tmp", "access": "rw"}],
+                     "fs_dependencies": true, "tcp_bind": [], "tcp_connect": [443],
+                     "syscalls": {"allow": null, "deny": ["ptrace", "mount:EACCES"],
+                                  "default": true},
+                     "namespaces": ["net", "uts"], "hostname": "box", "umask": 63,
+                     "best_effort": false}}
+
+``confinement`` is ``null`` (nothing confined) or every field of a
+:class:`~hardexec.confine.Confinement`: ``fs`` a list of path rules as objects, ``syscalls``
+``null`` or a filter whose ``allow`` is ``null`` (deny-list mode) or a list; ``umask`` is a
+number (JSON has no octal: ``0o077`` is 63).
 
 A :class:`~hardexec.TaskSpec`; ``env`` is an object (its order kept), ``env_policy`` is
 ``"inherit"``, ``"clear"`` or a list of names, and the stdin bytes are base64 text under
@@ -34,17 +45,29 @@ A :class:`~hardexec.Result`; ``usage`` is an object or ``null``, ``truncated`` a
      "stdout": "...", "stderr": "",
      "truncated": {"stdout_bytes": 0, "stdout_lines": 0, "stderr_bytes": 0,
                    "stderr_lines": 0, "lines_cut": 0},
-     "warnings": [], "attempts": 1}
+     "warnings": [], "attempts": 1, "denied_syscalls": {"ptrace": 2}}
+
+``denied_syscalls`` maps each syscall the policy's seccomp filter refused to how many times
+(a whole number, at least 1); ``{}`` without a filter.
 
 Reading is strict: an unknown key, a missing or unknown ``version``, a missing required key
-(a task's ``argv``, a result's ``name``, a usage's ``source``), or a value of the wrong shape is
-a :class:`PolicyError` naming its key path (``policy.security.keep_caps[1]: …``,
+(a task's ``argv``, a result's ``name``, a usage's ``source``, a path rule's ``path``), or a
+value of the wrong shape is a :class:`PolicyError` naming its key path
+(``policy.security.keep_caps[1]: …``, ``policy.confinement.fs[0].access: …``,
 ``task.argv[1]: …``, ``result.usage.cpu_user: …``); other keys left out take the class's
-default. Policy and task values are then validated exactly as the classes validate them when
-built in Python; a result's records check nothing themselves, so their reader checks each
-value's type. ``X.from_dict(json.loads(json.dumps(x.to_dict()))) == x`` for every policy, task
-and result (text with lone surrogates, such as ``os.fsdecode`` gives, needs ``json.dumps``'s
-default ``ensure_ascii=True`` to survive being encoded).
+default, which is also how a document from before a key existed reads (no ``confinement``:
+``null``; no ``denied_syscalls``: ``{}``). Policy and task values are then validated exactly
+as the classes validate them when built in Python (the confinement's lists checked first to
+be lists: its class would take a lone port or name, and read an object as its keys); a
+result's records check nothing themselves, so their reader checks each value's type.
+``X.from_dict(json.loads(json.dumps(x.to_dict()))) == x`` for every policy, task and result
+(text with lone surrogates, such as ``os.fsdecode`` gives, needs ``json.dumps``'s default
+``ensure_ascii=True`` to survive being encoded).
+
+A version changes when a key a reader knows changes its meaning or shape, not when a key is
+added: ``confinement`` and ``denied_syscalls`` joined version 1. Every reader refuses keys it
+does not know, so an older hardexec refuses what this one writes (naming the new key) instead
+of running a policy without its confinement, and every document it wrote reads the same here.
 """
 
 from __future__ import annotations
@@ -55,6 +78,7 @@ import sys
 
 from ._record import MISSING, fields
 from .caps import CapSet
+from .confine.config import Confinement, PathRule, SyscallFilter
 from .errors import PolicyError
 from .errors import shown as _shown
 from .policy import CgroupLimits, CpuMax, Policy, RlimitConfig, SecurityConfig
@@ -90,9 +114,32 @@ RESULT_VERSION = 1
 
 # Which record class a field holding a record takes, for reading.
 _NESTED: dict[type, dict[str, type]] = {
-    Policy: {"security": SecurityConfig, "rlimits": RlimitConfig, "cgroups": CgroupLimits},
+    Policy: {
+        "security": SecurityConfig,
+        "rlimits": RlimitConfig,
+        "cgroups": CgroupLimits,
+        "confinement": Confinement,
+    },
     CgroupLimits: {"cpu": CpuMax},
+    Confinement: {"syscalls": SyscallFilter},
 }
+# Which record class each item of a field holding a list of records takes, for reading.
+_NESTED_ITEMS: dict[type, dict[str, type]] = {Confinement: {"fs": PathRule}}
+# The fields read only from a list (what each holds, and whether null is one too): their
+# classes would also take a lone port or name, and would read an object as its keys.
+_LISTS: dict[type, dict[str, tuple[str, bool]]] = {
+    Confinement: {
+        "fs": ("path rules", False),
+        "tcp_bind": ("ports", False),
+        "tcp_connect": ("ports", False),
+        "namespaces": ("names", False),
+    },
+    SyscallFilter: {"allow": ("names", True), "deny": ("names", False)},
+}
+# What a record's own messages start with where that is not its key path (a path rule says
+# "path_rule.access" as an item of a list; a filter says "syscalls" without its parent's name):
+# swapped for the key path.
+_OWN_NAMES: dict[type, str] = {PathRule: "path_rule", SyscallFilter: "syscalls"}
 
 
 # --- policies ------------------------------------------------------------------------------
@@ -118,34 +165,55 @@ def _to_plain(record: Any) -> dict[str, Any]:
         if isinstance(value, CapSet):
             value = value.names()
         elif isinstance(value, tuple):
-            value = list(value)
+            value = [_to_plain(v) if hasattr(v, "__record_fields__") else v for v in value]
         elif hasattr(value, "__record_fields__"):
             value = _to_plain(value)
+        elif hasattr(value, "keys"):  # a mapping (what dict() looks for), not always a dict
+            value = dict(value)  # a copy, too: the record's own stays out of the caller's hands
         plain[item.name] = value
     return plain
 
 
 def _from_plain(cls: type, data: object, path: str) -> Any:
     known = {item.name: item for item in fields(cls) if item.init}
-    plain = _check_keys(path, data, known)
+    plain = _check_keys(path, data, known, _required(cls))
     nested = _NESTED.get(cls, {})
+    items = _NESTED_ITEMS.get(cls, {})
+    lists = _LISTS.get(cls, {})
     values = {}
     for key, value in plain.items():
+        where = f"{path}.{key}"
+        if key in lists and not (isinstance(value, list) or (value is None and lists[key][1])):
+            what, nullable = lists[key]
+            also = " or null" if nullable else ""
+            raise PolicyError(f"{where}: expected a list of {what}{also}, got {_shown(value)}")
         if key in nested and value is not None:
-            values[key] = _from_plain(nested[key], value, f"{path}.{key}")
+            values[key] = _from_plain(nested[key], value, where)
+        elif key in items:
+            kind = items[key]
+            values[key] = [_from_plain(kind, v, f"{where}[{i}]") for i, v in enumerate(value)]
         else:
             values[key] = value
     try:
         return cls(**values)
     except PolicyError as err:
-        # The classes name fields from the policy's root ("security.keep_caps[1]"), or their
-        # own ("CapSet.mask"): say where in this document that is.
-        message = str(err)
-        if path != "policy" and not message.startswith(path.removeprefix("policy.")):
-            message = f"{path}: {message}"
-        raise PolicyError(
-            message if message.startswith("policy") else f"policy.{message}"
-        ) from None
+        raise PolicyError(_located(cls, path, str(err))) from None
+
+
+def _located(cls: type, path: str, message: str) -> str:
+    """``message``, from ``cls`` read at ``path``, starting with its full key path."""
+    own = _OWN_NAMES.get(cls)
+    if (
+        own is not None
+        and message.startswith(own)
+        and message[len(own) : len(own) + 1] in (".", "[", ":")
+    ):
+        return path + message[len(own) :]  # "syscalls.deny[1]: …" → "<path>.deny[1]: …"
+    # The other classes name fields from the policy's root ("security.keep_caps[1]"), or their
+    # own ("CapSet.mask"): say where in this document that is.
+    if path != "policy" and not message.startswith(path.removeprefix("policy.")):
+        message = f"{path}: {message}"
+    return message if message.startswith("policy") else f"policy.{message}"
 
 
 # --- tasks ---------------------------------------------------------------------------------
@@ -293,6 +361,22 @@ def _texts(path: str, value: object) -> tuple[str, ...]:
     return tuple(value)
 
 
+def _counts(path: str, value: object) -> dict[str, int]:
+    if not isinstance(value, dict):
+        raise PolicyError(
+            f"{path}: expected an object of syscall names to counts, got {_shown(value)}"
+        )
+    for name, count in value.items():
+        # JSON's keys are text; a dict built in Python may hold anything.
+        if not isinstance(name, str) or not name:
+            raise PolicyError(f"{path}: expected syscall names as keys, got {_shown(name)}")
+        if not _is_whole(count) or count < 1:
+            # A name the listener could not resolve is "syscall 435": not a dotted key.
+            where = f"{path}.{name}" if name.isidentifier() else f"{path}[{name!r}]"
+            raise PolicyError(f"{where}: expected a whole number, at least 1, got {_shown(count)}")
+    return dict(value)  # a copy: the caller's stays theirs to change
+
+
 def _is_whole(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
@@ -343,6 +427,7 @@ _RESULT_READERS: dict[type, dict[str, Reader]] = {
         "truncated": _nested(Truncation),
         "warnings": _texts,
         "attempts": _WHOLE,
+        "denied_syscalls": _counts,
     },
     Usage: {
         "source": _scalar("'cgroup' or 'rusage'", _is_source),

@@ -81,6 +81,7 @@ def test_the_plain_form_is_readable_and_versioned():
         "cgroups": None,
         "cgroup_parent": None,
         "die_with_parent": False,
+        "confinement": None,
     }
 
 
@@ -94,7 +95,7 @@ def test_the_plain_form_is_readable_and_versioned():
         (
             {"version": 1, "securty": {}},
             "policy.securty: unknown key (known here: security, rlimits, cgroups, "
-            "cgroup_parent, die_with_parent)",
+            "cgroup_parent, die_with_parent, confinement)",
         ),
         ({"version": 1, "security": []}, "policy.security: expected an object, got []"),
         (

@@ -7,7 +7,7 @@ import re
 import pytest
 
 from hardexec import PolicyError, Result, TaskSpec
-from hardexec._record import fields
+from hardexec._record import MISSING, fields, replace
 from hardexec.runner.result import Truncation
 from hardexec.serial import (
     RESULT_VERSION,
@@ -78,6 +78,7 @@ CGROUP = Result(
     ),
     warnings=("no cgroup: rusage only", "a leftover process was killed"),
     attempts=3,
+    denied_syscalls={"ptrace": 2, "mount": 1, "syscall 435": 7},
 )
 RUSAGE = Result(
     name="ls",
@@ -94,6 +95,7 @@ RUSAGE = Result(
     truncated=Truncation(lines_cut=1),
     warnings=("one",),
     attempts=2,
+    denied_syscalls={"unshare": 1 << 70},
 )
 
 
@@ -101,11 +103,17 @@ def _through_json(data):
     return json.loads(json.dumps(data))
 
 
+def _default(item):
+    if item.default_factory is not MISSING:  # a fresh one each time: compared, it is equal
+        return item.default_factory()
+    return item.default
+
+
 def _at_default(record):
     return {
         item.name
         for item in fields(record)
-        if item.init and getattr(record, item.name) == item.default
+        if item.init and getattr(record, item.name) == _default(item)
     }
 
 
@@ -211,9 +219,11 @@ def test_the_result_plain_form():
         },
         "warnings": ["one"],
         "attempts": 2,
+        "denied_syscalls": {"unshare": 1 << 70},
     }
     assert RESULT_VERSION == 1
     assert Result(name="x").to_dict()["usage"] is None
+    assert Result(name="x").to_dict()["denied_syscalls"] == {}
 
 
 def test_keys_left_out_take_the_defaults():
@@ -356,7 +366,7 @@ def test_input_that_is_not_base64_is_named(text, reason):
 
 RESULT_KEYS = (
     "name, pid, exit_code, signal, duration, timed_out, cancelled, oom_killed, usage, stdout, "
-    "stderr, truncated, warnings, attempts"
+    "stderr, truncated, warnings, attempts, denied_syscalls"
 )
 USAGE_KEYS = "source, cpu_user, cpu_system, cpu_throttled, memory_peak, pids_peak, oom_killed"
 TRUNCATION_KEYS = "stdout_bytes, stdout_lines, stderr_bytes, stderr_lines, lines_cut"
@@ -452,6 +462,52 @@ def _usage(**values):
         (_result(warnings=["a", 5]), "result.warnings[1]: expected text, got 5"),
         (_result(attempts=1.0), "result.attempts: expected a whole number, got 1.0"),
         (_result(attempts=None), "result.attempts: expected a whole number, got None"),
+        (
+            _result(denied_syscalls=None),
+            "result.denied_syscalls: expected an object of syscall names to counts, got None",
+        ),
+        (
+            _result(denied_syscalls=[["ptrace", 1]]),
+            "result.denied_syscalls: expected an object of syscall names to counts, "
+            "got [['ptrace', 1]]",
+        ),
+        (
+            _result(denied_syscalls={"ptrace": 0}),
+            "result.denied_syscalls.ptrace: expected a whole number, at least 1, got 0",
+        ),
+        (
+            _result(denied_syscalls={"mount": 1, "ptrace": -2}),
+            "result.denied_syscalls.ptrace: expected a whole number, at least 1, got -2",
+        ),
+        (
+            _result(denied_syscalls={"ptrace": 1.0}),
+            "result.denied_syscalls.ptrace: expected a whole number, at least 1, got 1.0",
+        ),
+        (
+            _result(denied_syscalls={"ptrace": True}),
+            "result.denied_syscalls.ptrace: expected a whole number, at least 1, got True",
+        ),
+        (
+            _result(denied_syscalls={"ptrace": "3"}),
+            "result.denied_syscalls.ptrace: expected a whole number, at least 1, got '3'",
+        ),
+        (
+            _result(denied_syscalls={"ptrace": None}),
+            "result.denied_syscalls.ptrace: expected a whole number, at least 1, got None",
+        ),
+        (
+            _result(denied_syscalls={"syscall 435": 0}),
+            "result.denied_syscalls['syscall 435']: expected a whole number, at least 1, got 0",
+        ),
+        # Not from JSON, whose keys are text: from a dict built in Python.
+        (
+            _result(denied_syscalls={101: 1}),
+            "result.denied_syscalls: expected syscall names as keys, got 101",
+        ),
+        (
+            _result(denied_syscalls={"": 1}),
+            "result.denied_syscalls: expected syscall names as keys, got ''",
+        ),
     ],
 )
 def test_reading_a_result_is_strict_and_names_the_key_path(data, message):
@@ -488,6 +544,36 @@ def test_a_version_must_be_the_whole_number(version):
     with pytest.raises(PolicyError) as err:
         TaskSpec.from_dict({"version": version, "argv": ["true"]})
     assert str(err.value).startswith("task.version: ")
+
+
+def test_a_result_from_before_denied_syscalls_reads_as_none_denied():
+    data = RUSAGE.to_dict()
+    del data["denied_syscalls"]
+    assert Result.from_dict(_through_json(data)) == replace(RUSAGE, denied_syscalls={})
+
+
+def test_denied_syscalls_are_copied_both_ways():
+    # The record is frozen; its mapping must not change through a plain form, nor later with it.
+    written = CGROUP.to_dict()
+    written["denied_syscalls"]["ptrace"] = 99
+    assert CGROUP.denied_syscalls["ptrace"] == 2
+    data = CGROUP.to_dict()
+    read = Result.from_dict(data)
+    data["denied_syscalls"]["ptrace"] = 99
+    assert read.denied_syscalls["ptrace"] == 2
+
+
+def test_denied_syscalls_keep_their_order_through_json():
+    again = Result.from_dict(_through_json(CGROUP.to_dict()))
+    assert list(again.denied_syscalls) == ["ptrace", "mount", "syscall 435"]
+
+
+def test_denied_syscalls_from_any_mapping_are_written_as_an_object():
+    from types import MappingProxyType
+
+    result = Result(name="x", denied_syscalls=MappingProxyType({"ptrace": 1}))
+    assert result.to_dict()["denied_syscalls"] == {"ptrace": 1}
+    assert json.loads(json.dumps(result.to_dict()))["denied_syscalls"] == {"ptrace": 1}
 
 
 @pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
