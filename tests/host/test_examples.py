@@ -220,6 +220,47 @@ def check_task_options(result) -> None:
     ]
 
 
+def check_confine_files(result) -> None:
+    _ok(result)
+    assert result.stdout.splitlines() == [
+        "hello from the data directory",
+        "cat /etc/passwd was refused (exit 1)",
+    ]
+    assert "cat: /etc/passwd: Permission denied" in result.stderr.splitlines()
+
+
+def check_confine_syscalls(result) -> None:
+    _ok(result)
+    assert result.stdout.splitlines() == ["unshare was refused (exit 1)", "socket() was refused"]
+    err = result.stderr.splitlines()
+    assert "unshare: unshare failed: Operation not permitted" in err
+    assert "hardexec: denied syscalls: unshare (1)" in err
+    assert "OSError: [Errno 38] Function not implemented" in err  # ENOSYS, not EPERM
+    reports = [line for line in err if line.startswith("hardexec: denied syscalls: ")]
+    assert len(reports) == 2 and "socket (1)" in reports[1]
+
+
+def check_confine_tree(result) -> None:
+    _ok(result)
+    assert result.stdout.splitlines() == [
+        "pid 2 on sandbox, umask 0077",
+        "lo:",
+        "exit status 3",
+        "nothing left running",
+    ]
+
+
+def check_confinement(result) -> None:
+    _ok(result)
+    assert result.stdout.splitlines() == [
+        "unshare: -1 Operation not permitted",
+        "read /etc/hostname: Permission denied",
+        "now ptrace, under a kill rule",
+        "exit: -9",
+        "denied: {'ptrace': 1, 'unshare': 1}",
+    ]
+
+
 CHECKS: dict[str, Callable[[subprocess.CompletedProcess[str]], None]] = {
     "what_the_program_gets.sh": check_what_the_program_gets,
     "unprivileged_user.sh": check_unprivileged_user,
@@ -234,6 +275,10 @@ CHECKS: dict[str, Callable[[subprocess.CompletedProcess[str]], None]] = {
     "ceilings_and_usage.py": check_ceilings_and_usage,
     "runner.py": check_runner,
     "task_options.sh": check_task_options,
+    "confine_files.sh": check_confine_files,
+    "confine_syscalls.sh": check_confine_syscalls,
+    "confine_tree.sh": check_confine_tree,
+    "confinement.py": check_confinement,
 }
 OWN_NETWORK = {"web_server.sh"}
 

@@ -1,0 +1,7 @@
+# seccomp: hardexec's default deny-list refuses what container runtimes refuse (namespaces,
+# ptrace, mount, kernel modules, ...) with EPERM, and says which syscalls were denied.
+hardexec run --syscalls default -- unshare --user true || echo "unshare was refused (exit $?)"
+# An allow-list: only file and process basics (and @default, which every program needs); the
+# rest gets ENOSYS. Here the program's socket() is refused.
+hardexec run --syscalls-allow @basic-io,@file-system,@process,@signal,@io-event -- \
+    /usr/bin/python3 -S -c 'import socket; socket.socket()' || echo "socket() was refused"
