@@ -215,7 +215,7 @@ def test_rlimit_options_reach_the_program(stage):
         (["--cgroup", "--cgroup-parent", "/nonexistent-x"], "'/nonexistent-x' does not exist"),
         (["--cgroup", "--cgroup-parent", "/tmp"], "'/tmp' is not a cgroup v2 group"),
         (["--cgroup-parent", "/tmp"], "--cgroup-parent: no cgroup is asked for"),
-        (["--best-effort"], "--best-effort: no cgroup is asked for"),
+        (["--best-effort"], "--best-effort: no cgroup (--memory"),
         (["--keep-leftovers"], "--keep-leftovers: hardexec does not supervise this run"),
     ],
 )

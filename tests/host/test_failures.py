@@ -109,12 +109,20 @@ def test_bounding_set_failure_warns_when_nothing_can_be_regained(stage, tmp_path
     program gains nothing from the bounding set: best effort warns and runs."""
     out = tmp_path / "status"
     argv = ("sh", "-c", f"cat /proc/self/status > {out}")
-    for security in (
-        SecurityConfig(drop_all_caps=True, keep_caps=["NET_BIND_SERVICE"], no_new_privs=True),
-        SecurityConfig(drop_all_caps=True, keep_caps=["NET_BIND_SERVICE"], user="nobody"),
+    bounding = ("bounding_set", errno.EPERM)
+    for security, expected in (
+        # Root: the securebits lock needs CAP_SETPCAP too, and the report says it is missing.
+        (
+            SecurityConfig(drop_all_caps=True, keep_caps=["NET_BIND_SERVICE"], no_new_privs=True),
+            [bounding, ("securebits", errno.EPERM)],
+        ),
+        (
+            SecurityConfig(drop_all_caps=True, keep_caps=["NET_BIND_SERVICE"], user="nobody"),
+            [bounding],
+        ),
     ):
         found = run_under_setpriv(["--bounding-set=-setpcap"], Policy(security=security), argv)
-        assert [(w.step, w.errno) for w in found] == [("bounding_set", errno.EPERM)]
+        assert [(w.step, w.errno) for w in found] == expected
         status = parse_status(out.read_text())
         assert status["CapEff"] == status["CapPrm"] == "0000000000000400"  # nothing regained
 
