@@ -11,12 +11,18 @@ Builds are tried best first (see the header of stage.c for why):
 If none works (no compiler), the build warns and carries on, and hardexec uses its pure-Python
 twin of the stage.
 
+The build also writes the native syscall table for seccomp filters, from the kernel headers, as
+hardexec/confine/_syscalls.json (see confine/syscalls.py); without a compiler or headers it warns
+and hardexec reads the headers at run time instead.
+
 The same compiler builds the ``hardexec`` command's front (stage/front.c), which then replaces
 the shell script bin/hardexec among the installed scripts: both start hardexec's Python
 isolated, but only the compiled one passes the environment on byte for byte.
 """
 
 import importlib
+import importlib.util
+import json
 import os
 import platform
 import shutil
@@ -24,6 +30,7 @@ import subprocess
 
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
+from setuptools.command.build_py import build_py
 from setuptools.errors import CCompilerError, CompileError, LinkError
 
 # distutils as setuptools provides it (there is none in the standard library from 3.12 on): by
@@ -125,6 +132,35 @@ class BuildScripts(build_scripts):
             os.chmod(target, 0o755)
 
 
+class BuildPy(build_py):
+    """The pure-Python build, then the native syscall table as JSON beside confine/syscalls.py."""
+
+    def run(self):
+        super().run()
+        self._syscall_table()
+
+    def _syscall_table(self):
+        # syscalls.py by path, on its own: hardexec is not importable yet, and the module needs
+        # only the standard library to generate the table.
+        source = os.path.join("src", "hardexec", "confine", "syscalls.py")
+        spec = importlib.util.spec_from_file_location("_hardexec_build_syscalls", source)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        target = os.path.join(self.build_lib, "hardexec", "confine", module.PACKAGED)
+        try:
+            document = module.build_table()
+        except OSError as exc:
+            self.warn(f"seccomp: no syscall table generated ({exc}); read at run time instead")
+            if os.path.exists(target):
+                os.remove(target)  # a stale table of an earlier build must not be installed
+            return
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        with open(target, "w", encoding="utf-8") as f:
+            json.dump(document, f, indent=0, sort_keys=True)
+        count = len(document["syscalls"])
+        self.announce(f"seccomp: syscall table for {document['arch']} ({count} calls)", level=2)
+
+
 def _smoke_test(path):
     """Run the freestanding stage once: a wrong start-up would crash, not fail to link."""
     if os.path.exists("/bin/true"):
@@ -140,5 +176,5 @@ setup(
             optional=True,  # no compiler: warn, and fall back to the pure-Python twin
         )
     ],
-    cmdclass={"build_ext": BuildStage, "build_scripts": BuildScripts},
+    cmdclass={"build_ext": BuildStage, "build_py": BuildPy, "build_scripts": BuildScripts},
 )

@@ -1,0 +1,417 @@
+"""Seccomp: a :class:`SyscallFilter`'s rules checked, then compiled to classic BPF.
+
+The program judges ``struct seccomp_data {int nr; u32 arch; u64 ip; u64 args[6];}``:
+
+1. another architecture (i386's ``int 0x80`` on x86_64, say) kills the process, and so does
+   an x86_64 number with the x32 bit; number -1 (a tracer skipping a call) is let through;
+2. with ``notify``, one ``sendmsg`` is let through: the one whose socket argument is the fd
+   patched in per spawn (:func:`with_notify_fd`), by which the stage hands the listener to
+   the parent after installing the filter;
+3. the rules, as a binary search over ranges of syscall numbers, each ending in a return (or
+   an argument check, for ``clone``'s namespace flags): a deny wins over an allow; in
+   allow-list mode what is not allowed gets ENOSYS, in deny-list mode it runs.
+
+Denied calls return ``SECCOMP_RET_ERRNO`` or ``SECCOMP_RET_KILL_PROCESS`` directly, or, with
+``notify``, all become ``SECCOMP_RET_USER_NOTIF`` so that the parent counts them and answers
+from :attr:`Filter.verdicts` — except clone3's ENOSYS, glibc's cue to fall back to clone,
+which is not a refusal and is answered in the kernel. Compiled once per (filter, notify).
+
+Entries are ``NAME`` or ``@GROUP`` (see :mod:`hardexec.confine.groups`), deny entries with an
+optional ``:ACTION``. Among the deny rules, those named one by one win over those of groups,
+and a later one over an earlier one; ``default=True``'s ``@default-deny`` comes first of all.
+``execve`` and ``exit_group`` are never denied: naming them is an error, and groups naming
+them deny the rest.
+"""
+
+from __future__ import annotations
+
+import errno
+import functools
+import struct
+import sys
+
+from .._record import frozen
+from ..errors import PolicyError, shown
+from . import groups, syscalls
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from .config import SyscallFilter
+
+__all__ = ["Filter", "Verdict", "check_rules", "compile_filter", "with_notify_fd"]
+
+SECCOMP_RET_KILL_PROCESS = 0x80000000
+SECCOMP_RET_ERRNO = 0x00050000
+SECCOMP_RET_USER_NOTIF = 0x7FC00000
+SECCOMP_RET_ALLOW = 0x7FFF0000
+BPF_MAXINSNS = 4096
+
+# Classic BPF opcodes (linux/bpf_common.h): class | size | mode, class | op | source.
+_LD_W_ABS = 0x00 | 0x00 | 0x20
+_JA = 0x05 | 0x00
+_JEQ_K = 0x05 | 0x10 | 0x00
+_JGE_K = 0x05 | 0x30 | 0x00
+_JSET_K = 0x05 | 0x40 | 0x00
+_RET_K = 0x06 | 0x00
+_INSN = struct.Struct("=HBBI")  # struct sock_filter: code, jt, jf, k
+_MAX_JUMP = 255  # jt and jf are 8 bits
+
+_OFF_NR = 0
+_OFF_ARCH = 4
+_OFF_ARGS = 16
+# The low 32 bits of a 64-bit argument: args[] is in native byte order.
+_LOW = 0 if sys.byteorder == "little" else 4
+_X32_SYSCALL_BIT = 0x40000000
+_SKIPPED = 0xFFFFFFFF  # nr -1: a tracer cancelled the call; the kernel runs nothing for it
+_FD_PLACEHOLDER = 0xFFFFFFFF  # never a valid fd: an unpatched program exempts no sendmsg
+
+# Why these can never be denied (the message names the reason).
+UNDENIABLE = {
+    "execve": "the stage execs the program after installing the filter",
+    "exit_group": "a process must be able to exit",
+}
+
+
+@frozen
+class Verdict:
+    """What a denied syscall gets: ``errno`` (0 when killed), or the process killed."""
+
+    errno: int
+    kill: bool = False
+
+
+@frozen
+class Filter:
+    """A compiled seccomp program, with what the parent needs to answer its notifications.
+
+    Attributes:
+        code: ``struct sock_filter[]`` (u16 code, u8 jt, u8 jf, u32 k), native byte order.
+        fd_offset: the byte offset in ``code`` of the 32-bit ``k`` that
+            :func:`with_notify_fd` patches with the notify socket's fd; None without notify.
+        verdicts: syscall number -> the answer to a notification of it (a denied call).
+        default: the answer for a number not in ``verdicts`` (allow-list mode: ENOSYS);
+            None in deny-list mode, where no other number is notified.
+        names: syscall number -> name, every syscall of the native table, for the report.
+    """
+
+    code: bytes
+    fd_offset: int | None
+    verdicts: dict[int, Verdict]
+    default: Verdict | None
+    names: dict[int, str]
+
+    @property
+    def length(self) -> int:
+        """The number of BPF instructions."""
+        return len(self.code) // _INSN.size
+
+    def __repr__(self) -> str:  # the code and the whole table would drown a Confined's repr
+        mode = "notify" if self.fd_offset is not None else "direct"
+        return (
+            f"Filter({self.length} instructions, {mode}, {len(self.verdicts)} denied, "
+            f"default={self.default!r})"
+        )
+
+
+_EPERM = Verdict(errno.EPERM)
+_ENOSYS = Verdict(errno.ENOSYS)
+
+
+def _verdict(action: str) -> Verdict | None:
+    """``kill`` or an errno name (any case) as a Verdict; None when it is neither."""
+    if action.lower() == "kill":
+        return Verdict(0, kill=True)
+    name = action.upper()
+    value = getattr(errno, name, None) if name.startswith("E") else None
+    if isinstance(value, int) and 0 < value < 4096:  # the kernel caps errno at MAX_ERRNO
+        return Verdict(value)
+    return None
+
+
+def check_rules(f: SyscallFilter) -> None:
+    """Check the names, groups and actions of ``f``'s rules (called by SyscallFilter itself).
+
+    A name some other architecture or kernel has is accepted (it is skipped where missing, see
+    :data:`~hardexec.confine.syscalls.KNOWN_ELSEWHERE`); a typo is not.
+
+    Raises:
+        PolicyError: naming the entry: ``syscalls.deny[2]: unknown syscall 'ptrac' (did you
+            mean ptrace?)``.
+    """
+    for field in ("allow", "deny"):
+        entries = getattr(f, field)
+        for index, entry in enumerate(entries or ()):
+            _check_entry(f"syscalls.{field}[{index}]", entry, field == "deny")
+
+
+def _check_entry(where: str, entry: str, deny: bool) -> None:
+    name, colon, action = entry.partition(":")
+    if not name:
+        raise PolicyError(f"{where}: no syscall or group name in {shown(entry)}")
+    if colon:
+        if not deny:
+            raise PolicyError(
+                f"{where}: {shown(entry)}: an action is for deny entries only (an allowed "
+                "syscall just runs)"
+            )
+        if _verdict(action) is None:
+            raise PolicyError(
+                f"{where}: unknown action {shown(action)} in {shown(entry)} (an errno name such "
+                "as EPERM, or kill)"
+            )
+    if name.startswith("@"):
+        if name not in groups.GROUPS:
+            close = _close(name, groups.GROUPS)
+            hint = f"did you mean {close}?" if close else "groups: " + ", ".join(groups.GROUPS)
+            raise PolicyError(f"{where}: unknown group {shown(name)} ({hint})")
+        if not deny and name in groups.DENY_ONLY:
+            raise PolicyError(
+                f"{where}: {name} is a deny-list, not for allow (use default=True, or deny)"
+            )
+        return
+    known, missing = _known()
+    if name not in known:
+        if f"@{name}" in groups.GROUPS:
+            hint = f" (did you mean @{name}?)"
+        else:
+            close = _close(name, known)
+            hint = f" (did you mean {close}?)" if close else ""
+        raise PolicyError(f"{where}: unknown syscall {shown(name)}{hint}{missing}")
+    if deny and name in UNDENIABLE:
+        raise PolicyError(f"{where}: {name} cannot be denied: {UNDENIABLE[name]}")
+
+
+def _close(name: str, choices: Iterable[str]) -> str | None:
+    import difflib  # only a mistake needs it
+
+    found = difflib.get_close_matches(name, sorted(choices), n=1)
+    return found[0] if found else None
+
+
+@functools.cache
+def _known() -> tuple[frozenset[str], str]:
+    """The names a rule may use, and a note for the message when this host has no table."""
+    try:
+        return frozenset(syscalls.table()) | syscalls.KNOWN_ELSEWHERE, ""
+    except PolicyError as err:
+        # Still catch typos where no table can be had (the error is raised again when the
+        # filter is compiled): every group member is a real name.
+        names = {n.partition(":")[0] for g in groups.GROUPS for n in groups.expand(g)[0]}
+        known = frozenset(names) | syscalls.KNOWN_ELSEWHERE
+        return known, f"; names are checked without a table: {err}"
+
+
+def compile_filter(f: SyscallFilter, *, notify: bool) -> Filter:
+    """The BPF program for ``f`` on the native architecture (cached per filter and mode).
+
+    Args:
+        f: the rules (already checked when ``f`` was made).
+        notify: every denied call becomes a notification for the parent, answered from the
+            returned filter's ``verdicts``/``default``; the program also exempts the stage's
+            one sendmsg of the listener fd (patch the socket's fd in with
+            :func:`with_notify_fd`).
+
+    Raises:
+        PolicyError: no syscall table for this architecture, or the program would be too long.
+    """
+    return _compile(f, bool(notify))
+
+
+def with_notify_fd(filt: Filter, fd: int) -> bytes:
+    """``filt.code`` with the notify socket's fd patched into the sendmsg exemption.
+
+    Raises:
+        ValueError: ``filt`` was compiled without notify, or ``fd`` is not a file descriptor.
+    """
+    if filt.fd_offset is None:
+        raise ValueError("with_notify_fd: the filter was compiled without notify")
+    if isinstance(fd, bool) or not isinstance(fd, int) or not 0 <= fd <= 0x7FFFFFFF:
+        raise ValueError(f"with_notify_fd: {shown(fd)} is not a file descriptor")
+    code = bytearray(filt.code)
+    struct.pack_into("=I", code, filt.fd_offset, fd)
+    return bytes(code)
+
+
+# ---- compiling ----------------------------------------------------------------------------
+
+# A branch target: ("ret", k), or ("arg", ((offset, flags), ...), k if any flag is set, k else).
+_Target = tuple
+
+
+_FALLBACKS = ("clone3",)
+
+
+@functools.lru_cache(maxsize=64)
+def _compile(f: SyscallFilter, notify: bool) -> Filter:
+    numbers = syscalls.table()
+    audit = syscalls.arch_audit()
+    deny, arg_rules = _denials(f, numbers)
+    allowed: set[int] | None = None
+    if f.allow is not None:
+        allowed = set()
+        for entry in (*f.allow, "@default"):
+            for name in _names(entry):
+                if name in numbers:
+                    allowed.add(numbers[name])
+        allowed -= deny.keys()
+
+    def ret(verdict: Verdict) -> _Target:
+        if notify:
+            return ("ret", SECCOMP_RET_USER_NOTIF)
+        if verdict.kill:
+            return ("ret", SECCOMP_RET_KILL_PROCESS)
+        return ("ret", SECCOMP_RET_ERRNO | verdict.errno)
+
+    allow = ("ret", SECCOMP_RET_ALLOW)
+    default = allow if allowed is None else ret(_ENOSYS)
+    targets: dict[int, _Target] = {nr: ret(v) for nr, v in deny.items()}
+    targets.update(dict.fromkeys(allowed or (), allow))
+    # clone3's ENOSYS is not a refusal but glibc's cue to fall back to clone (whose flags the
+    # filter can check): answered in the kernel, not counted, and no round trip per thread.
+    for name in _FALLBACKS:
+        nr = numbers.get(name)
+        if nr is not None and nr in deny and deny[nr] == _ENOSYS:
+            targets[nr] = ("ret", SECCOMP_RET_ERRNO | errno.ENOSYS)
+    verdicts = dict(deny)
+    for nr, (checks, verdict) in arg_rules.items():
+        if nr in deny or (allowed is not None and nr not in allowed):
+            continue  # the whole call is denied already
+        offsets = tuple((_OFF_ARGS + 8 * arg + _LOW, flags) for arg, flags in checks)
+        targets[nr] = ("arg", offsets, ret(verdict)[1], SECCOMP_RET_ALLOW)
+        verdicts[nr] = verdict
+
+    code, fd_index = _prologue(audit, numbers["sendmsg"] if notify else None)
+    code += _search(_ranges(targets, default))
+    if len(code) > BPF_MAXINSNS:
+        raise PolicyError(
+            f"syscalls: the filter needs {len(code)} instructions, more than the kernel's "
+            f"{BPF_MAXINSNS}"
+        )
+    return Filter(
+        code=b"".join(_INSN.pack(*insn) for insn in code),
+        fd_offset=None if fd_index is None else fd_index * _INSN.size + 4,  # k after u16, 2*u8
+        verdicts=verdicts,
+        default=None if allowed is None else _ENOSYS,
+        names={nr: name for name, nr in sorted(numbers.items(), key=lambda item: item[1])},
+    )
+
+
+def _names(entry: str) -> tuple[str, ...]:
+    """The syscall names an allow entry stands for (pinned actions dropped)."""
+    if entry.startswith("@"):
+        return tuple(n.partition(":")[0] for n in groups.expand(entry)[0])
+    return (entry,)
+
+
+def _denials(
+    f: SyscallFilter, numbers: dict[str, int]
+) -> tuple[dict[int, Verdict], dict[int, tuple[list[tuple[int, int]], Verdict]]]:
+    """(nr -> verdict of denied calls, nr -> (argument checks, verdict) of argument rules)."""
+    deny: dict[int, Verdict] = {}
+    arg_rules: dict[int, tuple[list[tuple[int, int]], Verdict]] = {}
+    entries = [entry.partition(":")[::2] for entry in f.deny]
+    ordered = [("@default-deny", "")] if f.default else []
+    ordered += [e for e in entries if e[0].startswith("@")]
+    ordered += [e for e in entries if not e[0].startswith("@")]
+    for name, action in ordered:
+        # An action was checked when the filter was made: None here means none given.
+        verdict = (_verdict(action) if action else None) or _EPERM
+        if not name.startswith("@"):
+            if name in numbers:
+                deny[numbers[name]] = verdict
+            continue
+        members, rules = groups.expand(name)
+        for entry in members:
+            member, _, pinned = entry.partition(":")
+            if member in numbers and member not in UNDENIABLE:
+                deny[numbers[member]] = (_verdict(pinned) if pinned else None) or verdict
+        for rule in rules:
+            if rule.syscall in numbers:
+                nr = numbers[rule.syscall]
+                checks = arg_rules[nr][0] if nr in arg_rules else []
+                if (rule.arg, rule.flags) not in checks:
+                    checks.append((rule.arg, rule.flags))
+                arg_rules[nr] = (checks, verdict)  # notify answers one verdict per number
+    return deny, arg_rules
+
+
+def _prologue(
+    audit: int, sendmsg: int | None
+) -> tuple[list[tuple[int, int, int, int]], int | None]:
+    """Architecture and ABI checks, then (with notify) the sendmsg exemption; ends with the
+    syscall number loaded. Returns the code and the index of the fd placeholder."""
+    code = [
+        (_LD_W_ABS, 0, 0, _OFF_ARCH),
+        (_JEQ_K, 1, 0, audit),
+        (_RET_K, 0, 0, SECCOMP_RET_KILL_PROCESS),
+        (_LD_W_ABS, 0, 0, _OFF_NR),
+    ]
+    if audit == syscalls.AUDIT_ARCH_X86_64:
+        # x32 shares the x86_64 audit arch; its numbers have bit 30 set (so does -1).
+        code += [
+            (_JGE_K, 0, 3, _X32_SYSCALL_BIT),
+            (_JEQ_K, 0, 1, _SKIPPED),
+            (_RET_K, 0, 0, SECCOMP_RET_ALLOW),
+            (_RET_K, 0, 0, SECCOMP_RET_KILL_PROCESS),
+        ]
+    else:
+        code += [(_JEQ_K, 0, 1, _SKIPPED), (_RET_K, 0, 0, SECCOMP_RET_ALLOW)]
+    fd_index = None
+    if sendmsg is not None:
+        fd_index = len(code) + 2
+        code += [
+            (_JEQ_K, 0, 6, sendmsg),  # not sendmsg: on to the rules, number still loaded
+            (_LD_W_ABS, 0, 0, _OFF_ARGS + _LOW),
+            (_JEQ_K, 0, 3, _FD_PLACEHOLDER),
+            (_LD_W_ABS, 0, 0, _OFF_ARGS + 4 - _LOW),  # the high half: an fd is 0..2^31-1
+            (_JEQ_K, 0, 1, 0),
+            (_RET_K, 0, 0, SECCOMP_RET_ALLOW),
+            (_LD_W_ABS, 0, 0, _OFF_NR),  # some other sendmsg: the rules judge it
+        ]
+    return code, fd_index
+
+
+def _ranges(targets: dict[int, _Target], default: _Target) -> list[tuple[int, _Target]]:
+    """The number line cut into ranges of one target: [(first nr, target), ...] from 0."""
+    points: list[tuple[int, _Target]] = [(0, default)]
+    for nr in sorted(targets):
+        points.append((nr, targets[nr]))
+        if nr + 1 not in targets:
+            points.append((nr + 1, default))
+    ranges: list[tuple[int, _Target]] = []
+    for start, target in points:
+        if ranges and ranges[-1][0] == start:
+            ranges[-1] = (start, target)  # the number itself overrides the gap before it
+        elif not ranges or ranges[-1][1] != target:
+            ranges.append((start, target))
+    return ranges
+
+
+def _search(ranges: list[tuple[int, _Target]]) -> list[tuple[int, int, int, int]]:
+    """A binary search over ``ranges`` on the loaded number; every leaf returns.
+
+    A node is ``jge first-of-upper-half``, the lower half right after it and the upper half
+    after that, so only the jump over the lower half can be long: past 255 instructions it
+    goes through a ``ja``, whose offset is 32 bits.
+    """
+    if len(ranges) == 1:
+        return _leaf(ranges[0][1])
+    middle = len(ranges) // 2
+    lower = _search(ranges[:middle])
+    upper = _search(ranges[middle:])
+    split = ranges[middle][0]
+    if len(lower) <= _MAX_JUMP:
+        return [(_JGE_K, len(lower), 0, split), *lower, *upper]
+    return [(_JGE_K, 0, 1, split), (_JA, 0, 0, len(lower)), *lower, *upper]
+
+
+def _leaf(target: _Target) -> list[tuple[int, int, int, int]]:
+    if target[0] == "ret":
+        return [(_RET_K, 0, 0, target[1])]
+    _, checks, denied, otherwise = target
+    code = []
+    for offset, flags in checks:
+        code += [(_LD_W_ABS, 0, 0, offset), (_JSET_K, 0, 1, flags), (_RET_K, 0, 0, denied)]
+    return [*code, (_RET_K, 0, 0, otherwise)]
