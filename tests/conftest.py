@@ -41,9 +41,13 @@ def stage(request, monkeypatch):
 
 @pytest.fixture(scope="session", autouse=True)
 def _janitor_started():
-    """Start the cgroup janitor up front, so its own wake-up pipe is not counted as a leak."""
+    """Start the cgroup janitor (and the seccomp hub) up front, so their own wake-up pipes are
+    not counted as leaks."""
     if IS_LINUX:
         cgroups._janitor()
+        from hardexec.confine import notify
+
+        notify.start_hub()  # and the seccomp listeners' thread, with its wake-up pipe
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -60,7 +64,8 @@ def no_leaks():
     cgroup, no hardexec-* file or folder in the temp dir or /dev/shm.
 
     A group whose processes outlive its program is removed by the janitor once they exit,
-    so the check waits a little for pending removals first.
+    and a seccomp listener is closed by its hub once its filter's last process is reaped, so
+    the check waits a little for both first.
     """
     groups_before = hardexec_groups()
     temp_before = hardexec_temp_files()
@@ -68,6 +73,11 @@ def no_leaks():
     yield
     leaked_children = children()
     wait_until(lambda: not cgroups.pending_removal(), timeout=5)
+    if IS_LINUX:
+        from hardexec.confine import notify
+
+        # The seccomp hub closes a listener once its filter's last process is reaped.
+        wait_until(lambda: not notify.pending(), timeout=5)
     leaked_groups = hardexec_groups() - groups_before  # not those of other test runs
     leaked_fds = open_fds() - before
     leaked_temp = hardexec_temp_files() - temp_before

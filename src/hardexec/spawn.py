@@ -54,9 +54,6 @@ def _keywords(positional: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, 
     return {**named, **kwargs}
 
 
-_LISTENER_GRACE = 1.0  # s: how long a reaped program's seccomp listener may take to end
-
-
 class Popen(subprocess.Popen):
     """:class:`subprocess.Popen` that applies ``policy`` to the program before it starts.
 
@@ -242,10 +239,6 @@ class Popen(subprocess.Popen):
         super()._handle_exitstatus(sts, *args, **kwargs)
         if self.usage is not None or self.returncode is None:
             return
-        if self._listener is not None:
-            # Reaping the program released its filter; the listener now sees the hang-up and
-            # closes its fds (unless something the program started still runs under it).
-            self._listener.join(_LISTENER_GRACE)
         try:
             group = self.cgroup
             if group is not None:

@@ -369,8 +369,7 @@ class Launch:
             return None
 
     def spawned(self) -> None:
-        """Drop the parent's copies of the fds only the stage needs now; start answering its
-        seccomp notifications."""
+        """Drop the parent's copies of the fds only the stage needs now."""
         for fd in self._fds:
             os.close(fd)
         self._fds = []
@@ -378,13 +377,14 @@ class Launch:
         if self.cgroup is not None:
             self.cgroup.close_fd()
         if self.listener is not None and not self._listening:
-            self._listening = True
+            self._listening = True  # the hub owns its socket now
             self.listener.start()
 
     def finish(self, data: bytes) -> StageReport:
         """Close our fds and decode what the stage wrote before its exec (or its end)."""
         self.close()
         report = parse_report(data, self.program, self.policy, self.describe_rule)
+
         if any(w.step == "cgroup_join" for w in report.warnings) and self.cgroup is not None:
             self.cgroup.remove()  # best effort: the program runs outside its (empty) group
             self.cgroup = None
@@ -401,8 +401,7 @@ class Launch:
         """Close everything and remove the group (now if empty, else once it empties)."""
         self.close()
         if self.listener is not None and not self._listening:
-            self.listener.close()  # never spawned: its socket would leak
-            self.listener = None
+            self.listener.close()  # never started (a failed spawn): its socket would leak
         if self.cgroup is not None:
             self.cgroup.remove()
             self.cgroup = None

@@ -13,6 +13,7 @@ from __future__ import annotations
 import errno
 import functools
 import os
+import time
 
 from .._record import frozen
 from ..errors import StageError, StageWarning
@@ -72,6 +73,7 @@ def seccomp_actions() -> frozenset[str]:
     return frozenset(text.split()) if text else frozenset()
 
 
+@functools.cache
 def _namespace_refused(name: str) -> str | None:
     """Why this host refuses a namespace kind before we try (a zero max_*_namespaces)."""
     limit = _read(f"/proc/sys/user/max_{name}_namespaces")
@@ -109,6 +111,14 @@ def _refuse_or_warn(
     warnings.append(StageWarning(step, errno.EOPNOTSUPP, f"{what} is not enforced: {why}", why))
 
 
+# Recent answers, per policy object and program: a runner spawning the same task many times
+# pays for the policy's compilation (hashing it, the dependencies' checks) once a second, not
+# once a spawn. The entry holds the policy, so its id cannot be reused while it is cached.
+_recent: dict[tuple[object, ...], tuple[Policy, float, Confined | None]] = {}
+_FRESH = 1.0  # s: a program replaced meanwhile gets its new dependencies after at most this
+_RECENT_MAX = 256
+
+
 def confine(
     policy: Policy,
     program: str | bytes | None = None,
@@ -124,6 +134,23 @@ def confine(
     Raises :class:`StageError` (nothing spawned) when something asked for cannot be enforced
     on this kernel and the policy is not best effort.
     """
+    from .landlock import abi
+
+    key = (id(policy), program, env_path, listen, abi(), seccomp_actions())
+    now = time.monotonic()
+    hit = _recent.get(key)
+    if hit is not None and hit[0] is policy and now - hit[1] < _FRESH:
+        return hit[2]
+    found = _confine(policy, program, env_path, listen)
+    if len(_recent) >= _RECENT_MAX:
+        _recent.clear()
+    _recent[key] = (policy, now, found)
+    return found
+
+
+def _confine(
+    policy: Policy, program: str | bytes | None, env_path: str | bytes | None, listen: bool
+) -> Confined | None:
     c = policy.confinement
     if c is None or c.is_empty():
         return None
@@ -182,7 +209,7 @@ def _ruleset(
 
         path = os.fsdecode(env_path) if env_path is not None else None
         deps = dependencies(program, path)
-    ruleset = landlock.compile_rules(c, deps)
+    ruleset = _compile_rules(c, deps, landlock.abi())
     if ruleset is None:
         return None
     if ruleset.unenforced:
@@ -196,6 +223,15 @@ def _ruleset(
         if not ruleset.handled_fs and not ruleset.handled_net:
             return None  # nothing at all is enforceable
     return ruleset
+
+
+@functools.lru_cache(maxsize=256)
+def _compile_rules(c: Confinement, deps: tuple[tuple[str, str], ...], abi: int) -> Ruleset | None:
+    """The ruleset for a policy's rules, one program's dependencies and this kernel's ABI:
+    once, not per spawn (the stage checks again whether each path it opens is a directory)."""
+    from . import landlock
+
+    return landlock.compile_rules(c, deps, abi)
 
 
 def _filter(

@@ -2,13 +2,17 @@
 count them, so a run can say which syscalls were refused and how often.
 
 The stage installs its filter with a listener and sends the listener's fd over a socket (the
-filter lets exactly that ``sendmsg`` through). A thread here receives it, then answers every
-notification: the syscall never runs; the program gets the rule's errno, or is killed (a
-``kill`` rule). A syscall is counted before it is answered, so once the program has seen the
-answer — and so once it has exited — the count includes it. The thread ends by itself when
-the last process using the filter is gone (the listener then reports a hang-up), or when the
-stage ends without sending a listener. If this process dies first, the kernel answers every
-later notification with ENOSYS: the syscall is refused all the same.
+filter lets exactly that ``sendmsg`` through). One thread of this process (the hub, started
+on first use) receives it and then answers every notification of every spawn: the syscall
+never runs; the program gets the rule's errno, or is killed (a ``kill`` rule). A syscall is
+counted before it is answered, so once the program has seen the answer (and so once it has
+exited) the count includes it. A listener is done when it hangs up (no process uses the
+filter any more: the hub then closes it, just after the program is reaped), or when the stage
+ends without sending one. If this process dies first, the
+kernel answers every later notification with ENOSYS: the syscall is refused all the same.
+
+One thread for all, not one per spawn: starting a thread costs more than the rest of a
+confined spawn's Python work together, and a runner with many tasks would hold as many.
 """
 
 from __future__ import annotations
@@ -28,98 +32,184 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from .seccomp import Filter
 
-__all__ = ["Listener"]
+__all__ = ["Listener", "pending", "start_hub"]
 
 # linux/seccomp.h: SECCOMP_IOCTL_NOTIF_RECV/SEND/ID_VALID (_IOWR/_IOW on '!', the structs'
 # sizes: seccomp_notif 80 bytes, seccomp_notif_resp 24).
 _RECV, _SEND, _ID_VALID = 0xC0502100, 0xC0182101, 0x40082102
 _NOTIF = struct.Struct("=QIIiIQ6Q")  # id, pid, flags, data.nr, data.arch, data.ip, args
 _RESP = struct.Struct("=QqiI")  # id, val, error, flags
+_ENDED = select.EPOLLHUP | select.EPOLLERR
 
 
 class Listener:
     """Answers and counts one spawn's denied syscalls (see the module docstring)."""
 
     def __init__(self, sock: socket.socket, filt: Filter) -> None:
-        self._sock = sock
+        self._sock: socket.socket | None = sock
         self._filter = filt
         self._counts: dict[str, int] = {}
         self._lock = threading.Lock()
-        self._thread = threading.Thread(target=self._run, name="hardexec-seccomp", daemon=True)
+        self._done = threading.Event()
+        self._fd = -1  # the listener, once received
 
     def start(self) -> None:
-        """Start answering (after the stage was spawned with the socket's other end)."""
-        self._thread.start()
+        """Start answering: the hub receives the listener as soon as the stage sends it (call
+        once the stage is spawned with the socket's other end)."""
+        sock = self._sock
+        assert sock is not None
+        _hub().add_socket(sock.fileno(), self)
+
+    def _receive(self) -> int:
+        """The listener fd the stage sent, or -1 when it ended without sending one (the hub's
+        thread, once the socket is readable)."""
+        sock, self._sock = self._sock, None
+        assert sock is not None
+        fds = array.array("i")
+        try:
+            _, ancillary, _, _ = sock.recvmsg(
+                1, socket.CMSG_SPACE(fds.itemsize), socket.MSG_DONTWAIT
+            )
+        except OSError:
+            ancillary = []
+        finally:
+            sock.close()
+        for level, kind, data in ancillary:
+            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                fds.frombytes(data[: len(data) - len(data) % fds.itemsize])
+        for extra in fds[1:]:  # never more than one from the stage; never leak one either
+            os.close(extra)
+        self._fd = fds[0] if fds else -1
+        return self._fd
 
     def close(self) -> None:
         """Close the socket of a listener that was never started (the spawn failed)."""
-        self._sock.close()
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+        self._done.set()
 
     def denied(self) -> dict[str, int]:
         """The syscalls refused so far: name → how many times."""
         with self._lock:
             return dict(self._counts)
 
-    def join(self, timeout: float | None = None) -> None:
-        """Wait for the thread to end (it does once no process uses the filter)."""
-        self._thread.join(timeout)
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait until no process uses the filter any more (its fds are then closed)."""
+        return self._done.wait(timeout)
 
-    def _run(self) -> None:
-        listener = -1
-        try:
-            listener = self._receive()
-            if listener >= 0:
-                self._serve(listener)
-        finally:
-            self._sock.close()
-            if listener >= 0:
-                os.close(listener)
+    # --- called by the hub's thread only --------------------------------------------------
 
-    def _receive(self) -> int:
-        """The listener fd the stage sends, or -1 when it ended without sending one."""
-        fds = array.array("i")
+    def _answer(self) -> None:
+        buf = bytearray(_NOTIF.size)  # the kernel wants it zeroed
         try:
-            _, ancillary, _, _ = self._sock.recvmsg(1, socket.CMSG_SPACE(fds.itemsize))
+            fcntl.ioctl(self._fd, _RECV, buf, True)
         except OSError:
-            return -1
-        for level, kind, data in ancillary:
-            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-                fds.frombytes(data[: len(data) - len(data) % fds.itemsize])
-        for extra in fds[1:]:  # never more than one from the stage; never leak one either
-            os.close(extra)
-        return fds[0] if fds else -1
-
-    def _serve(self, listener: int) -> None:
-        poller = select.poll()
-        poller.register(listener, select.POLLIN)
-        buf = bytearray(_NOTIF.size)
-        while True:
-            ready = poller.poll()
-            events = ready[0][1] if ready else 0
-            if events & select.POLLIN:
-                buf[:] = bytes(_NOTIF.size)  # the kernel wants it zeroed
-                try:
-                    fcntl.ioctl(listener, _RECV, buf, True)
-                except OSError as err:
-                    if err.errno in (errno.ENOENT, errno.EINTR):  # the caller died meanwhile
-                        continue
-                    return
-                self._answer(listener, buf)
-            elif events & (select.POLLHUP | select.POLLERR | select.POLLNVAL):
-                return  # no process uses the filter any more
-
-    def _answer(self, listener: int, buf: bytearray) -> None:
-        notif_id, pid, _, nr, _, _, *_ = _NOTIF.unpack(buf)
+            return  # ENOENT: the caller died meanwhile; anything else: the hang-up follows
+        notif_id, pid, _, nr, *_ = _NOTIF.unpack(buf)
         filt = self._filter
         verdict = filt.verdicts.get(nr, filt.default)
         name = filt.names.get(nr, f"syscall {nr}")
         with self._lock:
             self._counts[name] = self._counts.get(name, 0) + 1
-        err = verdict.errno if verdict is not None and not verdict.kill else errno.EPERM
-        if verdict is not None and verdict.kill:
-            _kill(listener, notif_id, pid)
+        kill = verdict is not None and verdict.kill
+        err = verdict.errno if verdict is not None and not kill else errno.EPERM
+        if kill:
+            _kill(self._fd, notif_id, pid)
         with contextlib.suppress(OSError):  # ENOENT: the caller is gone (killed, or a signal)
-            fcntl.ioctl(listener, _SEND, _RESP.pack(notif_id, 0, -err, 0))
+            fcntl.ioctl(self._fd, _SEND, _RESP.pack(notif_id, 0, -err, 0))
+
+    def _finish(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+        self._done.set()
+
+
+class _Hub:
+    """The one thread that serves every listener of this process.
+
+    Sockets and listeners are added by the spawning thread straight into the hub's epoll set
+    (epoll_ctl needs no wake-up of the thread waiting in epoll_wait). The hub wakes when a stage
+    sends its listener — from then on every notification is answered, the stage's own last
+    calls included, so no failure path of the stage can wait on an unanswered one — when a
+    program is denied something, and when a filter's last process is gone. Only the hub closes
+    what it was given, after removing it from the set, so an event never reaches a reused fd.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._sockets: dict[int, Listener] = {}  # socket fd → listener not yet received
+        self._serving: dict[int, Listener] = {}  # listener fd → listener
+        self._epoll = select.epoll()
+        self._thread = threading.Thread(target=self._run, name="hardexec-seccomp", daemon=True)
+        self._thread.start()
+
+    def add_socket(self, fd: int, listener: Listener) -> None:
+        with self._lock:
+            self._sockets[fd] = listener
+        self._epoll.register(fd, select.EPOLLIN)
+
+    def _run(self) -> None:
+        while True:
+            for fd, events in self._epoll.poll():
+                with self._lock:
+                    waiting = self._sockets.pop(fd, None)
+                    listener = self._serving.get(fd) if waiting is None else None
+                if waiting is not None:  # the stage sent its listener, or ended
+                    self._epoll.unregister(fd)
+                    got = waiting._receive()
+                    if got < 0:
+                        waiting._finish()
+                        continue
+                    with self._lock:
+                        self._serving[got] = waiting
+                    self._epoll.register(got, select.EPOLLIN)
+                elif listener is None:
+                    continue
+                elif events & select.EPOLLIN:
+                    listener._answer()
+                elif events & _ENDED:  # no process uses the filter any more
+                    self._epoll.unregister(fd)
+                    with self._lock:
+                        del self._serving[fd]
+                    listener._finish()
+
+
+_the_hub: _Hub | None = None
+_hub_lock = threading.Lock()
+
+
+def _hub() -> _Hub:
+    global _the_hub
+    if _the_hub is None:
+        with _hub_lock:
+            if _the_hub is None:
+                _the_hub = _Hub()
+    return _the_hub
+
+
+def start_hub() -> None:
+    """Start the hub now (its epoll fd is then open for the process's lifetime)."""
+    _hub()
+
+
+def pending() -> int:
+    """How many listeners the hub still serves or waits for (their fds are open)."""
+    hub = _the_hub
+    if hub is None:
+        return 0
+    with hub._lock:
+        return len(hub._sockets) + len(hub._serving)
+
+
+def _forget_hub() -> None:
+    # A forked child has no hub thread (only the forking one survives fork): it starts its own.
+    global _the_hub, _hub_lock
+    _the_hub, _hub_lock = None, threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_hub)
 
 
 def _kill(listener: int, notif_id: int, pid: int) -> None:
