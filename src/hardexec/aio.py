@@ -20,13 +20,15 @@ from .usage import Usage
 
 if TYPE_CHECKING:
     from .cgroups import Cgroup
+    from .confine.notify import Listener
 
 __all__ = ["Process", "create_subprocess_exec"]
 
 
 class Process(asyncio.subprocess.Process):
     """:class:`asyncio.subprocess.Process` plus :attr:`usage`, :attr:`stage_warnings`,
-    :attr:`cgroup` and :meth:`kill_tree`, as on :class:`Popen`.
+    :attr:`stage_notes`, :attr:`denied_syscalls`, :attr:`cgroup` and :meth:`kill_tree`, as on
+    :class:`Popen`.
 
     ``usage`` comes from the program's cgroup (asyncio reaps the child itself, so there is no
     rusage to read): without ``policy.cgroups`` it stays ``None``.
@@ -42,6 +44,13 @@ class Process(asyncio.subprocess.Process):
         super().__init__(transport, protocol, loop)
         self._exit = exit
         self.stage_warnings: tuple[StageWarning, ...] = ()
+        self.stage_notes: tuple[str, ...] = ()
+        self._listener: Listener | None = None
+
+    @property
+    def denied_syscalls(self) -> dict[str, int]:
+        """The syscalls refused so far by the seccomp filter: name → how many times."""
+        return self._listener.denied() if self._listener is not None else {}
 
     @property
     def cgroup(self) -> Cgroup | None:
@@ -139,6 +148,8 @@ async def create_subprocess_exec(
     proc = Process(transport, protocol, loop, exit_hook)
     if launch is None:
         return proc
+    proc._listener = launch.listener
+    proc.stage_notes = launch.confined.notes if launch.confined is not None else ()
     try:
         launch.spawned()
         report = launch.finish(await read_all_async(launch.read_fd))
