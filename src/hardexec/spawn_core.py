@@ -426,11 +426,18 @@ def _confine(
     from .confine.compile import confine
 
     path = os.fsencode(program)
-    if b"/" in path and not path.startswith(b"/") and cwd is not None:
-        path = os.path.join(os.fsencode(cwd), path)
     env_path = next(
         (entry[5:] for entry in environment.split(b"\0") if entry.startswith(b"PATH=")), None
     )
+    if cwd is not None:  # the stage runs in cwd: relative names are relative to it
+        where = os.fsencode(cwd)
+        if b"/" in path and not path.startswith(b"/"):
+            path = os.path.join(where, path)
+        elif b"/" not in path and env_path is not None:
+            env_path = b":".join(
+                d if d.startswith(b"/") else os.path.join(where, d) if d else where
+                for d in env_path.split(b":")
+            )
     return confine(policy, path, env_path, listen=listen)
 
 

@@ -122,7 +122,9 @@ def _exec(req: Request) -> int:
     try:
         exec_stage(req.argv, req.policy, req.env)
     except HardexecError as err:
-        fail(str(err))
+        from .supervise import in_cli_words
+
+        fail(in_cli_words(str(err)))
     except OSError as err:
         if err.errno == errno.E2BIG:  # the program's arguments, as a shell says it
             print(f"hardexec: {req.argv[0]}: {err.strerror}", file=sys.stderr)

@@ -73,11 +73,13 @@ def confinement(ns: Namespace) -> Confinement | None:
     from ..confine import Confinement, PathRule, SyscallFilter
     from ..errors import PolicyError
 
-    rules = [
-        PathRule(path, access)
-        for access in ("ro", "rx", "rw", "rwx")
-        for path in getattr(ns, f"fs_{access}")
-    ]
+    rules = []
+    for access in ("ro", "rx", "rw", "rwx"):
+        for path in getattr(ns, f"fs_{access}"):
+            try:
+                rules.append(PathRule(path, access))
+            except PolicyError as err:
+                fail(f"--fs-{access}: {str(err).partition(': ')[2]}")
     if ns.no_fs_deps and not rules:
         fail("--no-fs-deps: no --fs-* rule is given (it turns off their automatic dependencies)")
     if ns.syscalls not in (None, "default"):

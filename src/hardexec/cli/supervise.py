@@ -353,6 +353,13 @@ def _remove(group: Cgroup) -> None:
         print(f"hardexec: warning: could not remove {path}", file=sys.stderr)
 
 
+def in_cli_words(message: str) -> str:
+    """A library message as the command line says it: its option, not the Python field."""
+    from ..confine.compile import BEST_EFFORT
+
+    return message.replace(BEST_EFFORT, "--best-effort")
+
+
 def _refusal(err: Exception, req: Request) -> str:
     """One line for a refused run; a cgroup that cannot be applied says what to do."""
     from ..errors import CgroupError
@@ -364,7 +371,7 @@ def _refusal(err: Exception, req: Request) -> str:
             f"{named} cannot be applied: {err}; give a --cgroup-parent delegated to you, or "
             f"--best-effort to run without {them}"
         )
-    return str(err)
+    return in_cli_words(str(err))
 
 
 def _warning_text(warning: Warning, req: Request) -> str:

@@ -28,6 +28,8 @@ if TYPE_CHECKING:
 __all__ = ["Confined", "confine"]
 
 CAP_SYS_ADMIN = 21
+#: How a refusal names the way out; the command line says its option instead.
+BEST_EFFORT = "best_effort=True"
 
 
 @frozen
@@ -106,9 +108,9 @@ def _refuse_or_warn(
         raise StageError(
             step,
             errno.EOPNOTSUPP,
-            f"{what} cannot be enforced here: {why} (best_effort=True runs without it)",
+            f"{what}: cannot be enforced here, {why} ({BEST_EFFORT} runs without it)",
         )
-    warnings.append(StageWarning(step, errno.EOPNOTSUPP, f"{what} is not enforced: {why}", why))
+    warnings.append(StageWarning(step, errno.EOPNOTSUPP, f"{what}: not enforced, {why}", why))
 
 
 # Recent answers, per policy object and program: a runner spawning the same task many times

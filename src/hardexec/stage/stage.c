@@ -1162,14 +1162,14 @@ static void build_ruleset(struct plan *p)
         if ((v = option(e, "path"))) {
             colon = hex_field(v, end, &n);
             long dir = hx_sys(NR_OPENAT, -100, (long)(colon + 1), 010000000 | 02000000 /* O_PATH|CLOEXEC */, 0, 0);
-            if (dir < 0)
-                fail("landlock_path", (int)-dir, index);
+            if (dir < 0) /* on stderr, the path too: without a report the parent cannot */
+                fail_why("landlock_path", (int)-dir, index, colon + 1);
             /* statx's layout is the same on every architecture: stx_mode is at byte 28. */
             unsigned char stx[256];
             r = hx_sys(NR_STATX, dir, (long)"", 0x1000 /* AT_EMPTY_PATH */, 1 /* STATX_TYPE */,
                        (long)stx);
             if (r < 0)
-                fail("landlock_path", (int)-r, index);
+                fail_why("landlock_path", (int)-r, index, colon + 1);
             unsigned int mode = stx[28] | (unsigned int)stx[29] << 8;
             if ((mode & 0170000) != 0040000) /* not a directory: file rights only */
                 n &= LL_FILE_RIGHTS;

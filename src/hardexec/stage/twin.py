@@ -115,7 +115,7 @@ def report(kind, step, err, arg=-1, why=None):
         if why is None and err == errno.EPERM:
             why = NEEDS.get(step)
         if why:
-            data += b": " + why.encode()
+            data += b": " + (why if isinstance(why, bytes) else why.encode())
         data = data[: LINE_MAX - 1] + b"\n"
         fd = 2
     try:

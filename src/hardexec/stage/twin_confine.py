@@ -218,7 +218,7 @@ def add_path_rule(ruleset, index, rights, path):
         if not stat.S_ISDIR(os.fstat(fd).st_mode):
             rights &= FILE_RIGHTS
     except OSError as exc:
-        twin.fail("landlock_path", exc.errno, index)
+        twin.fail("landlock_path", exc.errno, index, why=path)  # stderr names the path
     if rights:
         add_rule(ruleset, index, PATH_BENEATH, PathBeneathAttr(rights, fd))
     os.close(fd)
