@@ -257,6 +257,7 @@ class CompletedProcess(subprocess.CompletedProcess[Any]):
         usage: what the program used (see :attr:`Popen.usage`).
         stage_warnings: what could not be applied (best effort).
         denied_syscalls: what the seccomp filter refused (see :attr:`Popen.denied_syscalls`).
+        stage_notes: what hardexec did that the policy did not say (see :attr:`Popen.stage_notes`).
     """
 
     def __init__(
@@ -269,11 +270,13 @@ class CompletedProcess(subprocess.CompletedProcess[Any]):
         usage: Usage | None = None,
         stage_warnings: tuple[StageWarning, ...] = (),
         denied_syscalls: dict[str, int] | None = None,
+        stage_notes: tuple[str, ...] = (),
     ) -> None:
         super().__init__(args, returncode, stdout, stderr)
         self.usage = usage
         self.stage_warnings = stage_warnings
         self.denied_syscalls = denied_syscalls or {}
+        self.stage_notes = stage_notes
 
 
 def run(
@@ -320,6 +323,7 @@ def run(
         usage=process.usage,
         stage_warnings=process.stage_warnings,
         denied_syscalls=process.denied_syscalls,
+        stage_notes=process.stage_notes,
     )
 
 

@@ -106,7 +106,6 @@ def test_shebang_with_blanks_and_an_argument(tmp_path):
     [
         "#!/usr/bin/env python3",
         "#!/usr/bin/env -S python3 -u",
-        "#!/usr/bin/env -S -i PYTHONSAFEPATH=1 python3 -I",
     ],
 )
 def test_env_script_needs_env_and_the_command(tmp_path, line):
@@ -128,14 +127,26 @@ def test_env_script_needs_env_and_the_command(tmp_path, line):
         ("python3 -u", "python3 -u"),  # without -S env is given one argument, blanks and all
         ("-S python3 -u", "python3"),
         ("-Spython3 -u", "python3"),
-        ("-S -i -u HOME LANG=C python3", "python3"),
-        ("-S --unset=HOME -C /tmp node", "node"),
+        # env's own options and assignments are not followed: what it runs then is not
+        # allowed, and the run fails closed (a crafted line must not choose a file to allow).
+        ("-S -i -u HOME LANG=C python3", None),
+        ("-S --unset=HOME -C /tmp node", None),
+        ("-S -iS/bin/cat /etc/shadow", None),
         ("-S -i", None),
         ("", None),
     ],
 )
 def test_env_command(arg, command):
     assert deps._env_command(arg) == command
+
+
+def test_a_shebang_naming_a_file_that_is_no_program_allows_nothing_of_it(tmp_path):
+    secret = tmp_path / "secret"
+    secret.write_text("not a program\n")
+    for line in (f"#!{secret}", f"#!/usr/bin/env -S -iS/bin/cat {secret}"):
+        script = executable(tmp_path / "evil", line + "\n")
+        deps.clear_cache()
+        assert str(secret) not in paths(dependencies(script, "/usr/bin:/bin")), line
 
 
 def test_env_command_not_found_leaves_env_alone(tmp_path):

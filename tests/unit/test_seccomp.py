@@ -123,7 +123,9 @@ def test_generate_reads_the_real_headers():
     numbers = syscalls.generate()
     assert (numbers["read"], numbers["write"], numbers["ptrace"]) == (0, 1, 101)
     assert all(0 <= n < 0x40000000 for n in numbers.values())  # no x32 numbers
-    assert numbers == syscalls.table()
+    # The table adds the calls numbered alike everywhere that these headers may predate.
+    assert numbers == {name: nr for name, nr in syscalls.table().items() if name in numbers}
+    assert syscalls.table()["fchmodat2"] == 452
 
 
 def test_generate_resolves_macro_references_and_names_the_target(tmp_path):
@@ -371,7 +373,8 @@ def test_default_deny_list_without_notify():
     assert verdict_of(DEFAULT, "clone3") == errno_ret(errno.ENOSYS)
     for allowed in ("read", "write", "openat", "execve", "socket", "personality", "mmap"):
         assert verdict_of(DEFAULT, allowed) == ALLOW, allowed
-    assert run(compile_filter(DEFAULT, notify=False).code, 4000) == ALLOW  # unknown: deny-list
+    # Beyond the table (a newer kernel's calls): unknown to the default list, so ENOSYS.
+    assert run(compile_filter(DEFAULT, notify=False).code, 4000) == errno_ret(errno.ENOSYS)
 
 
 @needs_table
@@ -567,7 +570,8 @@ def test_aarch64_layout(monkeypatch, fresh_compile):
     aarch64 = AUDIT["aarch64"]
     assert run(code, 63, arch=aarch64) == ALLOW
     assert run(code, 117, arch=aarch64) == USER_NOTIF
-    assert run(code, 0x40000000, arch=aarch64) == ALLOW
+    # Bit 30 is no x32 there: just a number above the table's, ENOSYS under the default list.
+    assert run(code, 0x40000000, arch=aarch64) == errno_ret(errno.ENOSYS)
     assert run(code, 211, (4,), arch=aarch64) == ALLOW
     assert run(code, 63, arch=AUDIT["x86_64"]) == KILL_PROCESS
     assert run(code, 220, (0x10000000,), arch=aarch64) == USER_NOTIF

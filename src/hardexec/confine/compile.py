@@ -75,7 +75,6 @@ def seccomp_actions() -> frozenset[str]:
     return frozenset(text.split()) if text else frozenset()
 
 
-@functools.cache
 def _namespace_refused(name: str) -> str | None:
     """Why this host refuses a namespace kind before we try (a zero max_*_namespaces)."""
     limit = _read(f"/proc/sys/user/max_{name}_namespaces")
@@ -86,19 +85,19 @@ def _namespace_refused(name: str) -> str | None:
     return None
 
 
-def _holds_sys_admin(policy: Policy, userns: bool) -> bool:
-    """Whether the program's process still holds CAP_SYS_ADMIN when Landlock and seccomp are
-    applied (then neither needs no_new_privs)."""
+def _holds(policy: Policy, userns: bool, cap: int) -> bool:
+    """Whether the program's process still holds ``cap`` when Landlock and seccomp are
+    applied (inside its own user namespace: there, not over this process)."""
     sec = policy.security
     if userns:  # full capabilities inside the new user namespace, unless dropped
-        return not sec.drop_all_caps or CAP_SYS_ADMIN in sec.keep_caps
+        return not sec.drop_all_caps or cap in sec.keep_caps
     eff, prm = _own_caps()
     if sec.drop_all_caps:
-        return CAP_SYS_ADMIN in sec.keep_caps and bool(prm >> CAP_SYS_ADMIN & 1)
+        return cap in sec.keep_caps and bool(prm >> cap & 1)
     uid = sec.identity.uid
     if uid is not None and uid != 0:
         return False  # setresuid away from 0 clears the capabilities
-    return bool(eff >> CAP_SYS_ADMIN & 1)
+    return bool(eff >> cap & 1)
 
 
 def _refuse_or_warn(
@@ -173,10 +172,11 @@ def _confine(
             unshare = []  # without the user namespace none of the others can be made
     hostname = c.hostname if "uts" in unshare else None
     ruleset = _ruleset(c, program, env_path, warnings)
-    filt, notify = _filter(c, warnings, listen)
+    filt, notify = _filter(c, warnings, listen, notes)
     implied = False
     confining = ruleset is not None or filt is not None
-    if confining and not policy.security.no_new_privs and not _holds_sys_admin(policy, userns):
+    nnp = policy.security.no_new_privs
+    if confining and not nnp and not _holds(policy, userns, CAP_SYS_ADMIN):
         implied = True
         notes.append(
             "no_new_privs is implied: Landlock and seccomp need it when the program does "
@@ -237,7 +237,7 @@ def _compile_rules(c: Confinement, deps: tuple[tuple[str, str], ...], abi: int) 
 
 
 def _filter(
-    c: Confinement, warnings: list[StageWarning], listen: bool
+    c: Confinement, warnings: list[StageWarning], listen: bool, notes: list[str]
 ) -> tuple[Filter | None, bool]:
     if c.syscalls is None:
         return None, False
@@ -245,10 +245,18 @@ def _filter(
     if not actions:
         _refuse_or_warn(c, "seccomp", "the syscall filter", "this kernel has no seccomp", warnings)
         return None, False
-    from .seccomp import compile_filter
+    from .seccomp import compile_filter, permits
 
     notify = listen and "user_notif" in actions
-    if listen and not notify:
+    if notify and not permits(c.syscalls, "sendmsg"):
+        # The stage hands the listener over with one sendmsg, which the filter must let
+        # through by its fd number: the program could put a socket of its own on that number.
+        notify = False
+        notes.append(
+            "denied syscalls are refused in the kernel but not counted: the filter refuses "
+            "sendmsg, with which the listener that counts them would be handed over"
+        )
+    elif listen and not notify:
         warnings.append(
             StageWarning(
                 "seccomp",

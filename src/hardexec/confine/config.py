@@ -32,7 +32,9 @@ def _fspath(value: object, name: str) -> str:
         raise PolicyError(f"{name}: the path is empty")
     if "\0" in path:
         raise PolicyError(f"{name}: the path {path!r} contains a NUL byte")
-    return os.path.abspath(path)
+    # Joined, not normalised: "a/../b" through a symlink "a" is not "b" to the kernel, which
+    # resolves the rule's path when the stage opens it.
+    return path if os.path.isabs(path) else os.path.join(os.getcwd(), path)
 
 
 @frozen
@@ -42,8 +44,8 @@ class PathRule:
     Args:
         path: absolute, or relative to the current directory when the rule is made.
         access: ``"ro"`` (read files, list directories), ``"rx"`` (also execute), ``"rw"``
-            (everything but execute: write, create, remove, rename, truncate, device ioctls),
-            ``"rwx"`` (everything).
+            (everything but executing and making device nodes: write, create, remove, rename,
+            truncate, device ioctls), ``"rwx"`` (everything).
     """
 
     path: str

@@ -24,9 +24,11 @@ access to the interpreter it names. For an untrusted program, write the rules yo
 
 from __future__ import annotations
 
+import functools
 import os
 import stat
 import struct
+import sys
 from _thread import allocate_lock
 
 __all__ = ["clear_cache", "dependencies"]
@@ -287,25 +289,47 @@ def _shebang(head: bytes) -> tuple[str, str] | None:
     return os.fsdecode(line[:cut]), os.fsdecode(line[cut:].strip(b" \t"))
 
 
+def _runnable_elf(fd: int, head: bytes) -> bool:
+    """Whether the open file is an ELF executable of this machine's kind."""
+    if not head.startswith(b"\x7fELF"):
+        return False
+    try:
+        elf = _parse_elf(fd, head)
+    except (OSError, ValueError):
+        return False
+    native = _parse_native()
+    return elf is not None and elf.kind in (_ET_DYN, _ET_EXEC) and elf.machine == native
+
+
+@functools.cache
+def _parse_native() -> tuple[int, int, int] | None:
+    """The (machine, class, byte order) of this Python's own executable: the native kind."""
+    fd = _open_regular(os.path.realpath(sys.executable))
+    if fd is None:
+        return None
+    try:
+        elf = _parse_elf(fd[1], os.pread(fd[1], _SCRIPT_HEAD, 0))
+    except (OSError, ValueError):
+        return None
+    finally:
+        os.close(fd[1])
+    return elf.machine if elf is not None else None
+
+
 def _env_command(arg: str) -> str | None:
-    """The command ``env`` runs, given the one argument of a ``#!/usr/bin/env ...`` line."""
-    if arg.startswith("-S") or arg.startswith("--split-string"):
-        words = arg.split()  # env -S splits the rest of the line into arguments itself
+    """The command ``env`` runs, given the one argument of a ``#!/usr/bin/env ...`` line.
+
+    Only the plain form (``env NAME``, ``env -S NAME ARGS``) is followed: any other option of
+    env's changes what it runs in ways not worth parsing here, and a mistake would allow a
+    file the #! line chose; then the interpreter is not allowed, and the run fails closed."""
+    if arg.startswith(("-S", "--split-string")):  # env splits the rest into arguments
+        words = arg.split()
+        words = words[1:] if words[0] in ("-S", "--split-string") else [words[0][2:], *words[1:]]
     else:
         words = [arg] if arg else []  # one argument, blanks and all, is what env is given
-    skip_next = False
-    for word in words:
-        if skip_next:
-            skip_next = False
-        elif word in ("-u", "--unset", "-C", "--chdir", "-S", "--split-string"):
-            skip_next = word not in ("-S", "--split-string")
-        elif word.startswith("-S") and len(word) > 2:
-            return _env_command(word[2:]) if not word[2:].startswith("-") else None
-        elif word.startswith("-") or "=" in word:
-            continue  # another option (-i, -0, --unset=NAME, ...) or an assignment
-        else:
-            return word
-    return None
+    if not words or not words[0] or words[0].startswith("-") or "=" in words[0]:
+        return None
+    return words[0]
 
 
 class _Node:
@@ -454,6 +478,17 @@ class _Walk:
         self.checks.append((found, real, st.st_dev, st.st_ino))
         return real
 
+    def unreadable(self, path: str) -> bool:
+        """Allow a program that cannot be read (execute-only): False if it is no file."""
+        try:
+            st = os.stat(path)
+        except (OSError, ValueError):
+            return False
+        if not stat.S_ISREG(st.st_mode):
+            return False  # a directory, a device: execve refuses it anyway
+        self.add(path, st, "rx")
+        return True
+
     def program(self, path: str, depth: int) -> bool:
         """Allow ``path`` to be executed with what it needs; False when it does not exist."""
         if path in self.programs:
@@ -463,20 +498,24 @@ class _Walk:
         self.programs.add(path)
         opened = _open_regular(path)
         if opened is None:
-            try:  # a regular file that cannot be read: allow it alone
-                st = os.stat(path)
-            except (OSError, ValueError):
-                return False
-            if not stat.S_ISREG(st.st_mode):
-                return False  # a directory, a device: execve refuses it anyway
-            self.add(path, st, "rx")
-            return True
+            # An interpreter must show what it is (below) to be allowed; the program itself,
+            # a regular file that cannot be read, is allowed alone.
+            return depth == 0 and self.unreadable(path)
         st, fd = opened
+        try:
+            head = os.pread(fd, _SCRIPT_HEAD, 0)
+        except OSError:
+            head = b""
+        # A script's #! line chooses its interpreter, and so what is allowed: only a file
+        # that is itself a program (an ELF executable, or a script) is, never any other file
+        # (a #! naming /etc/shadow must not make it readable).
+        if depth > 0 and not (head.startswith(b"#!") or _runnable_elf(fd, head)):
+            os.close(fd)
+            return False
         # The kernel opens what it executes for reading and execution (Landlock checks
         # READ_FILE and EXECUTE), the dynamic loader included; libraries are only read.
         self.add(path, st, "rx")
         try:
-            head = os.pread(fd, _SCRIPT_HEAD, 0)
             if head.startswith(b"#!"):
                 self.script(head, depth)
             elif head.startswith(b"\x7fELF"):

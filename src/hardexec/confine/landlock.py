@@ -91,7 +91,9 @@ _RO = FS_READ_FILE | FS_READ_DIR
 ACCESS_RIGHTS: dict[str, int] = {
     "ro": _RO,
     "rx": _RO | FS_EXECUTE,
-    "rw": FS_ALL & ~FS_EXECUTE,
+    # Not device nodes: a program that may make one could reach any device through it (a
+    # block device's raw disk, /dev/kmem's kind): only rwx, which allows everything.
+    "rw": FS_ALL & ~(FS_EXECUTE | FS_MAKE_CHAR | FS_MAKE_BLOCK),
     "rwx": FS_ALL,
 }
 
@@ -315,8 +317,8 @@ def _path_rules(
         automatic.setdefault(path, True)
     rules, words = [], []
     for path, rights in merged.items():
-        # The union of access words is always one of them (ro < rx, rw < rwx); name it.
-        words.append(next(w for w in ACCESS if ACCESS_RIGHTS[w] == rights))
+        # The union of access words: one of them (ro < rx, rw < rwx), or rw and rx together.
+        words.append(next((w for w in ACCESS if ACCESS_RIGHTS[w] == rights), "rw+rx"))
         rules.append((path, rights & handled & _mask_for(path)))
     return tuple(rules), tuple(words), tuple(automatic[path] for path in merged)
 

@@ -160,6 +160,10 @@ def _load(arch: str) -> dict[str, int] | str:
         return _unsupported(arch)
     packaged = os.path.join(os.path.dirname(os.path.abspath(__file__)), PACKAGED)
     found = _from_packaged(arch, packaged) or _from_header(arch) or _from_compiler(arch)
+    if found is not None:
+        # Headers older than the running kernel lack its newest calls, which a deny rule could
+        # then not name: those from 424 on have one number on every architecture.
+        found = {**UNIFIED, **found}
     if found is None:
         return (
             f"syscalls: no syscall table for {arch}: hardexec was installed without kernel "
@@ -168,6 +172,26 @@ def _load(arch: str) -> dict[str, int] | str:
             "reinstall hardexec)"
         )
     return found
+
+
+# Syscalls numbered 424 and up share their number across architectures (asm-generic and
+# x86_64 alike since Linux 5.1): kept here for headers older than the kernel (Debian 12's are
+# 6.1's). Up to Linux 6.17.
+UNIFIED = {
+    "pidfd_send_signal": 424, "io_uring_setup": 425, "io_uring_enter": 426,
+    "io_uring_register": 427, "open_tree": 428, "move_mount": 429, "fsopen": 430,
+    "fsconfig": 431, "fsmount": 432, "fspick": 433, "pidfd_open": 434, "clone3": 435,
+    "close_range": 436, "openat2": 437, "pidfd_getfd": 438, "faccessat2": 439,
+    "process_madvise": 440, "epoll_pwait2": 441, "mount_setattr": 442, "quotactl_fd": 443,
+    "landlock_create_ruleset": 444, "landlock_add_rule": 445, "landlock_restrict_self": 446,
+    "memfd_secret": 447, "process_mrelease": 448, "futex_waitv": 449,
+    "set_mempolicy_home_node": 450, "cachestat": 451, "fchmodat2": 452,
+    "map_shadow_stack": 453, "futex_wake": 454, "futex_wait": 455, "futex_requeue": 456,
+    "statmount": 457, "listmount": 458, "lsm_get_self_attr": 459, "lsm_set_self_attr": 460,
+    "lsm_list_modules": 461, "mseal": 462, "setxattrat": 463, "getxattrat": 464,
+    "listxattrat": 465, "removexattrat": 466, "open_tree_attr": 467, "file_getattr": 468,
+    "file_setattr": 469,
+}  # fmt: skip
 
 
 def _unsupported(arch: str) -> str:
