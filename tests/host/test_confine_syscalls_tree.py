@@ -11,6 +11,7 @@ tree is followed on the host by a unique marker in the processes' argv (:func:`m
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import json
 import os
@@ -1088,3 +1089,27 @@ def test_a_runner_timeout_under_a_filter_leaks_nothing(stage):
     assert result.timed_out and result.signal == signal.SIGTERM
     assert dict(result.denied_syscalls) == {"unshare": 1}
     assert wait_until(lambda: notify.pending() == 0)
+
+
+def test_the_parents_listener_is_close_on_exec_so_no_other_child_gets_it(stage):
+    """A listener inherited by another child could answer the program's notifications (and
+    let its denied syscalls run): it must never be inheritable."""
+    proc = hardexec.Popen(["sleep", "5"], policy=filtered(DEFAULT))
+    try:
+        listeners = []
+        deadline = time.monotonic() + 5
+        while not listeners and time.monotonic() < deadline:
+            for fd in os.listdir("/proc/self/fd"):
+                with contextlib.suppress(OSError):
+                    if "seccomp notify" in os.readlink(f"/proc/self/fd/{fd}"):
+                        listeners.append(int(fd))
+            time.sleep(0.01)
+        assert listeners, "the parent holds no listener"
+        assert not any(os.get_inheritable(fd) for fd in listeners)
+        other = subprocess.run(
+            ["sh", "-c", "ls -l /proc/self/fd"], close_fds=False, capture_output=True, text=True
+        )
+        assert "seccomp" not in other.stdout
+    finally:
+        proc.kill()
+        proc.wait()

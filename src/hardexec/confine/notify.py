@@ -67,8 +67,10 @@ class Listener:
         assert sock is not None
         fds = array.array("i")
         try:
+            # Close-on-exec from the start: another child of this process must never inherit a
+            # listener (it could answer a program's notifications, letting its syscalls run).
             _, ancillary, _, _ = sock.recvmsg(
-                1, socket.CMSG_SPACE(fds.itemsize), socket.MSG_DONTWAIT
+                1, socket.CMSG_SPACE(fds.itemsize), socket.MSG_DONTWAIT | socket.MSG_CMSG_CLOEXEC
             )
         except OSError:
             ancillary = []
