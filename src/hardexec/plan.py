@@ -28,7 +28,8 @@ Confinement:
 - ``--hostname=NAME``: sethostname in the new uts namespace.
 - ``--landlock-fd=N``: a memfd of NUL-terminated entries: ``fs=HEX`` (handled filesystem
   rights), ``net=HEX`` (handled network rights; absent: the ruleset attribute is the 8-byte
-  ABI-1 form), then ``path=HEX:PATH`` and ``port=HEX:PORT`` rules (rule indexes count path
+  ABI-1 form), ``scope=HEX`` (ABI-6 scopes: the 24-byte form), then ``path=HEX:PATH`` and
+  ``port=HEX:PORT`` rules (rule indexes count path
   entries, then port entries, from 0). The ruleset is built early (paths resolved with the
   launcher's privileges) and enforced late.
 - ``--lock-securebits``: SECBIT_NOROOT, SECBIT_NOROOT_LOCKED and SECBIT_NO_SETUID_FIXUP_LOCKED

@@ -11,6 +11,7 @@ program was given), on ephemeral ports the test picked by binding port 0, with b
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 import socket
@@ -22,6 +23,7 @@ from pathlib import Path
 import pytest
 
 import hardexec
+import hardexec.confine.landlock
 from hardexec import (
     Capability,
     CapSet,
@@ -937,3 +939,43 @@ def test_confined_program_holds_exactly_the_kept_caps(stage, kept, user, nnp, co
     assert any(IMPLIED_NNP in note for note in proc.stage_notes) == implied
     uid = str(NOBODY) if user else "0"
     assert status["Uid"].split() == [uid] * 4
+
+
+@pytest.mark.skipif(
+    hardexec.confine.landlock.abi() < 6, reason="Landlock scopes need ABI 6 (Linux 6.12)"
+)
+def test_landlock_scopes_abstract_sockets_and_signals_to_the_programs_domain(stage):
+    """With any Landlock rule, an abstract unix socket or a process outside the program's
+    domain (here: this test's) cannot be reached, while the program's own children can."""
+    name = f"\0hardexec-scope-{os.getpid()}"
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(name)
+    server.listen(1)
+    code = (
+        "import os, signal, socket, sys\n"
+        "s = socket.socket(socket.AF_UNIX)\n"
+        "try:\n"
+        "    s.connect('\\0' + sys.argv[1]); print('connected')\n"
+        "except OSError as err:\n"
+        "    print('abstract', err.errno)\n"
+        "try:\n"
+        "    os.kill(int(sys.argv[2]), 0); print('signalled')\n"
+        "except OSError as err:\n"
+        "    print('signal', err.errno)\n"
+        "child = os.fork()\n"
+        "if child == 0:\n"
+        "    signal.pause()\n"
+        "os.kill(child, signal.SIGKILL); os.waitpid(child, 0); print('own child ok')\n"
+    )
+    try:
+        argv = [sys.executable, "-c", code, name[1:], str(os.getpid())]
+        confined = run(argv, Confinement(tcp_connect=[1]))
+        free = run(argv, Confinement(umask=0o022))  # the control: no Landlock rule
+    finally:
+        server.close()
+    assert confined.stdout.split("\n")[:3] == [
+        f"abstract {errno.EPERM}",
+        f"signal {errno.EPERM}",
+        "own child ok",
+    ], confined.stderr
+    assert free.stdout.split("\n")[:3] == ["connected", "signalled", "own child ok"]

@@ -133,12 +133,19 @@ def test_blob_bytes_exactly(tree):
     )
     rules = compile_rules(c, abi=7)
     expected = (
-        b"fs=ffff\0net=3\0"
+        b"fs=ffff\0net=3\0scope=3\0"
         + b"path=f7be:" + os.fsencode(directory) + b"\0"
         + b"path=4:" + os.fsencode(file) + b"\0"
         + b"port=2:443\0port=3:8080\0"
     )  # fmt: skip
     assert rules.blob() == expected
+
+
+def test_scopes_come_with_any_rule_from_abi_6():
+    assert compile_rules(Confinement(fs=[("/", "ro")]), abi=6).scoped == 3
+    assert compile_rules(Confinement(tcp_bind=[80]), abi=7).scoped == 3
+    assert compile_rules(Confinement(fs=[("/", "ro")]), abi=5).scoped == 0
+    assert b"scope=" not in compile_rules(Confinement(fs=[("/", "ro")]), abi=5).blob()
 
 
 def test_blob_without_net_and_without_paths():

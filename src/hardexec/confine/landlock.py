@@ -77,6 +77,11 @@ FS_TRUNCATE = 1 << 14  # ABI 3
 FS_IOCTL_DEV = 1 << 15  # ABI 5: ioctl on character and block devices
 FS_ALL = (1 << 16) - 1  # every filesystem right hardexec knows
 
+# LANDLOCK_SCOPE_* (ABI 6).
+SCOPE_ABSTRACT_UNIX_SOCKET = 1 << 0
+SCOPE_SIGNAL = 1 << 1
+SCOPE_ALL = SCOPE_ABSTRACT_UNIX_SOCKET | SCOPE_SIGNAL
+
 # LANDLOCK_ACCESS_NET_* (ABI 4).
 NET_BIND_TCP = 1 << 0
 NET_CONNECT_TCP = 1 << 1
@@ -198,6 +203,9 @@ class Ruleset:
             ``"Landlock (the kernel has none)"``); empty when everything is enforced.
         access: the access word of each rule (of the union, for merged ones), for messages.
         found: for each rule, whether it was only added as a dependency of the program.
+        scoped: the IPC scopes (ABI 6): abstract unix sockets and signals of processes
+            outside the program's own Landlock domain are refused; applied with any rule
+            where the kernel has them (not a right a rule asks for: never "unenforced").
     """
 
     abi: int
@@ -208,6 +216,7 @@ class Ruleset:
     unenforced: tuple[str, ...]
     access: tuple[str, ...] = ()
     found: tuple[bool, ...] = ()
+    scoped: int = 0
 
     def is_empty(self) -> bool:
         """True when the ruleset handles nothing (the kernel refuses such a ruleset): nothing
@@ -217,7 +226,8 @@ class Ruleset:
     def blob(self) -> bytes:
         """The stage's ``--landlock-fd`` contents: NUL-terminated entries, exactly
 
-        ``fs=HEX``, ``net=HEX`` (only when ``handled_net`` is not 0), one ``path=HEX:PATH`` per
+        ``fs=HEX``, ``net=HEX`` (only when ``handled_net`` is not 0), ``scope=HEX`` (only when
+        ``scoped`` is not 0), one ``path=HEX:PATH`` per
         rule, one ``port=HEX:PORT`` per port; HEX in lowercase hexadecimal without ``0x``,
         PORT in decimal, PATH the path's bytes (``os.fsencode``). The stage numbers the rules
         path entries first, then port entries, from 0 (see :meth:`describe_rule`).
@@ -225,6 +235,8 @@ class Ruleset:
         parts = [b"fs=%x\0" % self.handled_fs]
         if self.handled_net:
             parts.append(b"net=%x\0" % self.handled_net)
+        if self.scoped:
+            parts.append(b"scope=%x\0" % self.scoped)
         parts.extend(b"path=%x:%s\0" % (rights, os.fsencode(path)) for path, rights in self.rules)
         parts.extend(b"port=%x:%d\0" % (rights, port) for port, rights in self.ports)
         return b"".join(parts)
@@ -299,6 +311,9 @@ def compile_rules(
         unenforced=tuple(unenforced),
         access=words,
         found=found,
+        # Not the filesystem, but the same "nothing else": no abstract unix socket or signal
+        # reaches a process outside the program's domain (the launcher, the host's daemons).
+        scoped=SCOPE_ALL if version >= 6 and (handled_fs or handled_net) else 0,
     )
 
 

@@ -1021,35 +1021,40 @@ static void load_landlock(struct plan *p)
 {
     long size;
     const char *text = map_memfd(p->landlock_fd, "landlock_fd", &size);
-    int stage = 0; /* 0: fs expected, 1: net/path/port, 2: path/port, 3: port only */
+    /* The order: fs=, then net= and scope= (each optional, in that order), paths, ports. */
+    enum { WANT_FS, AFTER_FS, AFTER_NET, AFTER_SCOPE, AFTER_PATH, AFTER_PORT } stage = WANT_FS;
     if (size <= 0 || text[size - 1] != '\0')
         fail("landlock_fd", EINVAL, -1);
     for (long i = 0; i < size; i += (long)str_len(text + i) + 1) {
         const char *e = text + i, *end = e + str_len(e), *v;
         u64 n;
-        if ((v = option(e, "fs")) && stage == 0) {
+        if ((v = option(e, "fs")) && stage == WANT_FS) {
             if (!hex_field(v, end, &n) || hex_field(v, end, &n) != end)
                 fail("landlock_fd", EINVAL, -1);
-            stage = 1;
-        } else if ((v = option(e, "net")) && stage == 1) {
+            stage = AFTER_FS;
+        } else if ((v = option(e, "net")) && stage == AFTER_FS) {
             if (!hex_field(v, end, &n) || hex_field(v, end, &n) != end)
                 fail("landlock_fd", EINVAL, -1);
-            stage = 2;
-        } else if ((v = option(e, "path")) && stage >= 1 && stage <= 2) {
+            stage = AFTER_NET;
+        } else if ((v = option(e, "scope")) && (stage == AFTER_FS || stage == AFTER_NET)) {
+            if (!hex_field(v, end, &n) || hex_field(v, end, &n) != end)
+                fail("landlock_fd", EINVAL, -1);
+            stage = AFTER_SCOPE;
+        } else if ((v = option(e, "path")) && stage >= AFTER_FS && stage <= AFTER_PATH) {
             const char *colon = hex_field(v, end, &n);
             if (!colon || colon == end || colon + 1 == end)
                 fail("landlock_fd", EINVAL, -1);
-            stage = 2; /* no net= after a path */
-        } else if ((v = option(e, "port")) && stage >= 1) {
+            stage = AFTER_PATH;
+        } else if ((v = option(e, "port")) && stage >= AFTER_FS) {
             const char *colon = hex_field(v, end, &n);
             if (!colon || colon == end || parse_u64(colon + 1, end, 10, 65535, &n) < 0)
                 fail("landlock_fd", EINVAL, -1);
-            stage = 3;
+            stage = AFTER_PORT;
         } else {
             fail("landlock_fd", EINVAL, -1);
         }
     }
-    if (stage == 0)
+    if (stage == WANT_FS)
         fail("landlock_fd", EINVAL, -1);
     p->landlock = text;
     p->landlock_size = size;
@@ -1140,8 +1145,8 @@ static void enter_namespaces(const struct plan *p)
 /* Build the Landlock ruleset now, with the launcher's view of the paths; enforce it later. */
 static void build_ruleset(struct plan *p)
 {
-    u64 attr[2] = {0, 0}, n;
-    unsigned long attr_size = 8; /* the ABI-1 form, unless network rights are handled */
+    u64 attr[3] = {0, 0, 0}, n; /* handled_access_fs, handled_access_net, scoped */
+    unsigned long attr_size = 8; /* the ABI-1 form, unless network rights or scopes are asked */
     int index = 0;
     const char *text = p->landlock;
     for (long i = 0; i < p->landlock_size; i += (long)str_len(text + i) + 1) {
@@ -1149,7 +1154,9 @@ static void build_ruleset(struct plan *p)
         if ((v = option(e, "fs")))
             hex_field(v, end, &attr[0]);
         else if ((v = option(e, "net")) && hex_field(v, end, &attr[1]))
-            attr_size = 16;
+            attr_size = attr_size > 16 ? attr_size : 16;
+        else if ((v = option(e, "scope")) && hex_field(v, end, &attr[2]))
+            attr_size = 24;
     }
     long fd = hx_sys(NR_LANDLOCK_CREATE, (long)attr, (long)attr_size, 0, 0, 0);
     if (fd < 0)

@@ -51,7 +51,7 @@ class IfReq(ctypes.Structure):  # struct ifreq: the name, then ifr_flags in its 
 
 
 class RulesetAttr(ctypes.Structure):
-    _fields_ = [("fs", ctypes.c_uint64), ("net", ctypes.c_uint64)]
+    _fields_ = [("fs", ctypes.c_uint64), ("net", ctypes.c_uint64), ("scoped", ctypes.c_uint64)]
 
 
 class PathBeneathAttr(ctypes.Structure):
@@ -115,14 +115,17 @@ def load_rules(plan):
 
 
 def parse_landlock(data):
-    """NUL-terminated ``fs=HEX``, an optional ``net=HEX``, then the ``path=HEX:PATH`` rules,
-    then the ``port=HEX:PORT`` ones: (fs, net or None, [(rule type, rights, path or port)])."""
+    """NUL-terminated ``fs=HEX``, an optional ``net=HEX``, an optional ``scope=HEX``, then the
+    ``path=HEX:PATH`` rules, then the ``port=HEX:PORT`` ones: (fs, net or None, scope or None,
+    [(rule type, rights, path or port)])."""
     entries = data.split(b"\0")
     if entries.pop() or not entries or not entries[0].startswith(b"fs="):
         raise ValueError("unterminated, or not fs= first")
-    fs, net, rules = number(entries[0][3:], 16), None, []
+    fs, net, scope, rules = number(entries[0][3:], 16), None, None, []
     if len(entries) > 1 and entries[1].startswith(b"net="):
         net = number(entries.pop(1)[4:], 16)
+    if len(entries) > 1 and entries[1].startswith(b"scope="):
+        scope = number(entries.pop(1)[6:], 16)
     for entry in entries[1:]:
         key, _, value = entry.partition(b"=")
         rights, colon, target = value.partition(b":")
@@ -133,7 +136,7 @@ def parse_landlock(data):
         if kind == NET_PORT:
             target = number(target, 10, 65535)
         rules.append((kind, number(rights, 16), target))
-    return fs, net, rules
+    return fs, net, scope, rules
 
 
 # ---- step 4: namespaces ------------------------------------------------------------------
@@ -196,9 +199,10 @@ def create_ruleset(plan):
     of the files, before any of them is dropped. Enforced at step 15."""
     if plan["landlock_fd"] is None:
         return
-    fs, net, rules = plan["landlock"]
-    attr = RulesetAttr(fs, net or 0)
-    size = 8 if net is None else ctypes.sizeof(attr)  # 8: the ABI-1 form, which every kernel takes
+    fs, net, scope, rules = plan["landlock"]
+    attr = RulesetAttr(fs, net or 0, scope or 0)
+    # 8: the ABI-1 form, which every kernel takes; 16 with network rights, 24 with scopes.
+    size = 24 if scope is not None else 8 if net is None else 16
     ruleset, err = syscall(NR_LANDLOCK_CREATE, ctypes.addressof(attr), size, 0)
     if ruleset < 0:
         twin.fail("landlock", err)
