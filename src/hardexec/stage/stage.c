@@ -766,6 +766,8 @@ static void parse(int argc, char **argv, struct plan *p)
         goto bad;
     if (p->notify_fd >= 0 && p->seccomp_fd < 0)
         goto bad;
+    if (p->hostname && !(p->unshare & CLONE_NEWUTS_)) /* it would rename the caller's host */
+        goto bad;
     p->argv = argv + i + 1;
     return;
 bad:

@@ -182,6 +182,8 @@ def parse(argv):
     plan["argv"] = [os.fsencode(arg) for arg in argv[index + 1 :]]
     if not plan["argv"] or (plan["seccomp_notify_fd"] is not None and plan["seccomp_fd"] is None):
         fail("arguments", errno.EINVAL)
+    if plan["hostname"] is not None and not plan["unshare"] & NAMESPACES["uts"]:
+        fail("arguments", errno.EINVAL)  # it would rename the caller's host
     return plan
 
 
