@@ -1014,15 +1014,32 @@ def test_the_listener_is_sent_over_the_notify_socket(native, tree):
     assert ptrace == "ptrace -1 1"
 
 
+@contextlib.contextmanager
+def _not_ignored(sig):
+    """``sig`` at its default while the stage starts: a signal this process ignores (a suite
+    run under nohup ignores SIGHUP) is ignored by its children too, and never delivered."""
+    if sig == signal.SIGKILL or signal.getsignal(sig) != signal.SIG_IGN:
+        yield
+        return
+    signal.signal(sig, signal.SIG_DFL)
+    try:
+        yield
+    finally:
+        signal.signal(sig, signal.SIG_IGN)
+
+
 def _relay_run(command, sig):
     """The stage in a pid namespace, its relay sent ``sig`` once the program runs."""
     trap = f"trap 'echo got {sig}; exit 7' {sig}; echo ready; while :; do sleep 0.1; done"
     script = "echo ready; exec sleep 100" if sig == signal.SIGKILL else trap
-    with subprocess.Popen(
-        [*command, "--unshare=pid", "--", "sh", "-c", script],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    ) as proc:
+    with (
+        _not_ignored(sig),
+        subprocess.Popen(
+            [*command, "--unshare=pid", "--", "sh", "-c", script],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        ) as proc,
+    ):
         try:
             assert proc.stdout.readline() == b"ready\n"
             proc.send_signal(sig)
