@@ -257,7 +257,7 @@ REFUSED = [
     (["--fs-rx", "/a\0b"], "--fs-rx: '/a\\x00b' contains a NUL byte"),
     (["--no-fs-deps"], "--no-fs-deps: no --fs-* rule is given"),
     (["--no-fs-deps", "--tcp-bind", "80"], "--no-fs-deps: no --fs-* rule is given"),
-    (["--best-effort"], "--best-effort: no cgroup (--memory, --pids, --cpus, --cgroup) or "),
+    (["--best-effort"], "--best-effort: no cgroup (--memory, --pids, --cpus, --cpu-max, "),
     (["--best-effort", "--no-new-privs"], "--best-effort: no cgroup"),
 ]
 

@@ -654,3 +654,19 @@ def test_the_kernel_accepts_a_notify_program_and_its_sendmsg_exemption():
         (nr("getpid"), ()),  # @default
     ]
     assert _in_the_kernel(code, calls) == [errno.EBADF, errno.ENOSYS, errno.ENOSYS, 0]
+
+
+@needs_table
+def test_an_allow_list_naming_a_namespace_call_allows_namespaces():
+    plain = SyscallFilter(allow=("@basic-io", "@process"))
+    assert verdict_of(plain, "unshare") == errno_ret(errno.EPERM)  # refused, as @namespace is
+    named = SyscallFilter(allow=("@basic-io", "@process", "unshare"))
+    assert verdict_of(named, "unshare") == ALLOW
+    assert run(compile_filter(named, notify=False).code, nr("clone"), (0x10000000,)) == ALLOW
+
+
+def test_default_cannot_be_denied_and_case_mistakes_are_named():
+    with pytest.raises(PolicyError, match=r"@default cannot be denied"):
+        SyscallFilter(deny=("@default",))
+    with pytest.raises(PolicyError, match=r"did you mean ptrace\?"):
+        SyscallFilter(deny=("PTRACE",))

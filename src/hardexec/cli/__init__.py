@@ -1,8 +1,9 @@
 """The ``hardexec`` command.
 
 ``hardexec run [OPTIONS] -- COMMAND [ARG...]`` runs COMMAND under a policy. With nothing to
-supervise (no cgroup option, no ``--usage``, ``--timeout``, ``--max-output`` or
-``--json-result``) hardexec replaces itself with the exec stage, as
+supervise (no cgroup option, no ``--usage``, ``--timeout``, ``--max-output``,
+``--json-result`` or syscall filter, whose denials it counts) hardexec replaces itself with
+the exec stage, as
 setpriv(1) does: same pid, nothing of hardexec stays resident. Otherwise it stays, forwards
 signals, hands over the terminal, and kills what the program left behind when it ends
 (:mod:`hardexec.cli.supervise`).
@@ -100,6 +101,10 @@ def _parse_fully(args: list[str]) -> Namespace:
 
 
 def _run(req: Request) -> int:
+    if req.policy.confinement is not None:
+        from .confine_options import check_paths
+
+        check_paths(req.policy.confinement)
     if req.supervise:
         from .supervise import supervise
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 
 from .options import fail
@@ -11,22 +12,33 @@ if TYPE_CHECKING:
     from ..confine import Confinement
     from .args import Namespace
 
-__all__ = ["OPTIONS_HELP", "confinement"]
+__all__ = ["OPTIONS_HELP", "check_paths", "confinement"]
 
 # option, attribute, metavar, help — one table for args.py's reader and argparse alike
 OPTIONS_HELP = (
     ("--fs-ro", "fs_ro", "PATH", "Landlock: PATH may be read (files, directory listings)"),
     ("--fs-rx", "fs_rx", "PATH", "Landlock: PATH may be read and executed"),
-    ("--fs-rw", "fs_rw", "PATH", "Landlock: PATH may be read and written, not executed"),
+    (
+        "--fs-rw",
+        "fs_rw",
+        "PATH",
+        "Landlock: PATH may be read and written (not executed, no device nodes made)",
+    ),
     ("--fs-rwx", "fs_rwx", "PATH", "Landlock: anything beneath PATH"),
-    ("--tcp-bind", "tcp_bind", "PORTS", "Landlock: TCP ports it may bind (comma-separated)"),
+    (
+        "--tcp-bind",
+        "tcp_bind",
+        "PORTS",
+        "Landlock: TCP ports it may bind (comma-separated; either list restricts both)",
+    ),
     ("--tcp-connect", "tcp_connect", "PORTS", "Landlock: TCP ports it may connect to"),
     ("--syscalls", "syscalls", "default", "seccomp: hardexec's default deny-list"),
     (
         "--syscalls-allow",
         "syscalls_allow",
         "LIST",
-        "seccomp allow-list: names and @groups (comma-separated); others get ENOSYS",
+        "seccomp allow-list: names and @groups (comma-separated), and @default; others get "
+        "ENOSYS; with sendmsg allowed, what is refused is counted",
     ),
     (
         "--syscalls-deny",
@@ -39,7 +51,11 @@ OPTIONS_HELP = (
     ("--umask", "umask", "MODE", "the program's umask (octal, e.g. 077)"),
 )
 FLAGS_HELP = (
-    ("--no-fs-deps", "no_fs_deps", "Landlock: do not allow the program's own libraries"),
+    (
+        "--no-fs-deps",
+        "no_fs_deps",
+        "Landlock: do not allow what the program needs to start (its file, loader, libraries)",
+    ),
     ("--pid-ns", "pid_ns", "a pid namespace: the program's whole tree ends with it"),
     ("--ipc-ns", "ipc_ns", "a new IPC namespace"),
     ("--uts-ns", "uts_ns", "a new uts namespace (host name)"),
@@ -66,6 +82,14 @@ def _ports(values: list[str], option: str) -> list[int]:
             fail(f"{option}: {item!r} is not a TCP port (0..65535)")
         ports.append(int(item))
     return ports
+
+
+def check_paths(c: Confinement | None) -> None:
+    """Exit 125 naming the option when a rule's path does not exist: before anything runs, in
+    the user's words (the stage would refuse it too, as "landlock_path ... rule N")."""
+    for rule in c.fs if c is not None else ():
+        if not os.path.exists(rule.path):
+            fail(f"--fs-{rule.access}: {rule.path!r}: No such file or directory")
 
 
 def confinement(ns: Namespace) -> Confinement | None:

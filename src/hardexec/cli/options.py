@@ -154,8 +154,8 @@ def request(ns: Namespace) -> Request:
     confined = confinement(ns)
     if ns.best_effort and not ceilings and confined is None:
         fail(
-            "--best-effort: no cgroup (--memory, --pids, --cpus, --cgroup) or confinement "
-            "(--fs-*, --tcp-*, --syscalls*, --net, --*-ns) is asked for"
+            "--best-effort: no cgroup (--memory, --pids, --cpus, --cpu-max, --cgroup) or "
+            "confinement (--fs-*, --tcp-*, --syscalls*, --net, --*-ns, --hostname) is asked for"
         )
     max_output = parse_size(ns.max_output, "--max-output") if ns.max_output is not None else None
     if max_output == 0:
@@ -171,8 +171,8 @@ def request(ns: Namespace) -> Request:
     if ns.keep_leftovers and not supervise:
         fail(
             "--keep-leftovers: hardexec does not supervise this run (no cgroup option, no "
-            "--usage, --timeout, --max-output or --json-result), so it kills nothing and there "
-            "is nothing to keep"
+            "--usage, --timeout, --max-output, --json-result or syscall filter), so it kills "
+            "nothing and there is nothing to keep"
         )
     task = _task(ns, argv)
     policy = _policy(ns, supervise).with_confinement(confined)

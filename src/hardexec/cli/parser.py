@@ -44,7 +44,8 @@ def parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser
         description="Run COMMAND with the given privileges and ceilings. Exit status: the "
         "command's own (killed by signal N: hardexec dies of N too, a shell shows 128+N); "
         "127 not found; 126 not executable; 125 hardexec failed; 124 timed out. With no "
-        "cgroup option, --usage, --timeout, --max-output or --json-result, hardexec replaces "
+        "cgroup option, --usage, --timeout, --max-output, --json-result or syscall filter, "
+        "hardexec replaces "
         "itself with the command (same pid); otherwise it stays to supervise it: signals "
         "forwarded, the terminal handed over, leftovers killed.",
     )
@@ -111,8 +112,8 @@ def parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser
     group.add_argument(
         "--best-effort",
         action="store_true",
-        help="if the group, its limits or a confinement cannot be applied, warn and run "
-        "WITHOUT them",
+        help="if the group, its limits or a confinement this kernel lacks cannot be applied, "
+        "warn and run WITHOUT them",
     )
     group.add_argument(
         "--keep-leftovers",

@@ -313,7 +313,7 @@ class ResultFile:
                 stdout_bytes=dropped.get("stdout", 0) + lost.get("stdout", 0),
                 stderr_bytes=dropped.get("stderr", 0) + lost.get("stderr", 0),
             ),
-            warnings=tuple(warnings),
+            warnings=(*warnings, *child.stage_notes),  # what hardexec did unasked, too
             denied_syscalls=child.denied_syscalls,
         )
         self._put(result)

@@ -166,6 +166,11 @@ def _check_entry(where: str, entry: str, deny: bool) -> None:
             close = _close(name, groups.GROUPS)
             hint = f"did you mean {close}?" if close else "groups: " + ", ".join(groups.GROUPS)
             raise PolicyError(f"{where}: unknown group {shown(name)} ({hint})")
+        if deny and name == "@default":
+            raise PolicyError(
+                f"{where}: @default cannot be denied: it is what every process needs to run "
+                "at all (memory, exit, signals' return)"
+            )
         if not deny and name in groups.DENY_ONLY:
             raise PolicyError(
                 f"{where}: {name} is a deny-list, not for allow (use default=True, or deny)"
@@ -176,7 +181,7 @@ def _check_entry(where: str, entry: str, deny: bool) -> None:
         if f"@{name}" in groups.GROUPS:
             hint = f" (did you mean @{name}?)"
         else:
-            close = _close(name, known)
+            close = name.lower() if name.lower() in known else _close(name, known)
             hint = f" (did you mean {close}?)" if close else ""
         raise PolicyError(f"{where}: unknown syscall {shown(name)}{hint}{missing}")
     if deny and name in UNDENIABLE:
@@ -255,6 +260,7 @@ _Target = tuple
 
 
 _FALLBACKS = ("clone3",)
+_NAMESPACE_ENTRIES = frozenset({"@namespace", "unshare", "setns"})
 
 
 @functools.lru_cache(maxsize=64)
@@ -335,9 +341,9 @@ def _denials(
     arg_rules: dict[int, tuple[list[tuple[int, int]], Verdict]] = {}
     entries = [entry.partition(":")[::2] for entry in f.deny]
     ordered = [("@default-deny", "")] if f.default else []
-    if f.allow is not None and "@namespace" not in f.allow:
-        # An allow-list refuses new namespaces unless it allows @namespace: clone and clone3
-        # (in @process) could make them otherwise.
+    if f.allow is not None and not _NAMESPACE_ENTRIES & set(f.allow):
+        # An allow-list refuses new namespaces unless it allows them (@namespace, or one of
+        # its calls by name): clone and clone3 (in @process) could make them otherwise.
         ordered.insert(0, ("@namespace", ""))
     ordered += [e for e in entries if e[0].startswith("@")]
     ordered += [e for e in entries if not e[0].startswith("@")]

@@ -182,6 +182,7 @@ class Attempt:
         child = self.child
         assert child is not None
         self.warnings.extend(str(w) for w in child.stage_warnings)
+        self.warnings.extend(child.stage_notes)  # what hardexec did unasked: the result says it
         # The program's name and how many arguments, never their values (they carry secrets).
         count = len(argv) - 1
         logger.info(
