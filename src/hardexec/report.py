@@ -80,6 +80,16 @@ _CONFINE_NEEDS = {
 }
 
 
+def _confine_detail(step: str) -> str:
+    if step in ("unshare", "hostname") and _own_sets().get("CapEff", 0) >> 21 & 1:
+        # The launcher holds CAP_SYS_ADMIN, so the refusal comes from above it.
+        return (
+            "the kernel refused although the launcher holds CAP_SYS_ADMIN: something above "
+            "hardexec (a container's seccomp filter or a security module) forbids it"
+        )
+    return _CONFINE_NEEDS[step]
+
+
 def _detail(
     kind: str,
     step: str,
@@ -93,7 +103,7 @@ def _detail(
     if step in ("landlock_path", "landlock_rule") and arg.isdecimal() and describe_rule:
         return describe_rule(int(arg))
     if number == errno_mod.EPERM and step in _CONFINE_NEEDS:
-        return _CONFINE_NEEDS[step]
+        return _confine_detail(step)
     if step == "setrlimit" and arg.isdecimal():
         return "RLIMIT_" + _RLIMIT_NAMES.get(int(arg), arg)
     if step == "ignore_signals" and arg.isdecimal():

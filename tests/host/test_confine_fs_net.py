@@ -979,3 +979,23 @@ def test_landlock_scopes_abstract_sockets_and_signals_to_the_programs_domain(sta
         "own child ok",
     ], confined.stderr
     assert free.stdout.split("\n")[:3] == ["connected", "signalled", "own child ok"]
+
+
+def test_a_namespace_refused_from_above_says_so_not_that_root_lacks_a_capability(stage):
+    """Root holds CAP_SYS_ADMIN: an unshare the kernel refuses anyway (here a seccomp filter
+    around hardexec, as a container's would be) is explained as coming from above."""
+    inner = (
+        "import hardexec\n"
+        "from hardexec import Confinement, Policy\n"
+        "try:\n"
+        "    hardexec.run(['true'], policy=Policy(confinement=Confinement(namespaces=['net'])))\n"
+        "except hardexec.StageError as err:\n"
+        "    print(err.step, err.errno)\n"
+        "    print(err)\n"
+    )
+    outer = Confinement(syscalls=hardexec.SyscallFilter(deny=["unshare"]))
+    result = run([sys.executable, "-c", inner], outer)
+    step, text = result.stdout.splitlines()
+    assert step == f"unshare {errno.EPERM}", result.stderr
+    assert "although the launcher holds CAP_SYS_ADMIN" in text
+    assert "lacks" not in text
