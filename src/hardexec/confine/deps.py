@@ -24,241 +24,39 @@ access to the interpreter it names. For an untrusted program, write the rules yo
 
 from __future__ import annotations
 
-import functools
 import os
 import stat
-import struct
-import sys
 from _thread import allocate_lock
+
+from .elf import (
+    EF_ARM_ABI_FLOAT_HARD,
+    ET_DYN,
+    ET_EXEC,
+    MULTIARCH,
+    SCRIPT_HEAD,
+    Elf,
+    open_regular,
+    parse_elf,
+    runnable_elf,
+)
 
 __all__ = ["clear_cache", "dependencies"]
 
-# Bounds, so a crafted file cannot make a look-up hang or eat memory. Real programs stay far
-# below each: a few dozen libraries, a few hundred probes, dynamic sections of a few hundred
-# bytes, strings shorter than PATH_MAX.
+# Bounds, so a crafted file cannot make a look-up hang or eat memory (the ELF reader has its
+# own). Real programs stay far below each: a few dozen libraries, a few hundred probes.
 _MAX_INTERPRETERS = 4  # #! interpreters in a chain: the kernel's BINPRM_MAX_RECURSION
 _MAX_PROGRAMS = 16  # programs looked at in one call (interpreters, env's commands)
 _MAX_OBJECTS = 512  # ELF objects in one program's tree
 _MAX_QUEUE = 16384  # library names waiting to be looked up
 _MAX_PROBES = 8192  # candidate files looked at in one call
-_MAX_PHDRS = 65536  # bytes of program headers (the kernel refuses more)
-_MAX_DYNAMIC = 65536  # bytes of dynamic section read
-_MAX_NEEDED = 1024  # DT_NEEDED entries of one object
-_MAX_STRING = 4096  # bytes of one string (PATH_MAX)
-_MAX_STRTAB = 65536  # a string table up to this size is read at once, a larger one per string
 _MAX_DIRS = 256  # directories of one search list
 _MAX_CONF_FILES = 64  # files of /etc/ld.so.conf and its includes
 _MAX_CONF_BYTES = 65536  # bytes read of each
-_SCRIPT_HEAD = 256  # what the kernel reads of a file to tell a #! script (BINPRM_BUF_SIZE)
 _CACHE_SIZE = 128
 
 _LD_SO_CACHE = "/etc/ld.so.cache"
 _LD_SO_PRELOAD = "/etc/ld.so.preload"
 _LD_SO_CONF = "/etc/ld.so.conf"
-
-_ET_EXEC, _ET_DYN = 2, 3
-_PT_LOAD, _PT_DYNAMIC, _PT_INTERP = 1, 2, 3
-_DT_NULL, _DT_NEEDED, _DT_STRTAB, _DT_STRSZ = 0, 1, 5, 10
-_DT_SONAME, _DT_RPATH, _DT_RUNPATH = 14, 15, 29
-_EF_ARM_ABI_FLOAT_HARD = 0x400
-
-# Debian's multiarch directory for (e_machine, ELF class, byte order): the default search of
-# a program of that architecture. A machine not listed still gets /lib64, /usr/lib64, ...
-_MULTIARCH = {
-    (3, 1, 1): "i386-linux-gnu",
-    (62, 2, 1): "x86_64-linux-gnu",
-    (62, 1, 1): "x86_64-linux-gnux32",
-    (183, 2, 1): "aarch64-linux-gnu",
-    (183, 2, 2): "aarch64_be-linux-gnu",
-    (20, 1, 2): "powerpc-linux-gnu",
-    (21, 2, 1): "powerpc64le-linux-gnu",
-    (21, 2, 2): "powerpc64-linux-gnu",
-    (22, 2, 2): "s390x-linux-gnu",
-    (243, 2, 1): "riscv64-linux-gnu",
-    (258, 2, 1): "loongarch64-linux-gnu",
-}
-
-# Per (class, byte order): ELF header, program header, dynamic entry.
-_LAYOUTS: dict[tuple[int, int], tuple[struct.Struct, struct.Struct, struct.Struct]] = {}
-
-
-def _layout(elf_class: int, data: int) -> tuple[struct.Struct, struct.Struct, struct.Struct]:
-    key = (elf_class, data)
-    found = _LAYOUTS.get(key)
-    if found is None:
-        order = "<" if data == 1 else ">"
-        if elf_class == 2:
-            found = (
-                struct.Struct(order + "16xHHIQQQIHHH"),
-                struct.Struct(order + "IIQQQQQQ"),
-                struct.Struct(order + "qQ"),
-            )
-        else:
-            found = (
-                struct.Struct(order + "16xHHIIIIIHHH"),
-                struct.Struct(order + "IIIIIIII"),
-                struct.Struct(order + "iI"),
-            )
-        _LAYOUTS[key] = found
-    return found
-
-
-class _Elf:
-    """What the loader needs of one ELF object (strings decoded with ``os.fsdecode``)."""
-
-    __slots__ = ("flags", "interp", "kind", "machine", "needed", "rpath", "runpath", "soname")
-
-    def __init__(self, machine: tuple[int, int, int], kind: int, flags: int) -> None:
-        self.machine = machine  # (e_machine, class, byte order): what "compatible" compares
-        self.kind = kind  # e_type
-        self.flags = flags  # e_flags (the ARM float ABI)
-        self.interp: str | None = None
-        self.needed: list[str] = []
-        self.soname: str | None = None
-        self.rpath: str | None = None
-        self.runpath: str | None = None
-
-
-def _parse_elf(fd: int, head: bytes) -> _Elf | None:
-    """The ELF object open on ``fd`` (``head``: its first bytes), or None when it is not one.
-
-    Every read is bounded and any inconsistency ends the parse: a hostile file gets None
-    (or an object without dependencies), never an exception or a long loop.
-    """
-    if len(head) < 52 or head[:4] != b"\x7fELF" or head[4] not in (1, 2) or head[5] not in (1, 2):
-        return None
-    elf_class, data = head[4], head[5]
-    header, phdr, dyn = _layout(elf_class, data)
-    if len(head) < header.size:
-        return None
-    kind, machine, _, _, phoff, _, flags, _, phentsize, phnum = header.unpack_from(head)
-    if phentsize != phdr.size or not 0 < phnum * phentsize <= _MAX_PHDRS:
-        return None  # the kernel refuses such an executable too (and PN_XNUM with it)
-    elf = _Elf((machine, elf_class, data), kind, flags)
-    try:
-        table = os.pread(fd, phnum * phentsize, phoff)
-    except (OSError, OverflowError):
-        return None
-    if len(table) != phnum * phentsize:
-        return None
-    loads, interp, dynamic = [], None, None
-    for entry in phdr.iter_unpack(table):
-        if elf_class == 2:
-            p_type, _, offset, vaddr, _, filesz, _, _ = entry
-        else:
-            p_type, offset, vaddr, _, filesz, _, _, _ = entry
-        if p_type == _PT_LOAD:
-            loads.append((vaddr, offset, filesz))
-        elif p_type == _PT_INTERP and interp is None:
-            interp = (offset, filesz)
-        elif p_type == _PT_DYNAMIC and dynamic is None:
-            dynamic = (offset, filesz)
-    try:
-        if interp is not None:
-            elf.interp = _interp(fd, *interp)
-        if dynamic is not None:
-            _read_dynamic(fd, elf, dyn, loads, dynamic)
-    except (OSError, OverflowError, struct.error):
-        pass  # what was read is kept; a loader given such a file fails anyway
-    return elf
-
-
-def _interp(fd: int, offset: int, size: int) -> str | None:
-    # The kernel's own checks: at most PATH_MAX, NUL-terminated.
-    if not 2 <= size <= _MAX_STRING:
-        return None
-    text = os.pread(fd, size, offset)
-    if len(text) != size or text[-1] != 0:
-        return None
-    name = text[: text.index(b"\0")]
-    return os.fsdecode(name) if name else None
-
-
-def _read_dynamic(
-    fd: int,
-    elf: _Elf,
-    dyn: struct.Struct,
-    loads: list[tuple[int, int, int]],
-    where: tuple[int, int],
-) -> None:
-    offset, size = where
-    size = min(size, _MAX_DYNAMIC) // dyn.size * dyn.size
-    table = os.pread(fd, size, offset)
-    table = table[: len(table) // dyn.size * dyn.size]
-    needed, strtab, strsz, soname, rpath, runpath = [], None, None, None, None, None
-    for tag, value in dyn.iter_unpack(table):
-        if tag == _DT_NULL:
-            break
-        if tag == _DT_NEEDED:
-            if len(needed) < _MAX_NEEDED:
-                needed.append(value)
-        elif tag == _DT_STRTAB:
-            strtab = value
-        elif tag == _DT_STRSZ:
-            strsz = value
-        elif tag == _DT_SONAME:
-            soname = value
-        elif tag == _DT_RPATH:
-            rpath = value
-        elif tag == _DT_RUNPATH:
-            runpath = value
-    if strtab is None:
-        return
-    # DT_STRTAB is an address in memory: find the file offset of the segment holding it.
-    base = next((off + strtab - va for va, off, sz in loads if va <= strtab < va + sz), None)
-    if base is None:
-        return
-    strings = _Strings(fd, base, strsz)
-    elf.needed = [name for name in map(strings.get, needed) if name]
-    elf.soname = strings.get(soname)
-    elf.rpath = strings.get(rpath)
-    elf.runpath = strings.get(runpath)
-
-
-class _Strings:
-    """Strings of a string table, read whole when small, one by one (bounded) when not."""
-
-    __slots__ = ("base", "fd", "size", "table")
-
-    def __init__(self, fd: int, base: int, size: int | None) -> None:
-        self.fd, self.base, self.size = fd, base, size
-        self.table = os.pread(fd, size, base) if size is not None and size <= _MAX_STRTAB else None
-
-    def get(self, offset: int | None) -> str | None:
-        if offset is None or (self.size is not None and offset >= self.size):
-            return None
-        if self.table is not None:
-            end = self.table.find(b"\0", offset, offset + _MAX_STRING)
-            text = self.table[offset:end] if end >= 0 else b""
-        else:
-            limit = _MAX_STRING if self.size is None else min(_MAX_STRING, self.size - offset)
-            chunk = os.pread(self.fd, limit, self.base + offset)
-            end = chunk.find(b"\0")
-            text = chunk[:end] if end >= 0 else b""
-        return os.fsdecode(text) if text else None
-
-
-def _open_regular(path: str) -> tuple[os.stat_result, int] | None:
-    """``path``'s stat and a read-only fd when it is a regular file, else None.
-
-    Stat first: opening a FIFO would block and opening a device may do something. O_NONBLOCK
-    covers a file swapped for a FIFO in between, and the fd's own fstat decides.
-    """
-    try:
-        if not stat.S_ISREG(os.stat(path).st_mode):
-            return None
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
-    except (OSError, ValueError):
-        return None
-    try:
-        st = os.fstat(fd)
-    except OSError:
-        os.close(fd)
-        return None
-    if not stat.S_ISREG(st.st_mode):
-        os.close(fd)
-        return None
-    return st, fd
 
 
 def _which(name: str, env_path: str) -> str | None:
@@ -289,33 +87,6 @@ def _shebang(head: bytes) -> tuple[str, str] | None:
     return os.fsdecode(line[:cut]), os.fsdecode(line[cut:].strip(b" \t"))
 
 
-def _runnable_elf(fd: int, head: bytes) -> bool:
-    """Whether the open file is an ELF executable of this machine's kind."""
-    if not head.startswith(b"\x7fELF"):
-        return False
-    try:
-        elf = _parse_elf(fd, head)
-    except (OSError, ValueError):
-        return False
-    native = _parse_native()
-    return elf is not None and elf.kind in (_ET_DYN, _ET_EXEC) and elf.machine == native
-
-
-@functools.cache
-def _parse_native() -> tuple[int, int, int] | None:
-    """The (machine, class, byte order) of this Python's own executable: the native kind."""
-    fd = _open_regular(os.path.realpath(sys.executable))
-    if fd is None:
-        return None
-    try:
-        elf = _parse_elf(fd[1], os.pread(fd[1], _SCRIPT_HEAD, 0))
-    except (OSError, ValueError):
-        return None
-    finally:
-        os.close(fd[1])
-    return elf.machine if elf is not None else None
-
-
 def _env_command(arg: str) -> str | None:
     """The command ``env`` runs, given the one argument of a ``#!/usr/bin/env ...`` line.
 
@@ -337,7 +108,7 @@ class _Node:
 
     __slots__ = ("elf", "origin", "parent", "path", "rpath", "runpath")
 
-    def __init__(self, path: str, elf: _Elf, parent: _Node | None, origin: str, lib: str) -> None:
+    def __init__(self, path: str, elf: Elf, parent: _Node | None, origin: str, lib: str) -> None:
         self.path = path
         self.elf = elf
         self.parent = parent
@@ -383,7 +154,7 @@ def _conf_dirs() -> list[str]:
         files += 1
         if files > _MAX_CONF_FILES or depth > 8:
             return
-        opened = _open_regular(path)
+        opened = open_regular(path)
         if opened is None:
             return
         fd = opened[1]
@@ -496,20 +267,20 @@ class _Walk:
         if len(self.programs) >= _MAX_PROGRAMS:
             return False
         self.programs.add(path)
-        opened = _open_regular(path)
+        opened = open_regular(path)
         if opened is None:
             # An interpreter must show what it is (below) to be allowed; the program itself,
             # a regular file that cannot be read, is allowed alone.
             return depth == 0 and self.unreadable(path)
         st, fd = opened
         try:
-            head = os.pread(fd, _SCRIPT_HEAD, 0)
+            head = os.pread(fd, SCRIPT_HEAD, 0)
         except OSError:
             head = b""
         # A script's #! line chooses its interpreter, and so what is allowed: only a file
         # that is itself a program (an ELF executable, or a script) is, never any other file
         # (a #! naming /etc/shadow must not make it readable).
-        if depth > 0 and not (head.startswith(b"#!") or _runnable_elf(fd, head)):
+        if depth > 0 and not (head.startswith(b"#!") or runnable_elf(fd, head)):
             os.close(fd)
             return False
         # The kernel opens what it executes for reading and execution (Landlock checks
@@ -519,7 +290,7 @@ class _Walk:
             if head.startswith(b"#!"):
                 self.script(head, depth)
             elif head.startswith(b"\x7fELF"):
-                elf = _parse_elf(fd, head)
+                elf = parse_elf(fd, head)
                 if elf is not None and elf.interp is not None:
                     self.dynamic(path, elf)
         except OSError:
@@ -545,10 +316,10 @@ class _Walk:
                 # env execs it anew: its own #! chain starts again, as the kernel's does.
                 self.program(os.path.abspath(found), 0)
 
-    def dynamic(self, path: str, elf: _Elf) -> None:
+    def dynamic(self, path: str, elf: Elf) -> None:
         """The loader, its cache and configuration, the libraries, for a dynamic program."""
         interp = os.path.abspath(elf.interp or "")
-        found = self.probe(interp, elf.machine, (_ET_DYN, _ET_EXEC))
+        found = self.probe(interp, elf.machine, (ET_DYN, ET_EXEC))
         if found is None:
             return  # no such loader here: the exec fails whatever the rules say
         st, loader = found
@@ -591,7 +362,7 @@ class _Walk:
 
     def preloaded(self) -> list[str]:
         """The libraries ``/etc/ld.so.preload`` names (blank or colon separated)."""
-        opened = _open_regular(_LD_SO_PRELOAD)
+        opened = open_regular(_LD_SO_PRELOAD)
         if opened is None:
             return []
         try:
@@ -602,7 +373,7 @@ class _Walk:
             os.close(opened[1])
         return text.replace(":", " ").split()[:_MAX_DIRS]
 
-    def lib_dir(self, elf: _Elf) -> str:
+    def lib_dir(self, elf: Elf) -> str:
         """``$LIB``: the distribution's library directory for this architecture."""
         multiarch = self.multiarch(elf)
         if multiarch and os.path.isdir("/lib/" + multiarch):
@@ -610,32 +381,32 @@ class _Walk:
         return "lib64" if elf.machine[1] == 2 and os.path.isdir("/lib64") else "lib"
 
     @staticmethod
-    def multiarch(elf: _Elf) -> str | None:
-        name = _MULTIARCH.get(elf.machine)
+    def multiarch(elf: Elf) -> str | None:
+        name = MULTIARCH.get(elf.machine)
         if name is None and elf.machine[0] == 40:  # 32-bit ARM: the float ABI names it
-            hard = elf.flags & _EF_ARM_ABI_FLOAT_HARD
+            hard = elf.flags & EF_ARM_ABI_FLOAT_HARD
             name = "arm-linux-gnueabihf" if hard else "arm-linux-gnueabi"
         return name
 
     def find(
         self, name: str, node: _Node, main: _Node, lib: str
-    ) -> list[tuple[str, os.stat_result, _Elf]]:
+    ) -> list[tuple[str, os.stat_result, Elf]]:
         """Where the loader finds library ``name`` needed by ``node``: the file it maps, and
         the ``glibc-hwcaps`` variants met before it (which one the CPU picks is not known)."""
         want = main.elf.machine
         if "/" in name:  # a path, not searched
             path = os.path.abspath(_expand(name, node.origin, lib))
-            found = self.probe(path, want, (_ET_DYN,))
+            found = self.probe(path, want, (ET_DYN,))
             return [] if found is None else [(path, *found)]
         hits = []
         for directory in self.search_dirs(node, main):
             for sub in self.hwcaps_dirs(directory):
                 path = f"{sub}/{name}"
-                found = self.probe(path, want, (_ET_DYN,))
+                found = self.probe(path, want, (ET_DYN,))
                 if found is not None:
                     hits.append((path, *found))
             path = f"{directory}/{name}" if directory != "/" else "/" + name
-            found = self.probe(path, want, (_ET_DYN,))
+            found = self.probe(path, want, (ET_DYN,))
             if found is not None:
                 hits.append((path, *found))
                 break
@@ -679,18 +450,18 @@ class _Walk:
 
     def probe(
         self, path: str, machine: tuple[int, int, int], kinds: tuple[int, ...]
-    ) -> tuple[os.stat_result, _Elf] | None:
+    ) -> tuple[os.stat_result, Elf] | None:
         """``path``'s stat and ELF object when it is one the loader would take: of the
         program's machine, class and byte order, and of one of ``kinds``."""
         if self.probes <= 0:
             return None
         self.probes -= 1
-        opened = _open_regular(path)
+        opened = open_regular(path)
         if opened is None:
             return None
         st, fd = opened
         try:
-            elf = _parse_elf(fd, os.pread(fd, 64, 0))
+            elf = parse_elf(fd, os.pread(fd, 64, 0))
         except OSError:
             return None
         finally:
