@@ -16,7 +16,7 @@ from .options import EXIT_FAILURE
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import NoReturn
+    from typing import Any, NoReturn
 
 
 class _Parser(argparse.ArgumentParser):
@@ -182,11 +182,31 @@ def parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser
     )
     run.add_argument("argv", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
 
-    listing = sub.add_parser("caps", help="list capabilities, or decode a mask")
+    listing = _caps_parser(sub)
+    return top, {"run": run, "caps": listing}
+
+
+def _caps_parser(sub: Any) -> argparse.ArgumentParser:
+    """``hardexec caps``: the capabilities, a mask decoded, or what a process holds."""
+    listing: argparse.ArgumentParser = sub.add_parser(
+        "caps",
+        help="list capabilities, decode a mask, or show what a process holds",
+        usage="hardexec caps [--decode HEX] | hardexec caps current [--pid N] [--json]",
+    )
+    listing.add_argument(
+        "what",
+        nargs="?",
+        choices=["current"],
+        help="current: a process's five capability sets, NoNewPrivs and seccomp mode",
+    )
     listing.add_argument(
         "--decode", metavar="HEX", help="print the names in a mask such as 0000000000003000"
     )
-    return top, {"run": run, "caps": listing}
+    listing.add_argument(
+        "--pid", metavar="N", help="with current: that process (default: hardexec's own)"
+    )
+    listing.add_argument("--json", action="store_true", help="with current: as JSON")
+    return listing
 
 
 class _Version(argparse.Action):
