@@ -14,7 +14,8 @@ could not be executed; 125 when hardexec itself
 failed (bad option or policy, a cgroup or limit that cannot be applied, an exec stage abort),
 with one line on stderr naming the option or the step and errno. Bare ``hardexec`` prints its
 usage and exits 2. ``hardexec caps`` lists the capabilities; ``hardexec caps --decode HEX``
-names a mask's caps; ``hardexec caps current [--pid N] [--json]`` decodes what a process holds.
+names a mask's caps; ``hardexec caps current [--pid N] [--json]`` decodes what a process holds;
+``hardexec check [--json] [--need FEATURE,...]`` says what this host can enforce.
 
 Start-up matters (the command is a prefix to other commands), so this package imports only
 argparse up front and the rest of hardexec when, and as far as, a command needs it.
@@ -77,6 +78,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         ns = parse_run(args[1:])
     if ns is None:
         ns = _parse_fully(args)
+        if ns.command == "check":
+            from .check import check
+
+            return check(ns.json, ns.need)
         if ns.command == "caps":
             if ns.what == "current" or ns.pid is not None or ns.json:
                 from .current import current

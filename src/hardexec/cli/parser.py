@@ -183,7 +183,22 @@ def parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser
     run.add_argument("argv", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
 
     listing = _caps_parser(sub)
-    return top, {"run": run, "caps": listing}
+    checking = sub.add_parser(
+        "check",
+        help="what this host can enforce, and why not",
+        usage="hardexec check [--json] [--need FEATURE,...]",
+    )
+    checking.add_argument(
+        "--json", action="store_true", help="one JSON document (schema version 1)"
+    )
+    checking.add_argument(
+        "--need",
+        metavar="FEATURE,...",
+        help="exit 1 unless each is usable: landlock, landlock-tcp, seccomp, seccomp-notify, "
+        "cgroup, cgroup-kill, cgroup-memory, cgroup-pids, cgroup-cpu, ns-user, ns-net, ns-pid, "
+        "ns-ipc, ns-uts",
+    )
+    return top, {"run": run, "caps": listing, "check": checking}
 
 
 def _caps_parser(sub: Any) -> argparse.ArgumentParser:
