@@ -320,9 +320,6 @@ def host(monkeypatch):
     monkeypatch.setattr(compile, "seccomp_actions", lambda: frozenset(state["actions"]))
     monkeypatch.setattr(compile, "_own_caps", lambda: (state["eff"], state["prm"]))
     monkeypatch.setattr(compile, "_read", state["proc"].get)
-    # cached per namespace kind for the process: here, asked again each time
-    refused = compile._namespace_refused
-    monkeypatch.setattr(compile, "_namespace_refused", getattr(refused, "__wrapped__", refused))
 
     def change(proc=None, **values):
         state.update(values)

@@ -13,6 +13,7 @@ import os
 import platform
 import sys
 
+from .current import SETS, read_status
 from .options import fail
 
 TYPE_CHECKING = False
@@ -21,7 +22,6 @@ if TYPE_CHECKING:
 
 __all__ = ["FEATURES", "check", "gather"]
 
-SETS = ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb")
 NAMESPACES = ("user", "net", "pid", "ipc", "uts")
 CONTROLLERS = ("memory", "pids", "cpu")
 #: What ``--need`` may name.
@@ -29,11 +29,6 @@ FEATURES = ("landlock", "landlock-tcp", "seccomp", "seccomp-notify", "cgroup", "
 FEATURES += tuple(f"cgroup-{name}" for name in CONTROLLERS)
 FEATURES += tuple(f"ns-{name}" for name in NAMESPACES)
 _PR_CAP_AMBIENT, _PR_CAP_AMBIENT_IS_SET = 47, 1
-
-
-def _status() -> dict[str, str]:
-    with open("/proc/self/status") as f:
-        return dict(line.rstrip("\n").partition(":\t")[::2] for line in f if ":\t" in line)
 
 
 def _ambient() -> bool:
@@ -80,9 +75,9 @@ def _namespace(name: str) -> dict[str, Any]:
     from ..policy import Policy
 
     if name == "user":  # made with any other kind when the launcher lacks CAP_SYS_ADMIN
-        from ..confine.compile import _namespace_refused
+        from ..confine.compile import namespace_refused
 
-        why = _namespace_refused("user")
+        why = namespace_refused("user")
         return {"usable": why is None, "why": why}
     try:
         done = run(["true"], policy=Policy(confinement=Confinement(namespaces=[name])))
@@ -133,7 +128,7 @@ def gather() -> dict[str, Any]:
     """Everything ``check`` reports, as one JSON-ready document (schema ``version`` 1)."""
     from ..stage import NATIVE_STAGE, stage_command
 
-    status = _status()
+    status = read_status(None)
     with open("/proc/sys/kernel/cap_last_cap") as f:
         last_cap = int(f.read())
     command = stage_command()

@@ -75,7 +75,7 @@ def seccomp_actions() -> frozenset[str]:
     return frozenset(text.split()) if text else frozenset()
 
 
-def _namespace_refused(name: str) -> str | None:
+def namespace_refused(name: str) -> str | None:
     """Why this host refuses a namespace kind before we try (a zero max_*_namespaces)."""
     limit = _read(f"/proc/sys/user/max_{name}_namespaces")
     if limit == "0":
@@ -164,7 +164,7 @@ def _confine(
             userns = True
             unshare.insert(0, "user")
         for name in tuple(unshare):
-            why = _namespace_refused(name)
+            why = namespace_refused(name)
             if why is not None:
                 _refuse_or_warn(c, "unshare", f"the {name} namespace", why, warnings)
                 unshare.remove(name)

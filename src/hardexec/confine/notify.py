@@ -50,7 +50,6 @@ class Listener:
         self._filter = filt
         self._counts: dict[str, int] = {}
         self._lock = threading.Lock()
-        self._done = threading.Event()
         self._fd = -1  # the listener, once received
 
     def start(self) -> None:
@@ -89,16 +88,11 @@ class Listener:
         if self._sock is not None:
             self._sock.close()
             self._sock = None
-        self._done.set()
 
     def denied(self) -> dict[str, int]:
         """The syscalls refused so far: name → how many times."""
         with self._lock:
             return dict(self._counts)
-
-    def join(self, timeout: float | None = None) -> bool:
-        """Wait until no process uses the filter any more (its fds are then closed)."""
-        return self._done.wait(timeout)
 
     # --- called by the hub's thread only --------------------------------------------------
 
@@ -125,7 +119,6 @@ class Listener:
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
-        self._done.set()
 
 
 class _Hub:

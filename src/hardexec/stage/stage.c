@@ -1163,7 +1163,6 @@ static void build_ruleset(struct plan *p)
     long fd = hx_sys(NR_LANDLOCK_CREATE, (long)attr, (long)attr_size, 0, 0, 0);
     if (fd < 0)
         fail("landlock", (int)-fd, -1);
-    hx_cloexec((int)fd); /* it is already: landlock_create_ruleset(2) sets O_CLOEXEC */
     p->ruleset_fd = (int)fd;
     for (long i = 0; i < p->landlock_size; i += (long)str_len(text + i) + 1) {
         const char *e = text + i, *end = e + str_len(e), *v, *colon;
