@@ -163,8 +163,10 @@ def load(path: str | os.PathLike[str]) -> PolicyFile:
     """Read the policy file at ``path``: TOML (``.toml``) or JSON (``.json``).
 
     Raises:
-        PolicyError: the file cannot be read, is not valid TOML/JSON, or holds an unknown key
-            or a bad value; the message starts with the file's name, then the key path.
+        PolicyError: the file cannot be read, is not a regular file, is writable by its group
+            or others or owned by someone other than root or this user, is not valid
+            TOML/JSON, or holds an unknown key or a bad value; the message starts with the
+            file's name, then the key path.
     """
     return from_dict(load_dict(path), os.fspath(path))
 
@@ -176,7 +178,10 @@ def load_dict(path: str | os.PathLike[str]) -> dict[str, Any]:
     if suffix not in FORMATS:
         raise PolicyError(f"{name}: not a policy file name (it must end in .toml or .json)")
     try:
-        with open(name, "rb") as f:
+        # Non-blocking: a FIFO named like a policy must be refused, not waited on.
+        flags = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+        with open(os.open(name, flags), "rb") as f:
+            _check_owner(name, os.fstat(f.fileno()))
             data = f.read(_MAX_FILE_BYTES + 1)
     except OSError as err:
         raise PolicyError(f"{name}: cannot read it: {err.strerror or err}") from None
@@ -187,6 +192,24 @@ def load_dict(path: str | os.PathLike[str]) -> dict[str, Any]:
     except UnicodeDecodeError as err:
         raise PolicyError(f"{name}: not UTF-8 text (byte {err.start})") from None
     return _parse(text, FORMATS[suffix], name)
+
+
+def _check_owner(name: str, st: os.stat_result) -> None:
+    """A policy decides what a program may do with root's power: one that someone else can
+    change is refused, as sudo and sshd refuse such configuration files."""
+    import stat
+
+    if not stat.S_ISREG(st.st_mode):
+        raise PolicyError(f"{name}: not a regular file")
+    if st.st_mode & 0o022:
+        raise PolicyError(
+            f"{name}: writable by its group or others (mode {stat.S_IMODE(st.st_mode):04o}); a "
+            "policy must be writable only by its owner (chmod go-w)"
+        )
+    if st.st_uid not in (0, os.geteuid()):
+        raise PolicyError(
+            f"{name}: owned by uid {st.st_uid}, neither root nor this user ({os.geteuid()})"
+        )
 
 
 def loads(text: str, *, fmt: str = "toml", name: str = "<policy>") -> PolicyFile:

@@ -2,6 +2,7 @@
 the file, its key path and its value, and the profiles hold exactly what the README says."""
 
 import json
+import os
 
 import pytest
 
@@ -260,3 +261,23 @@ def test_merge_tables_key_by_key_and_replace_the_rest():
     over = {"confinement": {"syscalls": {"allow": ["@default"]}}}
     assert merge(base, over) == {"confinement": {"syscalls": {"allow": ["@default"]}, "umask": 63}}
     assert base == {"confinement": {"syscalls": {"default": True}, "umask": 63}}  # unchanged
+
+
+def test_a_file_someone_else_can_change_is_refused(tmp_path):
+    path = tmp_path / "p.toml"
+    path.write_text("version = 1\n")
+    path.chmod(0o666)
+    with pytest.raises(
+        PolicyError, match=r"p\.toml: writable by its group or others \(mode 0666\)"
+    ):
+        load(path)
+    path.chmod(0o644)
+    assert load(path) == PolicyFile()
+    fifo = tmp_path / "f.toml"
+    os.mkfifo(fifo, 0o600)
+    with pytest.raises(PolicyError, match=r"f\.toml: not a regular file"):
+        load(fifo)  # refused at once: no writer is waited for
+    if os.geteuid() == 0:  # only root can give a file away
+        os.chown(path, 4321, -1)
+        with pytest.raises(PolicyError, match=r"owned by uid 4321, neither root nor this user"):
+            load(path)
