@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import griffe
+from mkdocs.exceptions import PluginError
 from mkdocs.structure.files import File, Files
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -57,9 +58,8 @@ def _page(module: str, modules: list[str]) -> str:
             elsewhere[name] = (home, f"{home}.{name}")
     lines = [f"::: {module}"]
     if exports and elsewhere:
-        lines.append("    options:")
-        lines.append("      members:")
-        lines += [f"        - {name}" for name in exports if name not in elsewhere]
+        kept = [name for name in exports if name not in elsewhere]
+        lines += ["    options:", f"      members: [{', '.join(kept)}]"]  # [] is none of them
     if elsewhere:
         lines += [
             "",
@@ -79,6 +79,9 @@ def on_config(config: Any) -> Any:
     """Adds the API reference to the nav: the listed modules, then those already written."""
     extra = config.extra
     modules = list(extra.get("api_reference") or [])
+    for module in modules:
+        if not _present(module):
+            raise PluginError(f"mkdocs.yml: extra.api_reference: {module} is not in src/")
     for module in extra.get("api_reference_when_present") or []:
         if _present(module):
             modules.append(module)
