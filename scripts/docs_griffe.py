@@ -10,9 +10,9 @@ in order, positional or keyword, with their defaults, leaving out ``field(init=F
 
 **Sphinx roles.** Docstrings name other objects as ``:class:`Policy```, ``:meth:`Runner.stream```
 or ``:mod:`.spec```, which Markdown would show as they are typed. Each becomes the name in code
-type, linked to that object's entry where the reference has one (the name is resolved as Python
-would resolve it in the docstring's scope; ``~`` shows the last part only); a name the
-reference does not document (the standard library, a private helper) stays plain code.
+type, linked to that object's entry where the API reference has one (the name is resolved as
+Python would resolve it in the docstring's scope; ``~`` shows the last part only); a name the
+API reference does not document (the standard library, a private helper) stays plain code.
 
 Loaded by mkdocs.yml (the python handler's ``extensions``).
 """
@@ -139,7 +139,7 @@ def _link_roles(obj: griffe.Object) -> None:
             target = _target(obj, name.lstrip("~"))
             if target is None:
                 return f"`{shown}`"
-            # optional: a target the reference does not render is shown unlinked, not an error
+            # optional: a target the API reference does not render is shown unlinked, not an error
             return f'<autoref identifier="{target}" optional><code>{shown}</code></autoref>'
 
         docstring.value = ROLE.sub(replace, docstring.value)

@@ -8,7 +8,7 @@ in step): the module, rendered by mkdocstrings from its docstrings.
 
 A name a package re-exports from a module that has a page of its own (``hardexec.Runner`` is
 ``hardexec.runner.Runner``) is documented once, on that module's page; the package's page
-lists it with a link there, so the reference has one entry, and one anchor, per object.
+lists it with a link there, so the API reference has one entry, and one anchor, per object.
 Loaded by mkdocs.yml (``hooks:``); run through ``scripts/docs``.
 """
 
