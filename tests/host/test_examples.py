@@ -1,4 +1,5 @@
-"""Every file in examples/ runs as written and shows what it says; the README quotes them verbatim.
+"""Every file in examples/ runs as written and shows what it says; the README and the pages in
+docs/ quote them verbatim.
 
 Each example runs as its own process, the way a reader would run it: shell ones with ``sh FILE``,
 Python ones with this interpreter. The ``hardexec`` command on PATH is the one next to
@@ -9,6 +10,7 @@ what the example printed, not only its exit status.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import re
 import shutil
@@ -151,6 +153,67 @@ def check_caps(result) -> None:
     assert lines[-1] == "NET_ADMIN,NET_RAW"
 
 
+def check_caps_current(result) -> None:
+    _ok(result)
+    lines = result.stdout.splitlines()
+    assert re.fullmatch(r"pid \d+ \(.+\)", lines[0]), lines
+    decoded = {line.split()[0]: line.split()[1:] for line in lines[1:]}
+    for name in CAP_SETS:
+        assert decoded.get(name) == [KEPT, "NET_BIND_SERVICE"], lines
+    assert decoded["NoNewPrivs"] == ["1"]
+    assert decoded["Seccomp"] == ["off"]
+
+
+def _landlock_abi() -> int:
+    """The kernel's Landlock ABI version (0: none), asked of the kernel directly."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.syscall.restype = ctypes.c_long
+    version = libc.syscall(444, None, ctypes.c_size_t(0), ctypes.c_uint32(1))  # _VERSION
+    return max(version, 0)
+
+
+def _can_confine_and_kill() -> bool:
+    """Whether landlock, seccomp-notify and cgroup-kill are all usable here, found without
+    hardexec's own probes: the Landlock ABI, the kernel's seccomp actions, and cgroup.kill in a
+    group made (and removed) where a run would make its cgroup."""
+    try:
+        actions = Path("/proc/sys/kernel/seccomp/actions_avail").read_text().split()
+        probe = cgroups.default_parent() / f"hardexec-test-examples-{os.getpid()}"
+        probe.mkdir()
+    except (CgroupError, OSError):
+        return False
+    try:
+        kill = (probe / "cgroup.kill").exists()
+    finally:
+        probe.rmdir()
+    return _landlock_abi() >= 1 and "user_notif" in actions and kill
+
+
+def check_check(result) -> None:
+    _ok(result)
+    lines = result.stdout.splitlines()
+    report = lines[:-1] if lines[-1].startswith("ready: ") else lines
+    labels = [line[:16].strip() for line in report if not line.startswith("  ")]
+    assert labels == [
+        "kernel",
+        "this process",
+        "ambient caps",
+        "exec stage",
+        "landlock",
+        "seccomp",
+        "cgroup v2",
+        *(f"namespace {kind}" for kind in ("user", "net", "pid", "ipc", "uts")),
+    ], lines
+    assert lines[0].split()[1] == os.uname().release
+    landlock = next(line for line in lines if line.startswith("landlock "))
+    abi = _landlock_abi()
+    assert (f"ABI {abi}:" in landlock) if abi else landlock.split()[1] == "no", landlock
+    ready = _can_confine_and_kill()
+    assert lines[-1].startswith("ready: ") == ready, (lines[-1], result.stderr)
+    if not ready:
+        assert "not usable here" in result.stderr
+
+
 def check_web_server(result) -> None:
     _ok(result)
     assert result.stdout == "client: HTTP 200\n"
@@ -268,6 +331,8 @@ CHECKS: dict[str, Callable[[subprocess.CompletedProcess[str]], None]] = {
     "cgroup_usage.sh": check_cgroup_usage,
     "memory_limit.sh": check_memory_limit,
     "caps.sh": check_caps,
+    "caps_current.sh": check_caps_current,
+    "check.sh": check_check,
     "web_server.sh": check_web_server,
     "run_and_popen.py": check_run_and_popen,
     "asyncio_exec.py": check_asyncio_exec,
@@ -293,51 +358,68 @@ def test_example_runs_and_shows_what_it_says(name, tmp_path):
     check(run_example(name, tmp_path, own_network))
 
 
-# --- the README quotes the examples ------------------------------------------------------------
+# --- the README and the documentation pages quote the examples ---------------------------------
 
+DOCS = ROOT / "docs"
+DESIGN = DOCS / "design.md"
+# The pages whose code blocks are examples a reader runs: each one is a file of examples/, quoted
+# verbatim, or says why the tests do not run it. design.md's blocks are diagrams and formats.
+PAGES = [README, *sorted(p for p in DOCS.glob("*.md") if p != DESIGN)]
 _MARKER = re.compile(r"<!-- (example: examples/(?P<file>\S+)|not run by the tests: .+) -->")
 
 
-def readme_blocks() -> list[tuple[str, str]]:
-    """Each fenced code block of the README: (the marker comment right above it, its text)."""
-    blocks, lines = [], README.read_text().splitlines(keepends=True)
+def code_blocks(page: Path) -> list[tuple[str, str, str]]:
+    """Each fenced code block of a page: (the marker comment right above it, its info string,
+    its text)."""
+    blocks, lines = [], page.read_text().splitlines(keepends=True)
     i = 0
     while i < len(lines):
         if lines[i].startswith("```"):
             marker = lines[i - 1].strip() if i > 0 else ""
             end = next(j for j in range(i + 1, len(lines)) if lines[j].startswith("```"))
-            blocks.append((marker, "".join(lines[i + 1 : end])))
+            blocks.append((marker, lines[i][3:].strip(), "".join(lines[i + 1 : end])))
             i = end
         i += 1
     return blocks
 
 
-def test_every_readme_code_block_is_a_quoted_example_or_says_why_not():
-    blocks = readme_blocks()
-    assert blocks
-    for marker, text in blocks:
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_code_block_is_a_quoted_example_or_says_why_not(page):
+    blocks = code_blocks(page)
+    assert blocks or page != README
+    for marker, _, text in blocks:
         assert _MARKER.fullmatch(marker), (
-            "a README code block must follow '<!-- example: examples/FILE -->' (and equal that "
-            f"file) or '<!-- not run by the tests: REASON -->'; this one has {marker!r}:\n{text}"
+            f"a code block of {page.name} must follow '<!-- example: examples/FILE -->' (and "
+            f"equal that file) or '<!-- not run by the tests: REASON -->'; this one has "
+            f"{marker!r}:\n{text}"
         )
 
 
-def test_readme_quotes_every_example_verbatim():
-    quoted = {}
-    for marker, text in readme_blocks():
-        match = _MARKER.fullmatch(marker)
-        if match and match["file"]:
-            quoted[match["file"]] = text
+def test_every_example_is_quoted_verbatim():
+    quoted: dict[str, list[str]] = {}
+    for page in PAGES:
+        for marker, _, text in code_blocks(page):
+            match = _MARKER.fullmatch(marker)
+            if match and match["file"]:
+                name = match["file"]
+                assert text == (EXAMPLES / name).read_text(), (
+                    f"{page.name}'s quote of examples/{name} differs from the file"
+                )
+                quoted.setdefault(name, []).append(page.name)
     files = {p.name for p in EXAMPLES.iterdir() if p.is_file()}
-    assert set(quoted) == files
-    for name, text in quoted.items():
-        assert text == (EXAMPLES / name).read_text(), f"README's quote of examples/{name} differs"
+    assert set(quoted) == files, f"not quoted anywhere: {sorted(files - set(quoted))}"
+
+
+def test_the_design_page_has_no_example_to_run():
+    # Its blocks are diagrams and formats; an example belongs in examples/, quoted elsewhere.
+    for _, info, text in code_blocks(DESIGN):
+        assert info not in {"sh", "bash", "console", "shell", "python", "py"}, text
 
 
 def test_the_documents_stand_alone():
     readme = README.read_text()
-    assert "docs/design.md" in readme and (ROOT / "docs" / "design.md").is_file()
-    for doc in (README, ROOT / "docs" / "design.md"):
+    assert "docs/design.md" in readme and DESIGN.is_file()
+    for doc in [README, *sorted(DOCS.glob("*.md"))]:
         text = doc.read_text()
         assert "../" not in text, f"{doc.name} points outside the repository"
         assert not re.search(r"\bthe reference\b", text, re.I), f"{doc.name} says 'the reference'"

@@ -16,7 +16,10 @@ __all__ = ["ACCESS", "NAMESPACES", "Confinement", "PathRule", "SyscallFilter"]
 
 # Landlock path rules: what each access word allows beneath the path (see confine.landlock).
 ACCESS = ("ro", "rx", "rw", "rwx")
+"""The access words of a :class:`PathRule`: read; read and execute; read and write (everything
+but executing and making device nodes); everything."""
 NAMESPACES = ("net", "pid", "ipc", "uts")
+"""The namespace kinds :attr:`Confinement.namespaces` may name."""
 _MAX_RULES = 4096
 _MAX_HOSTNAME = 64  # the kernel's __NEW_UTS_LEN
 
