@@ -324,6 +324,36 @@ def check_confinement(result) -> None:
     ]
 
 
+def check_policy_files(result) -> None:
+    _ok(result)
+    assert result.stdout.splitlines() == [
+        f"CapEff:\t{KEPT}",
+        "nobody",
+        "hello",
+        "64",
+        "refused (exit 125)",
+    ]
+    [line] = result.stderr.splitlines()
+    assert re.fullmatch(
+        r"hardexec: /tmp/\S+/web\.toml: security\.keep_caps\[0\]: unknown capability "
+        r"'NET_BIND'; did you mean NET_ADMIN, NET_BIND_SERVICE\?",
+        line,
+    ), line
+
+
+def check_profiles(result) -> None:
+    _ok(result)
+    assert [line.strip() for line in result.stdout.splitlines()] == [
+        "CapEff:\t0000000000000000",
+        "NoNewPrivs:\t1",
+        "Seccomp:\t2",
+        "lo",
+        "unshare was denied (exit 1)",
+        "nobody bound port 80",
+    ]
+    assert "hardexec: denied syscalls: unshare (1)" in result.stderr.splitlines()
+
+
 CHECKS: dict[str, Callable[[subprocess.CompletedProcess[str]], None]] = {
     "what_the_program_gets.sh": check_what_the_program_gets,
     "unprivileged_user.sh": check_unprivileged_user,
@@ -344,8 +374,10 @@ CHECKS: dict[str, Callable[[subprocess.CompletedProcess[str]], None]] = {
     "confine_syscalls.sh": check_confine_syscalls,
     "confine_tree.sh": check_confine_tree,
     "confinement.py": check_confinement,
+    "policy_files.sh": check_policy_files,
+    "profiles.sh": check_profiles,
 }
-OWN_NETWORK = {"web_server.sh"}
+OWN_NETWORK = {"web_server.sh", "profiles.sh"}  # they bind port 80
 
 
 @pytest.mark.parametrize("name", sorted(p.name for p in EXAMPLES.iterdir() if p.is_file()))
