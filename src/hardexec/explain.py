@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 
     from .caps import CapSet
     from .confine.compile import Confined
+    from .confine.config import Confinement
     from .policy import Policy
     from .predict import Launcher, Prediction
     from .runner.spec import TaskSpec
@@ -541,14 +542,25 @@ def _cgroup(policy: Policy) -> tuple[CgroupPlan | None, str | None]:
 # ---- the confinement in words -----------------------------------------------------------
 
 
+def _asked(c: Confinement) -> tuple[tuple[str, str], ...]:
+    words = [("asked fs " + rule.access, rule.path) for rule in c.fs]
+    for name in ("tcp_bind", "tcp_connect"):
+        if getattr(c, name):
+            words.append(("asked " + name, ", ".join(map(str, getattr(c, name)))))
+    if c.syscalls is not None:
+        words.append(("asked seccomp", "allow-list" if c.syscalls.allow else "deny-list"))
+    if c.namespaces:
+        words.append(("asked namespaces", ", ".join(c.namespaces)))
+    return tuple(words)
+
+
 def _confinement(policy: Policy, confined: Confined | None) -> tuple[tuple[str, str], ...]:
     c = policy.confinement
     if c is None or c.is_empty():
         return ()
+    if confined is None:  # refused before it was compiled: say what was asked
+        return _asked(c)
     words: list[tuple[str, str]] = []
-    if confined is None:  # refused: say what was asked
-        words.append(("asked", repr(c)))
-        return tuple(words)
     if confined.unshare:
         spaces = list(confined.unshare)
         text = ", ".join(spaces)
@@ -691,6 +703,19 @@ def _either(files: dict[str, str], name: str, limits: dict[str, int], rlimit: st
     return "none"
 
 
+def _missing_rule_path(confined: Confined | None) -> str | None:
+    """The stage's refusal when a Landlock rule's path does not exist (it opens each one)."""
+    ruleset = confined.ruleset if confined is not None else None
+    if ruleset is None:
+        return None
+    from .errors import StageError
+
+    for index, (path, _) in enumerate(ruleset.rules):
+        if not os.path.lexists(path):
+            return str(StageError("landlock_path", errno.ENOENT, ruleset.describe_rule(index)))
+    return None
+
+
 # ---- the whole --------------------------------------------------------------------------
 
 
@@ -731,11 +756,18 @@ def explain(
     p = predict(inputs)
     cgroup, cgroup_warning = _cgroup(policy)
     refused, status = p.refused, p.exit_status
-    # The launcher makes the group after compiling the confinement, before the stage runs.
-    cgroup_refuses = cgroup is not None and not cgroup.usable and cgroup.required
-    if cgroup_refuses and p.refused_step != "confinement":
-        refused, status = f"cgroup: {cgroup.why}", 125
-    warnings = p.warnings + ((cgroup_warning,) if cgroup_warning else ())
+    if p.refused_step != "confinement":
+        # In the launcher's order: the group is made after the confinement is compiled, and
+        # the stage opens the Landlock rules' paths before its capability and identity steps.
+        missing = _missing_rule_path(inputs.confined)
+        if missing is not None:
+            refused, status = missing, 125
+        if cgroup is not None and not cgroup.usable and cgroup.required:
+            refused, status = f"cgroup: {cgroup.why}", 125
+    # In the launcher's order: the confinement's, the cgroup's, then the stage's own.
+    early = len(inputs.parent_warnings)
+    cgroup_said = (cgroup_warning,) if cgroup_warning else ()
+    warnings = p.warnings[:early] + cgroup_said + p.warnings[early:]
     checks = _checks(policy, p, inputs.confined, cgroup)
     return Explanation(
         argv=tuple(os.fspath(a) for a in argv),

@@ -89,18 +89,19 @@ def test_prediction_with_confinement_is_what_the_program_reads(stage):
     assert predicted(p) == status_under(policy)
 
 
-# --- a launcher without CAP_SETPCAP ----------------------------------------------------------
+# --- launchers without CAP_SETPCAP, without CAP_SYS_ADMIN --------------------------------------
 
-# Run by a Python that capsh started without CAP_SETPCAP: for each policy, predict, then run,
-# and print both as one JSON line.
-WITHOUT_SETPCAP = r"""
+# Run by a Python that capsh started without a capability: for each case (security fields and
+# namespaces), predict, then run, and print both as one JSON line.
+CHILD = r"""
 import json, subprocess, sys, warnings
 import hardexec
-from hardexec import Policy, SecurityConfig
+from hardexec import Confinement, Policy, SecurityConfig
 from hardexec.predict import gather, predict
 warnings.simplefilter("ignore")
-for fields in json.loads(sys.argv[1]):
-    policy = Policy(security=SecurityConfig(**fields))
+for fields, namespaces in json.loads(sys.argv[1]):
+    policy = Policy(security=SecurityConfig(**fields),
+                    confinement=Confinement(namespaces=namespaces) if namespaces else None)
     p = predict(gather(["cat", "/proc/self/status"], policy))
     got = {"status": None, "warnings": [], "error": None}
     try:
@@ -113,28 +114,41 @@ for fields in json.loads(sys.argv[1]):
     sets = {name: caps.to_hex() for name, caps in p.sets().items()}
     print(json.dumps({"sets": sets, "nnp": p.no_new_privs, "uids": p.uids,
                       "warnings": list(p.warnings), "refused": p.refused,
-                      "launcher": gather(["true"]).launcher.eff.to_hex(),
-                      "got": got}))
+                      "userns": p.user_namespace,
+                      "launcher": gather(["true"]).launcher.eff.to_hex(), "got": got}))
 """
 
-SETPCAP_CASES = [
-    {"drop_all_caps": True, "keep_caps": ["NET_BIND_SERVICE"], "no_new_privs": True},
-    {"drop_all_caps": True, "keep_caps": ["NET_BIND_SERVICE"]},  # root, no nnp: refused
-    {"drop_all_caps": True, "keep_caps": ["NET_BIND_SERVICE"], "user": "nobody"},  # a warning
-    {"drop_all_caps": True, "user": "nobody", "no_new_privs": True},
-    {"drop_all_caps": True, "keep_caps": ["NET_ADMIN"], "user": "nobody", "no_new_privs": True},
-]
+BIND_ONLY = {"drop_all_caps": True, "keep_caps": ["NET_BIND_SERVICE"]}
+WITHOUT = {
+    "setpcap": [
+        ({**BIND_ONLY, "no_new_privs": True}, []),
+        (BIND_ONLY, []),  # root without no_new_privs: refused
+        ({**BIND_ONLY, "user": "nobody"}, []),  # the bounding-set warning
+        ({"drop_all_caps": True, "user": "nobody", "no_new_privs": True}, []),
+        ({"drop_all_caps": True, "keep_caps": ["NET_ADMIN"], "user": "nobody"}, []),
+    ],
+    "sys_admin": [  # namespaces through a user namespace of the program's own
+        ({"drop_all_caps": True, "keep_caps": ["NET_ADMIN"], "no_new_privs": True}, ["net"]),
+        ({"no_new_privs": True}, ["net"]),
+        ({"drop_all_caps": True}, ["pid"]),
+        ({"drop_all_caps": True, "user": "nobody"}, ["net"]),  # setgroups: refused there
+    ],
+}
+# How many cases each launcher refuses, and how many of the others warn.
+EXPECTED = {"setpcap": (1, 4), "sys_admin": (1, 0)}
 
 
-def test_prediction_without_setpcap_matches_the_run(stage):
-    argv = [CAPSH, "--drop=cap_setpcap", "--", "-c", 'exec "$0" "$@"', sys.executable, "-c"]
-    result = run_text([*argv, WITHOUT_SETPCAP, json.dumps(SETPCAP_CASES)], timeout=120)
+@pytest.mark.parametrize("cap", list(WITHOUT))
+def test_prediction_from_a_launcher_without_a_cap_matches_the_run(stage, cap):
+    cases = WITHOUT[cap]
+    argv = [CAPSH, f"--drop=cap_{cap}", "--", "-c", 'exec "$0" "$@"', sys.executable, "-c"]
+    result = run_text([*argv, CHILD, json.dumps(cases)], timeout=120)
     assert result.returncode == 0, result.stderr
     outcomes = [json.loads(line) for line in result.stdout.splitlines()]
-    assert len(outcomes) == len(SETPCAP_CASES)
+    assert len(outcomes) == len(cases)
     refused = warned = 0
-    for case, out in zip(SETPCAP_CASES, outcomes, strict=True):
-        assert not int(out["launcher"], 16) >> Capability.SETPCAP & 1  # capsh did drop it
+    for case, out in zip(cases, outcomes, strict=True):
+        assert not int(out["launcher"], 16) >> Capability[cap.upper()] & 1  # capsh dropped it
         got = out["got"]
         assert out["warnings"] == got["warnings"], case
         if got["error"] is not None:
@@ -146,9 +160,9 @@ def test_prediction_without_setpcap_matches_the_run(stage):
         assert out["sets"] == {name: status[name] for name in SETS}, case
         assert out["nnp"] == (status["NoNewPrivs"] == "1"), case
         assert out["uids"] == [int(x) for x in status["Uid"].split()], case
+        assert out["userns"] is bool(case[1]), case
         warned += bool(got["warnings"])
-    assert refused == 1  # root without no_new_privs: every capability would come back
-    assert warned == len(SETPCAP_CASES) - 1  # each other case warns of the bounding set
+    assert (refused, warned) == EXPECTED[cap]
 
 
 # --- set-user-ID-root and file-capability copies of a program -----------------------------------
@@ -289,8 +303,11 @@ def test_cli_text_names_each_set_and_the_score():
         ("--memory", "64M", "--", "true"),
         ("--", "no-such-program-here"),
         ("--user", "nobody", "--", "true"),
+        ("--fs-ro", "/no-such-dir-for-explain", "--", "true"),
+        ("--drop-all-caps", "--", "/etc/passwd"),
+        ("--", "/etc/hostname"),
     ],
-    ids=["memory", "not-found", "plain"],
+    ids=["memory", "not-found", "plain", "rule-path", "not-executable", "exec-format"],
 )
 def test_cli_refuses_when_run_would(args):
     """explain exits 125 exactly when run would not start the program, naming run's status."""
@@ -305,6 +322,27 @@ def test_cli_refuses_when_run_would(args):
     else:
         assert ran.returncode == 0 and explained.returncode == 0, explained.stderr
         assert explained.stderr == ""
+
+
+@pytest.mark.parametrize(
+    "policy",
+    [
+        Policy(confinement=Confinement(fs=[("/no-such-dir-for-explain", "ro")])),
+        Policy(security=SecurityConfig(user="nobody", drop_all_caps=True)),
+    ],
+    ids=["rule-path", "runs"],
+)
+@pytest.mark.parametrize(
+    "argv", [["true"], ["no-such-program-here"], ["/etc/passwd"], ["/etc/hostname"]]
+)
+def test_library_refusals_are_the_errors_run_raises(stage, policy, argv):
+    e = explain(argv, policy)
+    try:
+        hardexec.run(argv, policy=policy, capture_output=True, check=True)
+    except OSError as err:
+        assert e.refused == str(err)
+    else:
+        assert e.refused is None
 
 
 # --- the score ---------------------------------------------------------------------------------

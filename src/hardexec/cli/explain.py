@@ -144,8 +144,11 @@ def explain_command(req: Request, as_json: bool) -> int:
 
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     if e.refused is not None:
+        from .supervise import in_cli_words
+
+        why = in_cli_words(e.refused)
         print(
-            f"hardexec: explain: the run would be refused (exit {e.exit_status}): {e.refused}",
+            f"hardexec: explain: the run would be refused (exit {e.exit_status}): {why}",
             file=sys.stderr,
         )
         return 125
