@@ -756,18 +756,20 @@ def explain(
     p = predict(inputs)
     cgroup, cgroup_warning = _cgroup(policy)
     refused, status = p.refused, p.exit_status
-    if p.refused_step != "confinement":
-        # In the launcher's order: the group is made after the confinement is compiled, and
-        # the stage opens the Landlock rules' paths before its capability and identity steps.
-        missing = _missing_rule_path(inputs.confined)
-        if missing is not None:
-            refused, status = missing, 125
-        if cgroup is not None and not cgroup.usable and cgroup.required:
-            refused, status = f"cgroup: {cgroup.why}", 125
-    # In the launcher's order: the confinement's, the cgroup's, then the stage's own.
+    # In the launcher's order: the confinement's warnings, the cgroup's, the stage's own.
     early = len(inputs.parent_warnings)
     cgroup_said = (cgroup_warning,) if cgroup_warning else ()
     warnings = p.warnings[:early] + cgroup_said + p.warnings[early:]
+    if p.refused_step != "confinement":
+        # The group is made after the confinement is compiled (a refusal there says nothing
+        # else), and the stage opens the Landlock rules' paths before its capability steps.
+        missing = _missing_rule_path(inputs.confined)
+        if missing is not None:
+            refused, status = missing, 125
+            warnings = p.warnings[:early] + cgroup_said
+        if cgroup is not None and not cgroup.usable and cgroup.required:
+            refused, status = f"cgroup: {cgroup.why}", 125
+            warnings = ()
     checks = _checks(policy, p, inputs.confined, cgroup)
     return Explanation(
         argv=tuple(os.fspath(a) for a in argv),

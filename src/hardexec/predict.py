@@ -461,6 +461,9 @@ def gather(
 
     Returns:
         The :class:`Inputs`; nothing is spawned and nothing is changed.
+
+    Raises:
+        ValueError: ``argv`` is empty.
     """
     from .errors import StageError
     from .policy import Policy
