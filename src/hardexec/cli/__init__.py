@@ -15,7 +15,8 @@ failed (bad option or policy, a cgroup or limit that cannot be applied, an exec 
 with one line on stderr naming the option or the step and errno. Bare ``hardexec`` prints its
 usage and exits 2. ``hardexec caps`` lists the capabilities; ``hardexec caps --decode HEX``
 names a mask's caps; ``hardexec caps current [--pid N] [--json]`` decodes what a process holds;
-``hardexec check [--json] [--need FEATURE,...]`` says what this host can enforce.
+``hardexec check [--json] [--need FEATURE,...]`` says what this host can enforce;
+``hardexec explain [OPTIONS] [--json] -- COMMAND`` says what ``run`` would give COMMAND.
 
 Start-up matters (the command is a prefix to other commands), so this package imports only
 argparse up front and the rest of hardexec when, and as far as, a command needs it.
@@ -55,7 +56,7 @@ __all__ = [
 ]
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0911  (one per command)
     """Entry point of the ``hardexec`` command; returns the exit status.
 
     Called as the command (``argv`` is ``None``), a program killed by signal N makes hardexec
@@ -88,6 +89,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
                 return current(ns)
             return _caps(ns.decode)
+        if ns.command == "explain":
+            from .explain import explain_command
+
+            return explain_command(request(ns), ns.json)
     status = _run(request(ns))
     if status < 0:
         if argv is None:

@@ -50,6 +50,19 @@ def parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser
         "forwarded, the terminal handed over, leftovers killed.",
     )
     add_run_options(run)
+    explaining = sub.add_parser(
+        "explain",
+        help="what run would give COMMAND, and how exposed it stays, without running it",
+        usage="hardexec explain [OPTIONS] [--json] -- COMMAND [ARG...]",
+        description="Say what 'hardexec run' with the same options would give COMMAND (its "
+        "capability sets, NoNewPrivs, ids, limits, cgroup, confinement, warnings) and an "
+        "exposure score, without running anything. Exit status 0; 125 when the run would be "
+        "refused (the explanation is printed all the same).",
+    )
+    explaining.add_argument(
+        "--json", action="store_true", help="one JSON document (schema version 1)"
+    )
+    add_run_options(explaining)
 
     listing = _caps_parser(sub)
     checking = sub.add_parser(
@@ -67,7 +80,7 @@ def parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser
         "cgroup, cgroup-kill, cgroup-memory, cgroup-pids, cgroup-cpu, ns-user, ns-net, ns-pid, "
         "ns-ipc, ns-uts",
     )
-    return top, {"run": run, "caps": listing, "check": checking}
+    return top, {"run": run, "explain": explaining, "caps": listing, "check": checking}
 
 
 def add_run_options(p: argparse.ArgumentParser) -> None:
