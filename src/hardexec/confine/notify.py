@@ -13,6 +13,15 @@ kernel answers every later notification with ENOSYS: the syscall is refused all 
 
 One thread for all, not one per spawn: starting a thread costs more than the rest of a
 confined spawn's Python work together, and a runner with many tasks would hold as many.
+
+With a watch filter (:class:`~hardexec.confine.seccomp.WatchFilter`, ``hardexec learn``) every
+syscall is notified: the hub records its name (and, for ``socket``/``socketpair``, the address
+family in its first argument, read from the notification itself: nothing of the program's
+memory is read) and answers ``SECCOMP_USER_NOTIF_FLAG_CONTINUE``, so the call runs as if no
+filter were there; a call the watch filter's own rules refuse is answered and counted as a
+denial, as above. CONTINUE is for observing only: the kernel documents that a supervisor
+cannot make a security decision with it (the arguments may change before the call runs), and
+none is made here.
 """
 
 from __future__ import annotations
@@ -40,6 +49,8 @@ _RECV, _SEND, _ID_VALID = 0xC0502100, 0xC0182101, 0x40082102
 _NOTIF = struct.Struct("=QIIiIQ6Q")  # id, pid, flags, data.nr, data.arch, data.ip, args
 _RESP = struct.Struct("=QqiI")  # id, val, error, flags
 _ENDED = select.EPOLLHUP | select.EPOLLERR
+_FLAG_CONTINUE = 1  # SECCOMP_USER_NOTIF_FLAG_CONTINUE: let the call run (Linux 5.5)
+_SOCKET_CALLS = frozenset({"socket", "socketpair"})  # the family is their first argument
 
 
 class Listener:
@@ -49,6 +60,8 @@ class Listener:
         self._sock: socket.socket | None = sock
         self._filter = filt
         self._counts: dict[str, int] = {}
+        self._seen: dict[str, int] = {}  # watch: what ran
+        self._families: dict[int, int] = {}  # watch: socket families made
         self._lock = threading.Lock()
         self._fd = -1  # the listener, once received
 
@@ -94,6 +107,18 @@ class Listener:
         with self._lock:
             return dict(self._counts)
 
+    def seen(self) -> dict[str, int]:
+        """With a watch filter: the syscalls that ran so far, name → how many times (a number
+        without a name in this host's table is ``"syscall N"``). Empty otherwise."""
+        with self._lock:
+            return dict(self._seen)
+
+    def families(self) -> dict[int, int]:
+        """With a watch filter: the address families of the sockets made so far (``socket``
+        and ``socketpair``), family number → how many calls. Empty otherwise."""
+        with self._lock:
+            return dict(self._families)
+
     # --- called by the hub's thread only --------------------------------------------------
 
     def _answer(self) -> None:
@@ -102,10 +127,16 @@ class Listener:
             fcntl.ioctl(self._fd, _RECV, buf, True)
         except OSError:
             return  # ENOENT: the caller died meanwhile; anything else: the hang-up follows
-        notif_id, pid, _, nr, *_ = _NOTIF.unpack(buf)
+        notif_id, pid, _, nr, _, _, *args = _NOTIF.unpack(buf)
         filt = self._filter
-        verdict = filt.verdicts.get(nr, filt.default)
         name = filt.names.get(nr, f"syscall {nr}")
+        if filt.watch:
+            verdict = filt.judge(nr, args)
+            if verdict is None:
+                self._continue(notif_id, name, args)
+                return
+        else:
+            verdict = filt.verdicts.get(nr, filt.default)
         with self._lock:
             self._counts[name] = self._counts.get(name, 0) + 1
         kill = verdict is not None and verdict.kill
@@ -114,6 +145,16 @@ class Listener:
             _kill(self._fd, notif_id, pid)
         with contextlib.suppress(OSError):  # ENOENT: the caller is gone (killed, or a signal)
             fcntl.ioctl(self._fd, _SEND, _RESP.pack(notif_id, 0, -err, 0))
+
+    def _continue(self, notif_id: int, name: str, args: list[int]) -> None:
+        """Record a watched call, then let it run."""
+        with self._lock:
+            self._seen[name] = self._seen.get(name, 0) + 1
+            if name in _SOCKET_CALLS:
+                family = args[0] & 0xFFFFFFFF  # an int argument: its low 32 bits
+                self._families[family] = self._families.get(family, 0) + 1
+        with contextlib.suppress(OSError):  # ENOENT: the caller is gone (killed, or a signal)
+            fcntl.ioctl(self._fd, _SEND, _RESP.pack(notif_id, 0, 0, _FLAG_CONTINUE))
 
     def _finish(self) -> None:
         if self._fd >= 0:
