@@ -16,12 +16,12 @@ confined spawn's Python work together, and a runner with many tasks would hold a
 
 With a watch filter (:class:`~hardexec.confine.seccomp.WatchFilter`, ``hardexec learn``) every
 syscall is notified: the hub records its name (and, for ``socket``/``socketpair``, the address
-family in its first argument, read from the notification itself: nothing of the program's
-memory is read) and answers ``SECCOMP_USER_NOTIF_FLAG_CONTINUE``, so the call runs as if no
-filter were there; a call the watch filter's own rules refuse is answered and counted as a
-denial, as above. CONTINUE is for observing only: the kernel documents that a supervisor
-cannot make a security decision with it (the arguments may change before the call runs), and
-none is made here.
+family in its first argument; for ``clone``, whether its flags ask for a new namespace: both
+read from the notification itself, nothing of the program's memory is read) and answers
+``SECCOMP_USER_NOTIF_FLAG_CONTINUE``, so the call runs as if no filter were there; a call the
+watch filter's own rules refuse is answered and counted as a denial, as above. CONTINUE is for
+observing only: the kernel documents that a supervisor cannot make a security decision with it
+(the arguments may change before the call runs), and none is made here.
 """
 
 from __future__ import annotations
@@ -36,6 +36,8 @@ import signal
 import socket
 import struct
 import threading
+
+from .groups import CLONE_NEW_FLAGS
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -62,6 +64,7 @@ class Listener:
         self._counts: dict[str, int] = {}
         self._seen: dict[str, int] = {}  # watch: what ran
         self._families: dict[int, int] = {}  # watch: socket families made
+        self._new_namespaces = 0  # watch: clones that asked for a new namespace
         self._lock = threading.Lock()
         self._fd = -1  # the listener, once received
 
@@ -119,6 +122,12 @@ class Listener:
         with self._lock:
             return dict(self._families)
 
+    def new_namespaces(self) -> int:
+        """With a watch filter: how many ``clone`` calls that ran asked for a new namespace
+        (a ``CLONE_NEW*`` flag in their first argument). 0 otherwise."""
+        with self._lock:
+            return self._new_namespaces
+
     # --- called by the hub's thread only --------------------------------------------------
 
     def _answer(self) -> None:
@@ -153,6 +162,8 @@ class Listener:
             if name in _SOCKET_CALLS:
                 family = args[0] & 0xFFFFFFFF  # an int argument: its low 32 bits
                 self._families[family] = self._families.get(family, 0) + 1
+            elif name == "clone" and args[0] & CLONE_NEW_FLAGS:
+                self._new_namespaces += 1
         with contextlib.suppress(OSError):  # ENOENT: the caller is gone (killed, or a signal)
             fcntl.ioctl(self._fd, _SEND, _RESP.pack(notif_id, 0, 0, _FLAG_CONTINUE))
 

@@ -37,7 +37,8 @@ import functools
 import struct
 import sys
 
-from .._record import field, frozen
+from .._record import field as record_field
+from .._record import frozen
 from ..errors import PolicyError, shown
 from . import groups, syscalls
 from .config import SyscallFilter
@@ -123,7 +124,7 @@ class Filter:
     names: dict[int, str]
     watch: bool = False
     allowed: frozenset[int] | None = None
-    arg_rules: dict[int, tuple[tuple[tuple[int, int], ...], Verdict]] = field(
+    arg_rules: dict[int, tuple[tuple[tuple[int, int], ...], Verdict]] = record_field(
         default_factory=dict
     )
 
@@ -431,7 +432,9 @@ def _compile(f: SyscallFilter, notify: bool) -> Filter:
     )
 
 
-def _allowed(f: SyscallFilter, numbers: dict[str, int], deny: dict[int, Verdict]) -> set[int] | None:
+def _allowed(
+    f: SyscallFilter, numbers: dict[str, int], deny: dict[int, Verdict]
+) -> set[int] | None:
     """The numbers an allow-list lets run (None: deny-list mode): its entries and @default,
     less what is denied."""
     if f.allow is None:
