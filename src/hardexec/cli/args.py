@@ -11,6 +11,8 @@ from __future__ import annotations
 
 # option → attribute, for every `run` option that takes a value
 VALUES = {
+    "--policy": "policy",
+    "--profile": "profile",
     "--keep-cap": "keep_cap",
     "--user": "user",
     "--group": "group",

@@ -92,8 +92,12 @@ def check_paths(c: Confinement | None) -> None:
             fail(f"--fs-{rule.access}: {rule.path!r}: No such file or directory")
 
 
-def confinement(ns: Namespace) -> Confinement | None:
-    """The confinement the options ask for, or None; exits 125 naming the option on a mistake."""
+def confinement(ns: Namespace, *, base_has_rules: bool = False) -> Confinement | None:
+    """The confinement the options ask for, or None; exits 125 naming the option on a mistake.
+
+    ``base_has_rules``: a profile or policy file under the options gives path rules (which
+    ``--no-fs-deps`` may then apply to).
+    """
     from ..confine import Confinement, PathRule, SyscallFilter
     from ..errors import PolicyError
 
@@ -104,7 +108,7 @@ def confinement(ns: Namespace) -> Confinement | None:
                 rules.append(PathRule(path, access))
             except PolicyError as err:
                 fail(f"--fs-{access}: {str(err).partition(': ')[2]}")
-    if ns.no_fs_deps and not rules:
+    if ns.no_fs_deps and not rules and not base_has_rules:
         fail("--no-fs-deps: no --fs-* rule is given (it turns off their automatic dependencies)")
     if ns.syscalls not in (None, "default"):
         fail(f"--syscalls: {ns.syscalls!r}: the only list is 'default' (see --syscalls-deny)")

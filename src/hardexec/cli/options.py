@@ -13,9 +13,10 @@ import sys
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs start-up time; annotations are strings here anyway
     from argparse import Namespace
-    from typing import NoReturn
+    from typing import Any, NoReturn
 
     from ..policy import CgroupLimits, CpuMax, Policy, RlimitConfig
+    from ..policyfile import PolicyFile, RunSettings
     from ..runner.spec import TaskSpec
 
 EXIT_USAGE = 2  # bare `hardexec`: a usage error, as argparse and most commands have it
@@ -48,6 +49,13 @@ _OPTION_OF_FIELD = {
     "task.cwd": "--cwd",
     "task.timeout": "--timeout",
     "task.kill_after": "--kill-after",
+    "task.max_output": "--max-output",
+    "confinement.fs_dependencies": "--no-fs-deps",
+    "confinement.tcp_bind": "--tcp-bind",
+    "confinement.tcp_connect": "--tcp-connect",
+    "confinement.syscalls": "--syscalls*",
+    "confinement.hostname": "--hostname",
+    "confinement.umask": "--umask",
 }
 _DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -141,31 +149,70 @@ class Request:
         self.best_effort = best_effort
         self.ceilings = ceilings
 
+    def policy_file(self) -> PolicyFile:
+        """What this run asks for, as a policy file holds it (``hardexec run --policy`` of it
+        asks for the same): the policy, and the run's environment, time and output."""
+        from ..policyfile import PolicyFile, RunSettings
+
+        task = self.task
+        run = RunSettings()
+        if task is not None:
+            timed = task.timeout is not None
+            run = RunSettings(
+                env_policy=task.env_policy,
+                env=task.env,
+                timeout=task.timeout,
+                kill_after=task.kill_after if timed and task.kill_after != 5.0 else None,
+                max_output=self.max_output,
+            )
+        return PolicyFile(policy=self.policy, run=run)
+
 
 def request(ns: Namespace) -> Request:
-    """Check the ``run`` options and build the :class:`Request` (or exit 125 saying why)."""
+    """Check the ``run`` options and build the :class:`Request` (or exit 125 saying why).
+
+    A ``--profile``, then a ``--policy`` file, then the options: each over the one before
+    (:func:`hardexec.policyfile.merge`). An option given replaces the value of the key it sets;
+    a namespace option adds its namespace to those already asked for.
+    """
     _refuse_nul(ns)
     argv = ns.argv[1:] if ns.argv[:1] == ["--"] else ns.argv
     if not argv:
         fail("run: no command given (hardexec run [OPTIONS] -- COMMAND [ARG...])")
-    ceilings = _ceilings(ns)
+    base, source = _base(ns)
+    cgroup_given = base.get("cgroups") is not None or any(_given(ns, d) for d in _CGROUP_DESTS)
+    if ns.cgroup_parent is not None and not cgroup_given:
+        fail("--cgroup-parent: no cgroup is asked for (--memory, --pids, --cpus, --cgroup)")
     from .confine_options import confinement
 
-    confined = confinement(ns)
-    if ns.best_effort and not ceilings and confined is None:
+    has_rules = bool(base.get("confinement", {}).get("fs"))
+    confined = confinement(ns, base_has_rules=has_rules)
+    ceilings = _ceilings(ns)
+    if base.get("cgroups") is not None and not any(_given(ns, d) for d in _CGROUP_DESTS):
+        ceilings = (*ceilings, f"the cgroup of {source}")
+    merged = _merged(ns, base, confined)
+    settings = merged.pop("run", {})
+    doc = _document(merged, settings, source, ns)
+    policy, run = doc.policy, doc.run
+    if ns.best_effort and policy.cgroups is None and policy.confinement is None:
         fail(
             "--best-effort: no cgroup (--memory, --pids, --cpus, --cpu-max, --cgroup) or "
             "confinement (--fs-*, --tcp-*, --syscalls*, --net, --*-ns, --hostname) is asked for"
         )
-    max_output = parse_size(ns.max_output, "--max-output") if ns.max_output is not None else None
+    max_output = run.max_output
     if max_output == 0:
         fail("--max-output: 0 would drop all output; give a size, or send it to /dev/null")
-    if ns.kill_after is not None and ns.timeout is None:
+    if ns.kill_after is not None and run.timeout is None:
         fail("--kill-after: needs --timeout (it is the grace after the timeout's SIGTERM)")
-    supervise = bool(ceilings) or ns.usage or bool(ns.timeout or max_output or ns.json_result)
-    # A filter's denied syscalls are counted by a listener in a resident parent.
-    supervise = supervise or (confined is not None and confined.syscalls is not None)
-    if ns.keep_leftovers and (ns.timeout or max_output):
+    confinement_ = policy.confinement
+    supervise = (
+        policy.cgroups is not None
+        or ns.usage
+        or bool(run.timeout or max_output or ns.json_result)
+        # A filter's denied syscalls are counted by a listener in a resident parent.
+        or (confinement_ is not None and confinement_.syscalls is not None)
+    )
+    if ns.keep_leftovers and (run.timeout or max_output):
         # Waiting for leftovers is unbounded and reads no pipes: it would void either option.
         fail("--keep-leftovers cannot be combined with --timeout or --max-output")
     if ns.keep_leftovers and not supervise:
@@ -174,8 +221,13 @@ def request(ns: Namespace) -> Request:
             "--usage, --timeout, --max-output, --json-result or syscall filter), so it kills "
             "nothing and there is nothing to keep"
         )
-    task = _task(ns, argv)
-    policy = _policy(ns, supervise).with_confinement(confined)
+    if supervise and not policy.die_with_parent:
+        # A supervised program must not outlive its supervisor, even a kill -9 of it.
+        from ..policy import Policy
+
+        policy = Policy(**{**_own_fields(policy), "die_with_parent": True})
+    _check_caps_exist(policy)
+    task = _task(ns, argv, run)
     return Request(
         argv=list(argv),
         policy=policy,
@@ -185,10 +237,187 @@ def request(ns: Namespace) -> Request:
         best_effort=ns.best_effort,
         ceilings=ceilings,
         task=task,
-        env=_environment(ns, task),
+        env=_environment(task),
         max_output=max_output,
         json_result=ns.json_result,
     )
+
+
+def _own_fields(record: object) -> dict[str, object]:
+    from .._record import fields
+
+    return {item.name: getattr(record, item.name) for item in fields(record) if item.init}
+
+
+def _base(ns: Namespace) -> tuple[dict[str, Any], str]:
+    """The plain policy the options go over: ``--profile``'s, then ``--policy``'s file over it;
+    and how to name where it came from in messages."""
+    from ..errors import PolicyError
+    from ..policyfile import PROFILES, load_dict, merge
+
+    base: dict[str, Any] = {"version": 1}
+    named = []
+    if ns.profile is not None:
+        if ns.profile not in PROFILES:
+            fail(f"--profile: {ns.profile!r} is not a profile ({', '.join(PROFILES)})")
+        base = PROFILES[ns.profile]
+        named.append(f"--profile {ns.profile}")
+    if ns.policy is not None:
+        from ..policyfile import from_dict
+
+        try:
+            data = load_dict(ns.policy)
+            from_dict(data, ns.policy)  # checked alone first: its errors name only the file
+        except PolicyError as err:
+            fail(str(err))
+        base = merge(base, data)
+        named.append(f"--policy {ns.policy}")
+    return base, " and ".join(named) or "the options"
+
+
+# What each option sets in a policy file's plain form.
+_KEYS_OF_DEST: dict[str, tuple[str, ...]] = {
+    "drop_all_caps": ("security", "drop_all_caps"),
+    "keep_cap": ("security", "keep_caps"),
+    "no_new_privs": ("security", "no_new_privs"),
+    "strict": ("security", "fail_on_cap_error"),
+    "user": ("security", "user"),
+    "group": ("security", "group"),
+    "groups": ("security", "supplementary_groups"),
+    "nofile": ("rlimits", "max_open_files"),
+    "fsize": ("rlimits", "max_file_size_bytes"),
+    "no_core": ("rlimits", "disable_core_dumps"),
+    "address_space": ("rlimits", "address_space"),
+    "cpu_seconds": ("rlimits", "cpu_seconds"),
+    "nproc": ("rlimits", "max_processes"),
+    "stack": ("rlimits", "stack"),
+    "memory": ("cgroups", "memory"),
+    "pids": ("cgroups", "pids"),
+    "cpus": ("cgroups", "cpu"),
+    "cpu_max": ("cgroups", "cpu"),
+    "cgroup_parent": ("cgroup_parent",),
+    **{f"fs_{access}": ("confinement", "fs") for access in ("ro", "rx", "rw", "rwx")},
+    "no_fs_deps": ("confinement", "fs_dependencies"),
+    "tcp_bind": ("confinement", "tcp_bind"),
+    "tcp_connect": ("confinement", "tcp_connect"),
+    "syscalls": ("confinement", "syscalls"),
+    "syscalls_allow": ("confinement", "syscalls"),
+    "syscalls_deny": ("confinement", "syscalls"),
+    "hostname": ("confinement", "hostname"),
+    "umask": ("confinement", "umask"),
+}
+_CGROUP_DESTS = ("memory", "pids", "cpus", "cpu_max", "cgroup")
+_NAMESPACE_DESTS = ("net", "pid_ns", "ipc_ns", "uts_ns", "hostname")
+
+
+def _given(ns: Namespace, dest: str) -> bool:
+    value = getattr(ns, dest)
+    return value not in (None, False, [])
+
+
+def _merged(ns: Namespace, base: dict[str, Any], confined: Any) -> dict[str, Any]:
+    """``base`` with what the options say over it, as plain data."""
+    from .. import serial
+    from ..policyfile import merge
+
+    own = serial.policy_to_dict(_policy(ns).with_confinement(confined))
+    over: dict[str, Any] = {}
+
+    def put(path: tuple[str, ...], value: Any) -> None:
+        table = over
+        for key in path[:-1]:
+            table = table.setdefault(key, {})
+        table[path[-1]] = value
+
+    def own_value(path: tuple[str, ...]) -> Any:
+        value: Any = own
+        for key in path:
+            value = value[key]
+        return value
+
+    for dest, path in _KEYS_OF_DEST.items():
+        if dest == "no_fs_deps" and ns.no_fs_deps:
+            put(path, False)  # alone (the rules are the file's) it makes no confinement of its own
+        elif _given(ns, dest):
+            put(path, own_value(path))
+    if ns.cgroup:
+        put(("cgroups",), {})
+    namespaces = [n for n in own_value(("confinement", "namespaces"))] if confined else []
+    if namespaces:
+        before = base.get("confinement", {}).get("namespaces", [])
+        put(("confinement", "namespaces"), [*before, *(n for n in namespaces if n not in before)])
+    merged = merge(base, over)
+    # From the command line a ceiling asked is a ceiling enforced, unless --best-effort or the
+    # file itself says fail_on_error = false; likewise a confinement.
+    if merged.get("cgroups") is not None:
+        cgroups = merged["cgroups"] = dict(merged["cgroups"])
+        if ns.best_effort:
+            cgroups["fail_on_error"] = False
+        else:
+            cgroups.setdefault("fail_on_error", True)
+    if ns.best_effort and merged.get("confinement") is not None:
+        merged["confinement"] = {**merged["confinement"], "best_effort": True}
+    run = _run_options(ns, dict(merged.get("run", {})))
+    if run:
+        merged["run"] = run
+    return merged
+
+
+def _run_options(ns: Namespace, run: dict[str, Any]) -> dict[str, Any]:
+    """``run``, a policy file's ``run`` table, with what the options say over it."""
+    if ns.timeout is not None:
+        run["timeout"] = parse_duration(ns.timeout, "--timeout")
+    if ns.kill_after is not None:
+        run["kill_after"] = parse_duration(ns.kill_after, "--kill-after")
+    if ns.env_keep:
+        run["env_policy"] = list(ns.env_keep)  # keeping names means clearing the rest
+    elif ns.env_clear:
+        run["env_policy"] = "clear"
+    if ns.env:
+        env = dict(run.get("env", {}))
+        for item in ns.env:
+            name, equals, value = item.partition("=")
+            if not equals:  # not quoted: a value given by mistake may be a secret
+                fail("--env: an item without '=' (expected NAME=VALUE)")
+            env[name] = value
+        run["env"] = env
+    if ns.max_output is not None:
+        run["max_output"] = parse_size(ns.max_output, "--max-output")
+    return run
+
+
+def _document(merged: dict[str, Any], run: dict[str, Any], source: str, ns: Namespace) -> Any:
+    """The merged plain form read as a policy file: a mistake left only by combining them (each
+    was checked alone) is named with both."""
+    from ..errors import PolicyError
+    from ..policyfile import from_dict
+
+    security = merged.get("security", {})
+    if ns.keep_cap and not security.get("drop_all_caps"):
+        fail(f"--keep-cap {ns.keep_cap[0]}: needs --drop-all-caps (keep names what survives it)")
+    if ns.max_output is not None and run.get("max_output") == 0:
+        fail("--max-output: 0 would drop all output; give a size, or send it to /dev/null")
+    try:
+        return from_dict({**merged, "run": run}, f"the policy of {source}")
+    except PolicyError as err:
+        message = str(err).removeprefix(f"the policy of {source}: ")
+        key = message.split(":", 1)[0].split("[", 1)[0]
+        run_dests = {"timeout": "timeout", "kill_after": "kill_after", "max_output": "max_output"}
+        by_option = {".".join(path) for dest, path in _KEYS_OF_DEST.items() if _given(ns, dest)}
+        by_option |= {f"run.{k}" for k, dest in run_dests.items() if _given(ns, dest)}
+        if ns.env or ns.env_keep or ns.env_clear:
+            by_option |= {"run.env", "run.env_policy"}
+        if key in by_option or source == "the options":
+            # A value an option gave: say it in the option's words.
+            fail(_in_options(_renamed_run(message)))
+        fail(f"the policy of {source}: {message}")
+
+
+def _renamed_run(message: str) -> str:
+    """``run.timeout`` → ``task.timeout``, the field names ``_in_options`` knows."""
+    import re
+
+    return re.sub(r"(?<![\w/.-])run\.(?=[a-z_]+)", "task.", message)
 
 
 def parse_duration(text: str, option: str) -> float:
@@ -202,32 +431,19 @@ def parse_duration(text: str, option: str) -> float:
     return float(f"{whole or 0}{dot}{fraction}") * _DURATION_UNITS[unit or "s"]
 
 
-def _task(ns: Namespace, argv: list[str]) -> TaskSpec:
+def _task(ns: Namespace, argv: list[str], run: RunSettings) -> TaskSpec:
     """The run as a runner task: the runner's own validation of time, cwd and environment."""
     from ..errors import PolicyError
     from ..runner.spec import TaskSpec
 
-    pairs = []
-    for item in ns.env:
-        name, equals, value = item.partition("=")
-        if not equals:  # not quoted: a value given by mistake may be a secret
-            fail("--env: an item without '=' (expected NAME=VALUE)")
-        pairs.append((name, value))
-    env_policy: str | tuple[str, ...] = "inherit"
-    if ns.env_keep:
-        env_policy = tuple(ns.env_keep)  # keeping names means clearing the rest
-    elif ns.env_clear:
-        env_policy = "clear"
-    timeout = parse_duration(ns.timeout, "--timeout") if ns.timeout is not None else None
-    kill_after = 5.0 if ns.kill_after is None else parse_duration(ns.kill_after, "--kill-after")
     try:
         task = TaskSpec(
             argv=tuple(argv),
-            env=tuple(pairs),
-            env_policy=env_policy,
+            env=run.env,
+            env_policy=run.env_policy,
             cwd=ns.cwd,
-            timeout=timeout,
-            kill_after=kill_after,
+            timeout=run.timeout,
+            kill_after=5.0 if run.kill_after is None else run.kill_after,
         )
         task.check_cwd()
     except PolicyError as err:
@@ -235,9 +451,9 @@ def _task(ns: Namespace, argv: list[str]) -> TaskSpec:
     return task
 
 
-def _environment(ns: Namespace, task: TaskSpec) -> dict[bytes, bytes] | None:
-    """The program's environment, if an ``--env*`` option changes hardexec's own."""
-    if not (ns.env_clear or ns.env_keep or ns.env):
+def _environment(task: TaskSpec) -> dict[bytes, bytes] | None:
+    """The program's environment, if the policy or an ``--env*`` option changes hardexec's."""
+    if task.env_policy == "inherit" and not task.env:
         return None
     from ..runner.spec import resolve_env
     from ..spawn_core import exec_time_environ
@@ -272,7 +488,8 @@ def _ceilings(ns: Namespace) -> tuple[str, ...]:
     return tuple(typed)
 
 
-def _policy(ns: Namespace, supervise: bool) -> Policy:
+def _policy(ns: Namespace) -> Policy:
+    """The policy the options alone ask for (their keys go over a profile's and a file's)."""
     from ..errors import HardexecError
     from ..policy import Policy, SecurityConfig
 
@@ -287,8 +504,6 @@ def _policy(ns: Namespace, supervise: bool) -> Policy:
         if value is not None:
             _refuse_foreign_digits(value, option)
     keep = _keep_caps(ns.keep_cap)
-    if keep and not ns.drop_all_caps:
-        fail(f"--keep-cap {ns.keep_cap[0]}: needs --drop-all-caps (keep names what survives it)")
     if ns.cgroup_parent is not None and len(os.fsencode(ns.cgroup_parent)) >= _PATH_MAX:
         fail(
             f"--cgroup-parent: a path of {len(os.fsencode(ns.cgroup_parent))} bytes is longer "
@@ -297,7 +512,8 @@ def _policy(ns: Namespace, supervise: bool) -> Policy:
     try:
         policy = Policy(
             security=SecurityConfig(
-                drop_all_caps=ns.drop_all_caps,
+                # Read here with what it needs; it counts only where it is given (_merged).
+                drop_all_caps=ns.drop_all_caps or bool(keep),
                 keep_caps=keep,
                 no_new_privs=ns.no_new_privs,
                 fail_on_cap_error=ns.strict,
@@ -308,14 +524,11 @@ def _policy(ns: Namespace, supervise: bool) -> Policy:
             rlimits=_rlimits(ns),
             cgroups=_cgroups(ns),
             cgroup_parent=ns.cgroup_parent,
-            # A supervised program must not outlive its supervisor, even a kill -9 of it.
-            die_with_parent=supervise,
         )
     except (HardexecError, ValueError) as err:
         fail(_in_options(str(err)))
     except OSError as err:  # only --cgroup-parent touches the filesystem here
         fail(f"--cgroup-parent: {ns.cgroup_parent!r}: {err.strerror or err}")
-    _check_caps_exist(policy)
     return policy
 
 
@@ -432,8 +645,6 @@ def _cgroups(ns: Namespace) -> CgroupLimits | None:
     memory = parse_size(ns.memory, "--memory") if ns.memory is not None else None
     pids = _count(ns.pids, "--pids") if ns.pids is not None else None
     if not (ns.cgroup or cpu or memory is not None or pids is not None):
-        if ns.cgroup_parent is not None:
-            fail("--cgroup-parent: no cgroup is asked for (--memory, --pids, --cpus, --cgroup)")
         return None
     # From the command line a ceiling asked is a ceiling enforced: refuse unless --best-effort.
     return CgroupLimits(cpu=cpu, memory=memory, pids=pids, fail_on_error=not ns.best_effort)

@@ -49,7 +49,44 @@ def parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser
         "itself with the command (same pid); otherwise it stays to supervise it: signals "
         "forwarded, the terminal handed over, leftovers killed.",
     )
-    caps = run.add_argument_group("capabilities")
+    add_run_options(run)
+
+    listing = _caps_parser(sub)
+    checking = sub.add_parser(
+        "check",
+        help="what this host can enforce, and why not",
+        usage="hardexec check [--json] [--need FEATURE,...]",
+    )
+    checking.add_argument(
+        "--json", action="store_true", help="one JSON document (schema version 1)"
+    )
+    checking.add_argument(
+        "--need",
+        metavar="FEATURE,...",
+        help="exit 1 unless each is usable: landlock, landlock-tcp, seccomp, seccomp-notify, "
+        "cgroup, cgroup-kill, cgroup-memory, cgroup-pids, cgroup-cpu, ns-user, ns-net, ns-pid, "
+        "ns-ipc, ns-uts",
+    )
+    return top, {"run": run, "caps": listing, "check": checking}
+
+
+def add_run_options(p: argparse.ArgumentParser) -> None:
+    """Every ``hardexec run`` option, and ``-- COMMAND [ARG...]``, added to ``p``: the commands
+    that take a run's policy (``run``, ``explain``, ``learn``) read it alike."""
+    files = p.add_argument_group(
+        "policy files",
+        "a profile, then a file, then the options: each over the one before (a table merges key "
+        "by key; an option replaces the key it sets; a namespace option adds its namespace)",
+    )
+    files.add_argument(
+        "--profile",
+        metavar="NAME",
+        help="start from a built-in profile: strict, service or none (see the README)",
+    )
+    files.add_argument(
+        "--policy", metavar="FILE", help="read the policy from FILE (.toml or .json)"
+    )
+    caps = p.add_argument_group("capabilities")
     caps.add_argument(
         "--drop-all-caps",
         action="store_true",
@@ -72,7 +109,7 @@ def parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser
         action="store_true",
         help="fail instead of warning when a capability step cannot be applied",
     )
-    ids = run.add_argument_group("identity")
+    ids = p.add_argument_group("identity")
     ids.add_argument("--user", metavar="USER", help="run as USER (name or uid)")
     ids.add_argument(
         "--group", metavar="GROUP", help="primary group (default: USER's primary group)"
@@ -82,7 +119,7 @@ def parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser
         metavar="G1,G2",
         help="supplementary groups, comma-separated; '' clears them (default: USER's groups)",
     )
-    limits = run.add_argument_group(
+    limits = p.add_argument_group(
         "resource limits", "each is a hard ceiling the program cannot raise (SIZE: 10M, 2G, …)"
     )
     limits.add_argument("--nofile", metavar="N", help="open files (RLIMIT_NOFILE)")
@@ -92,7 +129,7 @@ def parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser
     limits.add_argument("--cpu-seconds", metavar="N", help="CPU seconds, then killed")
     limits.add_argument("--nproc", metavar="N", help="processes of the user (RLIMIT_NPROC)")
     limits.add_argument("--stack", metavar="SIZE", help="stack size (RLIMIT_STACK)")
-    group = run.add_argument_group(
+    group = p.add_argument_group(
         "cgroup v2",
         "a group of its own for the program and everything it starts; a limit that cannot be "
         "applied refuses the run (exit 125) unless --best-effort",
@@ -120,7 +157,7 @@ def parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser
         action="store_true",
         help="when the program ends, wait for what it started instead of killing it",
     )
-    task = run.add_argument_group(
+    task = p.add_argument_group(
         "the task", "its time, environment and output (DURATION: 30s, 5m, 1.5h, 200ms; SIZE: 10M)"
     )
     task.add_argument(
@@ -160,7 +197,7 @@ def parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser
         help="write the run's result (status, signal, duration, timeout, usage, warnings, what "
         "was dropped) to FILE as JSON",
     )
-    confine = run.add_argument_group(
+    confine = p.add_argument_group(
         "confinement",
         "what the program may touch; what this kernel cannot enforce refuses the run unless "
         "--best-effort (then a warning names it)",
@@ -177,28 +214,10 @@ def parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser
         )
     for option, dest, meaning in FLAGS_HELP:
         confine.add_argument(option, dest=dest, action="store_true", help=meaning)
-    run.add_argument(
+    p.add_argument(
         "--usage", action="store_true", help="print what the program used, on stderr, at exit"
     )
-    run.add_argument("argv", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
-
-    listing = _caps_parser(sub)
-    checking = sub.add_parser(
-        "check",
-        help="what this host can enforce, and why not",
-        usage="hardexec check [--json] [--need FEATURE,...]",
-    )
-    checking.add_argument(
-        "--json", action="store_true", help="one JSON document (schema version 1)"
-    )
-    checking.add_argument(
-        "--need",
-        metavar="FEATURE,...",
-        help="exit 1 unless each is usable: landlock, landlock-tcp, seccomp, seccomp-notify, "
-        "cgroup, cgroup-kill, cgroup-memory, cgroup-pids, cgroup-cpu, ns-user, ns-net, ns-pid, "
-        "ns-ipc, ns-uts",
-    )
-    return top, {"run": run, "caps": listing, "check": checking}
+    p.add_argument("argv", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
 
 
 def _caps_parser(sub: Any) -> argparse.ArgumentParser:
