@@ -47,6 +47,7 @@ import shlex
 import signal
 import socket
 import subprocess
+import textwrap
 from pathlib import Path
 
 from ._record import frozen, replace
@@ -196,7 +197,9 @@ class Learned:
         if self.denied:
             said = ", ".join(f"{name} ({count})" for name, count in self.denied)
             lines.append(f"Refused by the base policy's filter: {said}.")
-        lines += list(self.notes)
+        lines[2:] = textwrap.wrap(" ".join(lines[2:]), 96)  # the command stays on one line
+        for note in self.notes:
+            lines += textwrap.wrap(note, 96)
         return "".join(f"# {_printable(line)}\n" for line in lines)
 
     def dumps(self, fmt: str = "toml") -> str:

@@ -15,7 +15,9 @@ failed (bad option or policy, a cgroup or limit that cannot be applied, an exec 
 with one line on stderr naming the option or the step and errno. Bare ``hardexec`` prints its
 usage and exits 2. ``hardexec caps`` lists the capabilities; ``hardexec caps --decode HEX``
 names a mask's caps; ``hardexec caps current [--pid N] [--json]`` decodes what a process holds;
-``hardexec check [--json] [--need FEATURE,...]`` says what this host can enforce.
+``hardexec check [--json] [--need FEATURE,...]`` says what this host can enforce;
+``hardexec learn -o FILE [OPTIONS] -- COMMAND`` writes the policy a run of COMMAND needed
+(:mod:`hardexec.cli.learn`).
 
 Start-up matters (the command is a prefix to other commands), so this package imports only
 argparse up front and the rest of hardexec when, and as far as, a command needs it.
@@ -88,7 +90,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
                 return current(ns)
             return _caps(ns.decode)
-    status = _run(request(ns))
+    if getattr(ns, "command", "run") == "learn":
+        from .learn import learn_command
+
+        status = learn_command(request(ns), ns.output)
+    else:
+        status = _run(request(ns))
     if status < 0:
         if argv is None:
             _die_of(-status)

@@ -24,12 +24,10 @@ from .options import EXIT_FAILURE, EXIT_NOEXEC, EXIT_NOTFOUND, EXIT_TIMEOUT, fai
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from ..learn import Learned
-    from ..policyfile import PolicyFile
     from .options import Request
 
 __all__ = ["learn_command"]
 
-FORMATS = {".toml": "toml", ".json": "json"}
 _PASSED_ON = (signal.SIGTERM, signal.SIGHUP)
 _WAITED_OUT = (signal.SIGINT, signal.SIGQUIT)  # the terminal sends them to the program too
 
@@ -61,7 +59,7 @@ def learn_command(req: Request, output: str, fmt: str | None = None) -> int:
         from .confine_options import check_paths
 
         check_paths(req.policy.confinement)
-    base = _base(req)
+    base = req.policy_file()
     task = req.task
     child: list[int] = []
     previous = _handle_signals(child)
@@ -102,9 +100,11 @@ def learn_command(req: Request, output: str, fmt: str | None = None) -> int:
 
 def _format(output: str, fmt: str | None) -> str:
     if fmt is not None:
-        if fmt not in FORMATS.values():
-            fail(f"--format: {fmt!r} is not toml or json")
+        if fmt not in ("toml", "json"):
+            fail(f"fmt: {fmt!r} is not toml or json")
         return fmt
+    from ..policyfile import FORMATS
+
     suffix = os.path.splitext(output)[1].lower()
     if suffix not in FORMATS:
         fail(f"-o/--output: {output!r}: the file name must end in .toml or .json")
@@ -120,25 +120,6 @@ def _check_output(output: str) -> None:
         fail(f"-o/--output: {output!r}: no directory {directory!r}")
     if not os.access(directory, os.W_OK | os.X_OK):
         fail(f"-o/--output: {output!r}: cannot create files in {directory!r}")
-
-
-def _base(req: Request) -> PolicyFile:
-    """The policy file the run options make: the merged policy, and the run settings."""
-    from ..policyfile import PolicyFile, RunSettings
-
-    task = req.task
-    if task is None:
-        return PolicyFile(policy=req.policy, run=RunSettings(max_output=req.max_output))
-    return PolicyFile(
-        policy=req.policy,
-        run=RunSettings(
-            env_policy=task.env_policy,
-            env=task.env,
-            timeout=task.timeout,
-            kill_after=task.kill_after,
-            max_output=req.max_output,
-        ),
-    )
 
 
 def _handle_signals(child: list[int]) -> dict[int, object]:
