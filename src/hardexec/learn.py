@@ -31,7 +31,9 @@ would in a plain run (a refused call is refused, counted in :attr:`Learned.denie
 of the allow-list), and the learned filter keeps its ``deny`` and ``default`` rules. The two are
 one BPF program, not two stacked filters: the kernel prefers a stacked filter's ERRNO to the
 watch's USER_NOTIF, so refused calls would go unseen. A filter the program installs itself is
-stacked below hardexec's: what it refuses is not seen, which is right (it needs no allowing).
+judged alongside: what it refuses (ERRNO, KILL, TRAP win over USER_NOTIF) is not seen, which
+is right, as it needs no allowing; what it hands to a supervisor of its own (its USER_NOTIF,
+newer than ours, wins the tie) is not seen either, and would be refused by the learned filter.
 
 What one run did is all that is learned: a code path the run did not take (an error branch, a
 ``--verbose`` mode) is refused later. Run the program's own self-test, or its widest usual job.
@@ -170,7 +172,9 @@ class Learned:
             pids = max(math.ceil(self.pids_peak * factor), self.pids_peak + least)
         if memory is None and pids is None:
             return limits
-        limits = limits or CgroupLimits()
+        # A new group is enforced, as a policy file's cgroup is by default: a learned ceiling
+        # that cannot be applied refuses the run rather than being dropped.
+        limits = limits or CgroupLimits(fail_on_error=True)
         changes: dict[str, int] = {}
         if memory is not None:
             changes["memory"] = memory
@@ -234,9 +238,10 @@ def learn(
 ) -> Learned:
     """Run ``argv`` under ``base`` while watching its syscalls; return what it did.
 
-    The program's stdin, stdout and stderr are this process's. It runs in a cgroup of its own
-    when one can be made (to measure its peaks and end its whole tree); what it left running
-    when it exits is killed.
+    The program's stdin, stdout and stderr are this process's, and it stays in this process's
+    process group. It runs in a cgroup of its own when one can be made (to measure its peaks
+    and end its whole tree): what it left running there when it exits is killed; without one
+    (a warning in :attr:`Learned.notes`), what it left running is left alone.
 
     Args:
         argv: the program and its arguments (searched on ``PATH`` as subprocess does).
