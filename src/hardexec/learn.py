@@ -15,12 +15,13 @@ and then allowed to run (``SECCOMP_USER_NOTIF_FLAG_CONTINUE``, Linux 5.5). The r
   namespaces unless it allows them). ``clone3`` is told ENOSYS while learning, as every
   learned allow-list tells it, so glibc uses ``clone`` and the two runs agree.
 - ``confinement.namespaces`` gains ``net`` when the program made no socket of any family but
-  ``AF_UNIX`` (``socket``/``socketpair``'s first argument): it then runs with a loopback of its
-  own and no way out. Any other family (``AF_INET``, ``AF_INET6``, ``AF_NETLINK``,
-  ``AF_PACKET``, …) keeps the host's network: netlink and packet sockets see a new namespace's
-  interfaces, not the host's. A unix socket in the abstract namespace is per network namespace
-  too, and is not told apart here: a program that connects to one (``@/tmp/.X11-unix/X0``)
-  needs ``net`` removed by hand.
+  ``AF_UNIX`` (``socket``/``socketpair``'s first argument) and named no abstract unix address
+  (``connect``, ``bind``, ``sendto``; abstract addresses belong to a network namespace): it
+  then runs with a loopback of its own and no way out. Any other family (``AF_INET``,
+  ``AF_INET6``, ``AF_NETLINK``, ``AF_PACKET``, …) keeps the host's network: netlink and packet
+  sockets see a new namespace's interfaces, not the host's. So does an address the hub could
+  not read in the program's memory. (``sendmsg``'s address, inside its ``msghdr``, is not
+  read: a datagram sent with it to an abstract address is missed.)
 - ``cgroups``: ``memory`` and ``pids`` ceilings from the peaks measured, with a margin
   (:data:`MEMORY_MARGIN`, :data:`PIDS_MARGIN`), when the program's cgroup had those
   controllers and the base gives no ceiling of its own. Where the host offers no controller
@@ -75,6 +76,7 @@ PIDS_MARGIN = (2.0, 16)
 
 _MIB = 1 << 20
 _LOCAL_FAMILIES = frozenset({"AF_UNIX"})  # the only family that needs no network at all
+_NAMESPACED = frozenset({"unix-abstract", "unreadable", "unknown"})  # addresses of a netns
 # To measure peaks the program's group needs the controllers enabled, which only a limit
 # asks for: these are as good as none (pids.max takes at most PID_MAX_LIMIT).
 _MEASURE_MEMORY = 1 << 62
@@ -93,6 +95,9 @@ class Learned:
         denied: the syscalls the base's own filter refused, ``(name, count)``, sorted.
         families: the address families of the sockets made, ``(name, count)``, sorted
             (``"AF_INET"``; a number Python has no name for is ``"family N"``).
+        addresses: the kinds of address given to ``connect``, ``bind`` and ``sendto``,
+            ``(kind, count)``, sorted (``"inet-loopback"``, ``"unix-abstract"``, … see
+            :func:`hardexec.confine.notify.address_kind`; ``"unreadable"``).
         new_namespaces: how many ``clone`` calls asked for a new namespace (``CLONE_NEW*``).
         returncode: the program's exit status; ``-N`` when signal N ended it.
         timed_out: the timeout ended it.
@@ -108,6 +113,7 @@ class Learned:
     syscalls: tuple[tuple[str, int], ...]
     denied: tuple[tuple[str, int], ...] = ()
     families: tuple[tuple[str, int], ...] = ()
+    addresses: tuple[tuple[str, int], ...] = ()
     new_namespaces: int = 0
     returncode: int = 0
     timed_out: bool = False
@@ -119,8 +125,12 @@ class Learned:
 
     @property
     def network(self) -> bool:
-        """Whether the program made a socket of a family other than ``AF_UNIX``."""
-        return any(name not in _LOCAL_FAMILIES for name, _ in self.families)
+        """Whether the program needs the host's network namespace: it made a socket of a
+        family other than ``AF_UNIX``, or named an abstract unix address (or one that could not
+        be read)."""
+        if any(name not in _LOCAL_FAMILIES for name, _ in self.families):
+            return True
+        return any(kind in _NAMESPACED for kind, _ in self.addresses)
 
     @property
     def succeeded(self) -> bool:
@@ -192,11 +202,13 @@ class Learned:
         else:
             ended = f"exited with status {self.returncode}"
         families = ", ".join(name for name, _ in self.families) or "none"
+        addresses = ", ".join(f"{kind} ({count})" for kind, count in self.addresses) or "none"
         lines = [
             f"Learned by hardexec learn on {self.when}, {self.kernel}, from one run of:",
             "  " + shlex.join(self.argv),
             f"The program {ended}; {len(self.syscalls)} distinct syscalls ran ({total} calls);",
-            f"socket families: {families}; network: {'yes' if self.network else 'no'}.",
+            f"socket families: {families}; addresses: {addresses};",
+            f"network: {'yes' if self.network else 'no'}.",
         ]
         if self.denied:
             said = ", ".join(f"{name} ({count})" for name, count in self.denied)
@@ -311,6 +323,7 @@ def learn(
     listener = child._listener  # the watch's records (Popen shows denials only)
     seen = listener.seen() if listener is not None else {}
     families = listener.families() if listener is not None else {}
+    addresses = listener.addresses() if listener is not None else {}
     clones = listener.new_namespaces() if listener is not None else 0
     for warning in child.stage_warnings:
         notes.append(f"Warning: {warning}.")
@@ -326,6 +339,7 @@ def learn(
         syscalls=tuple(sorted(seen.items())),
         denied=tuple(sorted(child.denied_syscalls.items())),
         families=tuple(sorted((_family(number), count) for number, count in families.items())),
+        addresses=tuple(sorted(addresses.items())),
         new_namespaces=clones,
         returncode=child.returncode,
         timed_out=timed_out,

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import threading
+import uuid
 
 import pytest
 
@@ -143,6 +144,36 @@ def test_a_program_without_an_inet_socket_gets_the_net_namespace(stage, tmp_path
     under = hx("run", "--policy", str(policy_path), "--", PY, "-S", "-c", UNIX_ONLY)
     assert under.returncode == 0, under.stderr
     assert under.stdout == "got x\ninterfaces ['lo']\n"  # its own loopback, and nothing else
+
+
+def test_addresses_given_to_bind_connect_and_sendto_are_read_from_the_program(stage, tmp_path):
+    name = f"hx-learn-{uuid.uuid4().hex}"
+    code = f"""
+import socket
+server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+server.bind("\\0{name}")
+server.listen()
+client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+client.connect("\\0{name}")
+path = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+path.bind({str(tmp_path / "dgram")!r})
+path.sendto(b"x", {str(tmp_path / "dgram")!r})
+inet = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+inet.sendto(b"x", ("127.0.0.1", 9))
+"""
+    got = learn([PY, "-S", "-c", code])
+    assert got.returncode == 0
+    assert dict(got.addresses) == {"unix-abstract": 2, "unix-path": 2, "inet-loopback": 1}
+    assert got.network
+
+
+def test_an_abstract_unix_address_alone_keeps_the_hosts_network(stage):
+    code = f"import socket; socket.socket(socket.AF_UNIX).bind('\\0hx-learn-{uuid.uuid4().hex}')"
+    got = learn([PY, "-S", "-c", code])
+    assert got.returncode == 0
+    assert dict(got.families) == {"AF_UNIX": 1}
+    assert dict(got.addresses) == {"unix-abstract": 1}
+    assert "net" not in got.policy_file().policy.confinement.namespaces
 
 
 def test_threads_and_children_are_observed(stage):
