@@ -323,3 +323,16 @@ def test_learning_from_a_thread_of_a_busy_process_counts_each_run_apart(stage):
         t.join()
     assert "statfs" in names(results["a"]) and "getpriority" not in names(results["a"])
     assert "getpriority" in names(results["b"]) and "statfs" not in names(results["b"])
+
+
+@pytest.mark.parametrize(
+    "option", [["--json-result", "r.json"], ["--usage"], ["--keep-leftovers", "--cgroup"]]
+)
+def test_run_options_learn_cannot_honour_are_refused_before_it_runs(tmp_path, option):
+    marker = tmp_path / "ran"
+    code = f"open({str(marker)!r}, 'w').close()"
+    got = hx("learn", "-o", "tool.toml", *option, "--", PY, "-S", "-c", code, cwd=tmp_path)
+    assert got.returncode == 125
+    assert got.stderr.startswith(f"hardexec: {option[0]}: not for hardexec learn"), got.stderr
+    assert len(got.stderr.splitlines()) == 1
+    assert list(tmp_path.iterdir()) == []

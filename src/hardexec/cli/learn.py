@@ -7,6 +7,10 @@ out, and still writes what it learned); SIGTERM and SIGHUP sent to hardexec are 
 it. FILE is written once the program has ended, whatever its exit status, to a new file beside
 FILE renamed over it (a symlink at FILE is replaced, not followed; no temporary file is left
 behind on any failure); ``.toml`` files start with a comment saying how they were learned.
+The run options are the base (``--profile``, ``--policy``, then the options, as for ``run``)
+and are written into FILE; ``--timeout`` applies while learning, ``--max-output`` does not
+(the output passes through whole). ``--json-result``, ``--keep-leftovers`` and ``--usage`` are
+refused.
 Exit status: the program's (124 when ``--timeout`` ended it); 125, with one line on stderr,
 when hardexec could not start it or cannot write FILE (checked before the program runs).
 """
@@ -55,6 +59,8 @@ def learn_command(req: Request, output: str, fmt: str | None = None) -> int:
         fail("--json-result: not for hardexec learn (its result is the policy file)")
     if req.keep_leftovers:
         fail("--keep-leftovers: not for hardexec learn (what the program leaves is killed)")
+    if req.usage:
+        fail("--usage: not for hardexec learn (FILE's header says what was measured)")
     if req.policy.confinement is not None:
         from .confine_options import check_paths
 

@@ -18,11 +18,11 @@ With a watch filter (:class:`~hardexec.confine.seccomp.WatchFilter`, ``hardexec 
 syscall is notified: the hub records its name (and, for ``socket``/``socketpair``, the address
 family in its first argument; for ``clone``, whether its flags ask for a new namespace; for
 ``connect``, ``bind`` and ``sendto``, what kind of address they name, read from the program's
-memory through ``/proc/PID/mem``) and answers
-``SECCOMP_USER_NOTIF_FLAG_CONTINUE``, so the call runs as if no filter were there; a call the
-watch filter's own rules refuse is answered and counted as a denial, as above. CONTINUE is for
-observing only: the kernel documents that a supervisor cannot make a security decision with it
-(the arguments may change before the call runs), and none is made here.
+memory through ``/proc/PID/mem``) and answers ``SECCOMP_USER_NOTIF_FLAG_CONTINUE``, so the call
+runs as if no filter were there; a call the watch filter's own rules refuse is answered and
+counted as a denial, as above. CONTINUE is for observing only: the kernel documents that a
+supervisor cannot make a security decision with it (the program may change the arguments'
+memory before the call runs), and none is made here.
 """
 
 from __future__ import annotations

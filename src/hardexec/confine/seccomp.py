@@ -175,7 +175,7 @@ class WatchFilter(SyscallFilter):
     """
 
     def __post_init__(self) -> None:
-        if self.allow is None and not self.deny and not self.default:
+        if self.allow is None and not self.deny and self.default is False:
             # Nothing refused: only the types are checked (SyscallFilter refuses an empty one).
             if not isinstance(self.deny, tuple):
                 object.__setattr__(self, "deny", tuple(self.deny))
