@@ -104,6 +104,9 @@ class Learned:
         memory_peak: the most memory the program's tree used, in bytes; None when not measured.
         pids_peak: the most processes it had at once; None when not measured.
         notes: what was not measured or cannot be expressed, and why, one sentence each.
+        warnings: what of the base could not be applied while learning (best effort), as
+            :class:`~hardexec.StageWarning` texts.
+        stage_notes: what hardexec did that the base did not say (``no_new_privs`` implied).
         kernel: this host's kernel (``uname -sr`` and the machine).
         when: when the run started (UTC, ISO 8601, to the second).
     """
@@ -120,6 +123,8 @@ class Learned:
     memory_peak: int | None = None
     pids_peak: int | None = None
     notes: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()
+    stage_notes: tuple[str, ...] = ()
     kernel: str = ""
     when: str = ""
 
@@ -214,7 +219,7 @@ class Learned:
             said = ", ".join(f"{name} ({count})" for name, count in self.denied)
             lines.append(f"Refused by the base policy's filter: {said}.")
         lines[2:] = textwrap.wrap(" ".join(lines[2:]), 96)  # the command stays on one line
-        for note in self.notes:
+        for note in (*(f"Warning: {text}" for text in self.warnings), *self.notes):
             lines += textwrap.wrap(note, 96)
         return "".join(f"# {_printable(line)}\n" for line in lines)
 
@@ -253,7 +258,7 @@ def learn(
     The program's stdin, stdout and stderr are this process's, and it stays in this process's
     process group. It runs in a cgroup of its own when one can be made (to measure its peaks
     and end its whole tree): what it left running there when it exits is killed; without one
-    (a warning in :attr:`Learned.notes`), what it left running is left alone.
+    (a warning in :attr:`Learned.warnings`), what it left running is left alone.
 
     Args:
         argv: the program and its arguments (searched on ``PATH`` as subprocess does).
@@ -325,8 +330,6 @@ def learn(
     families = listener.families() if listener is not None else {}
     addresses = listener.addresses() if listener is not None else {}
     clones = listener.new_namespaces() if listener is not None else 0
-    for warning in child.stage_warnings:
-        notes.append(f"Warning: {warning}.")
     unnamed = sorted(name for name in seen if name.startswith("syscall "))
     if unnamed:
         notes.append(
@@ -346,6 +349,8 @@ def learn(
         memory_peak=memory_peak,
         pids_peak=pids_peak,
         notes=tuple(notes),
+        warnings=tuple(str(warning) for warning in child.stage_warnings),
+        stage_notes=tuple(child.stage_notes),
         kernel=f"{os.uname().sysname} {os.uname().release} {os.uname().machine}",
         when=when.isoformat().replace("+00:00", "Z"),
     )

@@ -336,3 +336,18 @@ def test_run_options_learn_cannot_honour_are_refused_before_it_runs(tmp_path, op
     assert got.stderr.startswith(f"hardexec: {option[0]}: not for hardexec learn"), got.stderr
     assert len(got.stderr.splitlines()) == 1
     assert list(tmp_path.iterdir()) == []
+
+
+def test_what_hardexec_notes_about_the_learning_run_is_said(tmp_path):
+    out = tmp_path / "tool.toml"
+    got = hx(
+        "learn", "--user", "nobody", "--group", "nogroup", "--drop-all-caps", "-o", str(out),
+        "--", PY, "-S", "-c", "import os; print(os.getuid())",
+    )  # fmt: skip
+    assert got.returncode == 0, got.stderr
+    assert got.stdout == "65534\n"
+    assert got.stderr.splitlines()[0] == (
+        "hardexec: note: no_new_privs is implied: Landlock and seccomp need it when the program "
+        "does not hold CAP_SYS_ADMIN"
+    )
+    assert load(out).policy.security.user == "nobody"

@@ -150,6 +150,10 @@ def _handle_signals(child: list[int]) -> dict[int, object]:
 
 
 def _say(learned: Learned) -> None:
+    for text in learned.warnings:
+        print(f"hardexec: warning: {text}", file=sys.stderr)
+    for note in learned.stage_notes:
+        print(f"hardexec: note: {note}", file=sys.stderr)
     if learned.denied:
         said = ", ".join(f"{name} ({count})" for name, count in learned.denied)
         print(f"hardexec: denied syscalls: {said}", file=sys.stderr)
