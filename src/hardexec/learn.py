@@ -10,7 +10,8 @@ and then allowed to run (``SECCOMP_USER_NOTIF_FLAG_CONTINUE``, Linux 5.5). The r
   less those of ``@default`` (every allow-list allows them anyway), plus ``sendmsg`` always:
   hardexec's stage hands the seccomp listener over with one ``sendmsg``, and a filter that
   refuses it gets no listener, so its denials would be refused without being counted or
-  reported. Allowing ``sendmsg`` costs little next to ``write``, which the program has anyway.
+  reported. Allowing ``sendmsg`` costs little next to ``write``, which the program has anyway
+  (a base filter that refuses it still does: the learned filter is never wider than the base).
   ``clone`` with a ``CLONE_NEW*`` flag adds ``@namespace`` (every allow-list refuses new
   namespaces unless it allows them). ``clone3`` is told ENOSYS while learning, as every
   learned allow-list tells it, so glibc uses ``clone`` and the two runs agree.
@@ -143,13 +144,18 @@ class Learned:
         return self.returncode == 0 and not self.timed_out
 
     def allowed(self) -> tuple[str, ...]:
-        """The learned allow-list: the syscalls that ran (less ``@default``'s), ``sendmsg``,
-        and ``@namespace`` after a namespace-making clone; sorted."""
+        """The learned allow-list: the syscalls that ran (less ``@default``'s), ``sendmsg``
+        (unless the base's own filter refuses it: the learned one is never wider), and
+        ``@namespace`` after a namespace-making clone; sorted."""
         from .confine import groups
+        from .confine.seccomp import permits
 
         always = set(groups.expand("@default")[0])
         names = {name for name, _ in self.syscalls if not name.startswith("syscall ")}
-        names = (names - always) | {"sendmsg"}
+        names -= always
+        conf = self.base.policy.confinement
+        if conf is None or conf.syscalls is None or permits(conf.syscalls, "sendmsg"):
+            names.add("sendmsg")
         if self.new_namespaces:
             names.add("@namespace")
         return tuple(sorted(names))

@@ -278,3 +278,12 @@ def test_an_abstract_or_unread_unix_address_keeps_the_hosts_network(kind, networ
     got = learned(families=(("AF_UNIX", 1),), addresses=((kind, 1),))
     assert got.network is network
     assert ("net" in got.policy_file().policy.confinement.namespaces) is not network
+
+
+def test_sendmsg_is_not_added_when_the_base_filter_refuses_it():
+    base = PolicyFile(
+        policy=Policy(confinement=Confinement(syscalls=SyscallFilter(allow=("@basic-io",))))
+    )
+    assert learned(base=base, syscalls=(("read", 1),)).allowed() == ("read",)
+    base = PolicyFile(policy=Policy(confinement=Confinement(syscalls=SyscallFilter(default=True))))
+    assert learned(base=base, syscalls=(("read", 1),)).allowed() == ("read", "sendmsg")

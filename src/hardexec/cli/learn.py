@@ -92,7 +92,12 @@ def learn_command(req: Request, output: str, fmt: str | None = None) -> int:
             signal.signal(signum, handler)
     _say(learned)
     try:
-        write_atomically(output, learned.dumps(fmt))
+        text = learned.dumps(fmt)
+    except HardexecError as err:  # not expected: what was learned here is valid here
+        print(f"hardexec: -o/--output: cannot write the learned policy: {err}", file=sys.stderr)
+        return EXIT_FAILURE
+    try:
+        write_atomically(output, text)
     except OSError as err:
         print(f"hardexec: -o/--output: cannot write {output!r}: {err.strerror}", file=sys.stderr)
         return EXIT_FAILURE
