@@ -17,6 +17,8 @@ usage and exits 2. ``hardexec caps`` lists the capabilities; ``hardexec caps --d
 names a mask's caps; ``hardexec caps current [--pid N] [--json]`` decodes what a process holds;
 ``hardexec check [--json] [--need FEATURE,...]`` says what this host can enforce;
 ``hardexec explain [OPTIONS] [--json] -- COMMAND`` says what ``run`` would give COMMAND.
+``hardexec learn -o FILE [OPTIONS] -- COMMAND`` writes the policy a run of COMMAND needed
+(:mod:`hardexec.cli.learn`).
 
 Start-up matters (the command is a prefix to other commands), so this package imports only
 argparse up front and the rest of hardexec when, and as far as, a command needs it.
@@ -93,7 +95,12 @@ def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0911  (one per c
             from .explain import explain_command
 
             return explain_command(request(ns), ns.json)
-    status = _run(request(ns))
+    if getattr(ns, "command", "run") == "learn":
+        from .learn import learn_command
+
+        status = learn_command(request(ns), ns.output)
+    else:
+        status = _run(request(ns))
     if status < 0:
         if argv is None:
             _die_of(-status)

@@ -63,6 +63,21 @@ def parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser
         "--json", action="store_true", help="one JSON document (schema version 1)"
     )
     add_run_options(explaining)
+    learning = sub.add_parser(
+        "learn",
+        help="run a command once under observation; write the narrowest policy it needed",
+        usage="hardexec learn -o FILE [OPTIONS] -- COMMAND [ARG...]",
+        description="Run COMMAND under the given options while recording every syscall it, its "
+        "threads and its children make, then write a policy file (.toml or .json) with those "
+        "options plus: an allow-list of those syscalls, a network namespace if it made no "
+        "socket but unix ones, and cgroup ceilings from its peaks where they can be measured. "
+        "`hardexec run --policy FILE -- COMMAND ...` then runs it the same way. Exit status: "
+        "the command's own; 125 when hardexec failed (FILE is checked before COMMAND runs).",
+    )
+    learning.add_argument(
+        "-o", "--output", required=True, metavar="FILE", help="the policy file to write"
+    )
+    add_run_options(learning)
 
     listing = _caps_parser(sub)
     checking = sub.add_parser(
@@ -80,7 +95,13 @@ def parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser
         "cgroup, cgroup-kill, cgroup-memory, cgroup-pids, cgroup-cpu, ns-user, ns-net, ns-pid, "
         "ns-ipc, ns-uts",
     )
-    return top, {"run": run, "explain": explaining, "caps": listing, "check": checking}
+    return top, {
+        "run": run,
+        "explain": explaining,
+        "learn": learning,
+        "caps": listing,
+        "check": checking,
+    }
 
 
 def add_run_options(p: argparse.ArgumentParser) -> None:

@@ -23,7 +23,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from ..policy import Policy
     from .landlock import Ruleset
-    from .seccomp import Filter
+    from .seccomp import Filter, WatchFilter
 
 __all__ = ["Confined", "confine"]
 
@@ -241,6 +241,10 @@ def _filter(
 ) -> tuple[Filter | None, bool]:
     if c.syscalls is None:
         return None, False
+    from .seccomp import WatchFilter
+
+    if isinstance(c.syscalls, WatchFilter):
+        return _watch(c.syscalls, listen), True
     actions = seccomp_actions()
     if not actions:
         _refuse_or_warn(c, "seccomp", "the syscall filter", "this kernel has no seccomp", warnings)
@@ -266,3 +270,30 @@ def _filter(
             )
         )
     return compile_filter(c.syscalls, notify=notify), notify
+
+
+def _watch(f: WatchFilter, listen: bool) -> Filter:
+    """A watch filter's program; refused, whatever ``best_effort`` says, where it cannot work:
+    a watch left out would learn nothing, and one without a listener would refuse every call."""
+    from .seccomp import compile_watch
+
+    why = None
+    if not listen:
+        why = "nothing stays to answer its notifications"
+    elif "user_notif" not in seccomp_actions():
+        why = "this kernel lacks seccomp user notification"
+    elif _kernel() < (5, 5):
+        why = "answering a notification with CONTINUE needs Linux 5.5"
+    if why is not None:
+        raise StageError("seccomp", errno.EOPNOTSUPP, f"watching syscalls: {why}")
+    return compile_watch(f)
+
+
+def _kernel() -> tuple[int, int]:
+    """This kernel's (major, minor) version, from uname's release ("6.1.0-13-amd64")."""
+    parts = os.uname().release.split(".", 2)
+    if len(parts) < 2 or not parts[0].isdigit():
+        return 0, 0
+    minor = parts[1]
+    digits = minor[: len(minor) - len(minor.lstrip("0123456789"))]
+    return int(parts[0]), int(digits or 0)

@@ -13,6 +13,16 @@ kernel answers every later notification with ENOSYS: the syscall is refused all 
 
 One thread for all, not one per spawn: starting a thread costs more than the rest of a
 confined spawn's Python work together, and a runner with many tasks would hold as many.
+
+With a watch filter (:class:`~hardexec.confine.seccomp.WatchFilter`, ``hardexec learn``) every
+syscall is notified: the hub records its name (and, for ``socket``/``socketpair``, the address
+family in its first argument; for ``clone``, whether its flags ask for a new namespace; for
+``connect``, ``bind`` and ``sendto``, what kind of address they name, read from the program's
+memory through ``/proc/PID/mem``) and answers ``SECCOMP_USER_NOTIF_FLAG_CONTINUE``, so the call
+runs as if no filter were there; a call the watch filter's own rules refuse is answered and
+counted as a denial, as above. CONTINUE is for observing only: the kernel documents that a
+supervisor cannot make a security decision with it (the program may change the arguments'
+memory before the call runs), and none is made here.
 """
 
 from __future__ import annotations
@@ -26,13 +36,16 @@ import select
 import signal
 import socket
 import struct
+import sys
 import threading
+
+from .groups import CLONE_NEW_FLAGS
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from .seccomp import Filter
 
-__all__ = ["Listener", "pending", "start_hub"]
+__all__ = ["Listener", "address_kind", "pending", "start_hub"]
 
 # linux/seccomp.h: SECCOMP_IOCTL_NOTIF_RECV/SEND/ID_VALID (_IOWR/_IOW on '!', the structs'
 # sizes: seccomp_notif 80 bytes, seccomp_notif_resp 24).
@@ -40,6 +53,11 @@ _RECV, _SEND, _ID_VALID = 0xC0502100, 0xC0182101, 0x40082102
 _NOTIF = struct.Struct("=QIIiIQ6Q")  # id, pid, flags, data.nr, data.arch, data.ip, args
 _RESP = struct.Struct("=QqiI")  # id, val, error, flags
 _ENDED = select.EPOLLHUP | select.EPOLLERR
+_FLAG_CONTINUE = 1  # SECCOMP_USER_NOTIF_FLAG_CONTINUE: let the call run (Linux 5.5)
+_SOCKET_CALLS = frozenset({"socket", "socketpair"})  # the family is their first argument
+# Calls naming a peer or a local address: (argument of the sockaddr pointer, of its length).
+_ADDRESS_CALLS = {"connect": (1, 2), "bind": (1, 2), "sendto": (4, 5)}
+_MAX_ADDRESS = 128  # sizeof(struct sockaddr_storage)
 
 
 class Listener:
@@ -49,6 +67,10 @@ class Listener:
         self._sock: socket.socket | None = sock
         self._filter = filt
         self._counts: dict[str, int] = {}
+        self._seen: dict[str, int] = {}  # watch: what ran
+        self._families: dict[int, int] = {}  # watch: socket families made
+        self._new_namespaces = 0  # watch: clones that asked for a new namespace
+        self._addresses: dict[str, int] = {}  # watch: kinds of address connected, bound, sent to
         self._lock = threading.Lock()
         self._fd = -1  # the listener, once received
 
@@ -94,6 +116,31 @@ class Listener:
         with self._lock:
             return dict(self._counts)
 
+    def seen(self) -> dict[str, int]:
+        """With a watch filter: the syscalls that ran so far, name → how many times (a number
+        without a name in this host's table is ``"syscall N"``). Empty otherwise."""
+        with self._lock:
+            return dict(self._seen)
+
+    def families(self) -> dict[int, int]:
+        """With a watch filter: the address families of the sockets made so far (``socket``
+        and ``socketpair``), family number → how many calls. Empty otherwise."""
+        with self._lock:
+            return dict(self._families)
+
+    def addresses(self) -> dict[str, int]:
+        """With a watch filter: the kinds of address given to ``connect``, ``bind`` and
+        ``sendto`` (see :func:`address_kind`; ``"unreadable"`` when the program's memory could
+        not be read), kind → how many calls. Empty otherwise."""
+        with self._lock:
+            return dict(self._addresses)
+
+    def new_namespaces(self) -> int:
+        """With a watch filter: how many ``clone`` calls that ran asked for a new namespace
+        (a ``CLONE_NEW*`` flag in their first argument). 0 otherwise."""
+        with self._lock:
+            return self._new_namespaces
+
     # --- called by the hub's thread only --------------------------------------------------
 
     def _answer(self) -> None:
@@ -102,10 +149,16 @@ class Listener:
             fcntl.ioctl(self._fd, _RECV, buf, True)
         except OSError:
             return  # ENOENT: the caller died meanwhile; anything else: the hang-up follows
-        notif_id, pid, _, nr, *_ = _NOTIF.unpack(buf)
+        notif_id, pid, _, nr, _, _, *args = _NOTIF.unpack(buf)
         filt = self._filter
-        verdict = filt.verdicts.get(nr, filt.default)
         name = filt.names.get(nr, f"syscall {nr}")
+        if filt.watch:
+            verdict = filt.judge(nr, args)
+            if verdict is None:
+                self._continue(notif_id, pid, name, args)
+                return
+        else:
+            verdict = filt.verdicts.get(nr, filt.default)
         with self._lock:
             self._counts[name] = self._counts.get(name, 0) + 1
         kill = verdict is not None and verdict.kill
@@ -115,10 +168,73 @@ class Listener:
         with contextlib.suppress(OSError):  # ENOENT: the caller is gone (killed, or a signal)
             fcntl.ioctl(self._fd, _SEND, _RESP.pack(notif_id, 0, -err, 0))
 
+    def _continue(self, notif_id: int, pid: int, name: str, args: list[int]) -> None:
+        """Record a watched call, then let it run."""
+        kind = None
+        where = _ADDRESS_CALLS.get(name)
+        if where is not None and args[where[0]]:
+            data = self._read(notif_id, pid, args[where[0]], args[where[1]] & 0xFFFFFFFF)
+            kind = "unreadable" if data is None else address_kind(data)
+        with self._lock:
+            if kind is not None:
+                self._addresses[kind] = self._addresses.get(kind, 0) + 1
+            self._seen[name] = self._seen.get(name, 0) + 1
+            if name in _SOCKET_CALLS:
+                family = args[0] & 0xFFFFFFFF  # an int argument: its low 32 bits
+                self._families[family] = self._families.get(family, 0) + 1
+            elif name == "clone" and args[0] & CLONE_NEW_FLAGS:
+                self._new_namespaces += 1
+        with contextlib.suppress(OSError):  # ENOENT: the caller is gone (killed, or a signal)
+            fcntl.ioctl(self._fd, _SEND, _RESP.pack(notif_id, 0, 0, _FLAG_CONTINUE))
+
+    def _read(self, notif_id: int, pid: int, address: int, length: int) -> bytes | None:
+        """``length`` bytes (at most a sockaddr_storage) at ``address`` in the memory of the
+        thread ``pid`` whose call ``notif_id`` is pending; None when they cannot be read.
+
+        The fd is opened first, then the call is checked to be still pending (so ``pid`` was
+        still that thread, not a reuse of its number, when the fd took hold of its memory).
+        """
+        try:
+            fd = os.open(f"/proc/{pid}/mem", os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return None
+        try:
+            fcntl.ioctl(self._fd, _ID_VALID, struct.pack("=Q", notif_id))
+            return os.pread(fd, min(length, _MAX_ADDRESS), address)
+        except (OSError, OverflowError):
+            return None
+        finally:
+            os.close(fd)
+
     def _finish(self) -> None:
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
+
+
+def address_kind(data: bytes) -> str:
+    """What a ``struct sockaddr`` is, for learning what network a program needs:
+    ``"unix-abstract"`` (an abstract unix address, or none: bind's autobind takes an abstract
+    one; abstract addresses belong to a network namespace), ``"unix-path"``,
+    ``"inet-loopback"``/``"inet"``, ``"inet6-loopback"``/``"inet6"`` (an IPv4-mapped loopback
+    address is loopback), ``"family N"`` for another family, ``"unknown"`` when too short.
+    """
+    if len(data) < 2:
+        return "unknown"
+    family = int.from_bytes(data[:2], sys.byteorder)
+    if family == socket.AF_UNIX:
+        return "unix-abstract" if len(data) == 2 or data[2] == 0 else "unix-path"
+    if family == socket.AF_INET and len(data) >= 8:
+        return "inet-loopback" if data[4] == 127 else "inet"
+    if family == socket.AF_INET6 and len(data) >= 24:
+        address = data[8:24]
+        loopback = address == bytes(15) + b"\x01" or (
+            address[:12] == bytes(10) + b"\xff\xff" and address[12] == 127
+        )
+        return "inet6-loopback" if loopback else "inet6"
+    if family in (socket.AF_INET, socket.AF_INET6):
+        return "unknown"
+    return f"family {family}"
 
 
 class _Hub:

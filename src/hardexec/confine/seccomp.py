@@ -21,6 +21,13 @@ optional ``:ACTION``. Among the deny rules, those named one by one win over thos
 and a later one over an earlier one; ``default=True``'s ``@default-deny`` comes first of all.
 ``execve`` and ``exit_group`` are never denied: naming them is an error, and groups naming
 them deny the rest.
+
+A :class:`WatchFilter` (``hardexec learn``) observes instead: its program notifies on every
+syscall (after the same architecture checks and sendmsg exemption), and the parent records
+each one and answers ``SECCOMP_USER_NOTIF_FLAG_CONTINUE`` (Linux 5.5), so the call runs — or,
+for a call the watch filter's own rules refuse, answers as a plain filter of those rules
+would (see :meth:`Filter.judge`). One program, not two stacked filters: the kernel would
+pick a stacked filter's ERRNO over the watch's USER_NOTIF, so refused calls would go unseen.
 """
 
 from __future__ import annotations
@@ -30,17 +37,26 @@ import functools
 import struct
 import sys
 
+from .._record import field as record_field
 from .._record import frozen
 from ..errors import PolicyError, shown
 from . import groups, syscalls
+from .config import SyscallFilter
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Iterable, Sequence
 
-    from .config import SyscallFilter
-
-__all__ = ["Filter", "Verdict", "check_rules", "compile_filter", "permits", "with_notify_fd"]
+__all__ = [
+    "Filter",
+    "Verdict",
+    "WatchFilter",
+    "check_rules",
+    "compile_filter",
+    "compile_watch",
+    "permits",
+    "with_notify_fd",
+]
 
 SECCOMP_RET_KILL_PROCESS = 0x80000000
 SECCOMP_RET_ERRNO = 0x00050000
@@ -94,6 +110,11 @@ class Filter:
         default: the answer for a number not in ``verdicts`` (allow-list mode: ENOSYS);
             None in deny-list mode, where no other number is notified.
         names: syscall number -> name, every syscall of the native table, for the report.
+        watch: every syscall is notified (a :class:`WatchFilter`): the parent answers each with
+            :meth:`judge`, CONTINUE when it finds no refusal.
+        allowed: with ``watch``, the numbers an allow-list lets run (None: no allow-list).
+        arg_rules: with ``watch``, number -> (((argument, flags), ...), verdict): the call is
+            refused when any argument has any of its flags (clone's CLONE_NEW*).
     """
 
     code: bytes
@@ -101,6 +122,28 @@ class Filter:
     verdicts: dict[int, Verdict]
     default: Verdict | None
     names: dict[int, str]
+    watch: bool = False
+    allowed: frozenset[int] | None = None
+    arg_rules: dict[int, tuple[tuple[tuple[int, int], ...], Verdict]] = record_field(
+        default_factory=dict
+    )
+
+    def judge(self, nr: int, args: Sequence[int]) -> Verdict | None:
+        """What a watch filter's rules give syscall ``nr`` with ``args``: None when it may run.
+
+        The same decision the BPF program of those rules makes (arguments compared on their
+        low 32 bits, as the program loads them).
+        """
+        rule = self.arg_rules.get(nr)
+        if rule is not None:
+            checks, verdict = rule
+            return verdict if any(args[arg] & flags for arg, flags in checks) else None
+        verdict = self.verdicts.get(nr)
+        if verdict is not None:
+            return verdict
+        if self.allowed is not None and nr not in self.allowed:
+            return self.default
+        return None
 
     @property
     def length(self) -> int:
@@ -108,7 +151,7 @@ class Filter:
         return len(self.code) // _INSN.size
 
     def __repr__(self) -> str:  # the code and the whole table would drown a Confined's repr
-        mode = "notify" if self.fd_offset is not None else "direct"
+        mode = "watch" if self.watch else "notify" if self.fd_offset is not None else "direct"
         return (
             f"Filter({self.length} instructions, {mode}, {len(self.verdicts)} denied, "
             f"default={self.default!r})"
@@ -117,6 +160,27 @@ class Filter:
 
 _EPERM = Verdict(errno.EPERM)
 _ENOSYS = Verdict(errno.ENOSYS)
+
+
+class WatchFilter(SyscallFilter):
+    """A filter that observes: every syscall is recorded by the parent, then runs.
+
+    Used by ``hardexec learn``. Its fields are :class:`SyscallFilter`'s and mean the same: the
+    rules of a base policy to learn within (the calls they refuse are refused and counted as
+    denied, not recorded as needed); all empty (the default), nothing is refused. Needs seccomp
+    user notification with ``SECCOMP_USER_NOTIF_FLAG_CONTINUE`` (Linux 5.5), and a parent that
+    stays to answer: each syscall waits for it, so a watched program runs slower.
+    ``clone3`` is answered ENOSYS in the kernel, as every learned allow-list will answer it
+    (glibc then uses ``clone``, which is recorded, flags and all).
+    """
+
+    def __post_init__(self) -> None:
+        if self.allow is None and not self.deny and self.default is False:
+            # Nothing refused: only the types are checked (SyscallFilter refuses an empty one).
+            if not isinstance(self.deny, tuple):
+                object.__setattr__(self, "deny", tuple(self.deny))
+            return
+        super().__post_init__()
 
 
 def _verdict(action: str) -> Verdict | None:
@@ -224,6 +288,55 @@ def compile_filter(f: SyscallFilter, *, notify: bool) -> Filter:
     return _compile(f, bool(notify))
 
 
+def compile_watch(f: WatchFilter) -> Filter:
+    """The BPF program that notifies on every syscall, for ``f`` (cached per filter).
+
+    Its ``verdicts``, ``default``, ``allowed`` and ``arg_rules`` hold ``f``'s own rules, for
+    :meth:`Filter.judge`; the sendmsg exemption is patched in with :func:`with_notify_fd`.
+
+    Raises:
+        PolicyError: no syscall table for this architecture.
+    """
+    return _compile_watch(f)
+
+
+@functools.lru_cache(maxsize=16)
+def _compile_watch(f: WatchFilter) -> Filter:
+    numbers = syscalls.table()
+    code, fd_index = _prologue(syscalls.arch_audit(), numbers["sendmsg"])
+    verdicts: dict[int, Verdict] = {}
+    arg_rules: dict[int, tuple[tuple[tuple[int, int], ...], Verdict]] = {}
+    allowed: set[int] | None = None
+    if f.allow is not None or f.deny or f.default:
+        deny, rules = _denials(f, numbers)
+        allowed = _allowed(f, numbers, deny)
+        verdicts = dict(deny)
+        for nr, (checks, verdict) in rules.items():
+            if nr not in deny and (allowed is None or nr in allowed):
+                arg_rules[nr] = (tuple(checks), verdict)
+        if f.default and allowed is None:  # as _compile: beyond the table, ENOSYS
+            code += [
+                (_JGE_K, 0, 1, max(numbers.values()) + 1),
+                (_RET_K, 0, 0, SECCOMP_RET_ERRNO | errno.ENOSYS),
+            ]
+    for name in _FALLBACKS:
+        nr = numbers.get(name)
+        if nr is not None:
+            code += [(_JEQ_K, 0, 1, nr), (_RET_K, 0, 0, SECCOMP_RET_ERRNO | errno.ENOSYS)]
+    code.append((_RET_K, 0, 0, SECCOMP_RET_USER_NOTIF))
+    assert fd_index is not None
+    return Filter(
+        code=b"".join(_INSN.pack(*insn) for insn in code),
+        fd_offset=fd_index * _INSN.size + 4,
+        verdicts=verdicts,
+        default=None if allowed is None else _ENOSYS,
+        names={nr: name for name, nr in sorted(numbers.items(), key=lambda item: item[1])},
+        watch=True,
+        allowed=None if allowed is None else frozenset(allowed),
+        arg_rules=arg_rules,
+    )
+
+
 def permits(f: SyscallFilter, name: str) -> bool:
     """Whether ``f`` lets the syscall ``name`` run (whatever its arguments)."""
     numbers = syscalls.table()
@@ -268,14 +381,7 @@ def _compile(f: SyscallFilter, notify: bool) -> Filter:
     numbers = syscalls.table()
     audit = syscalls.arch_audit()
     deny, arg_rules = _denials(f, numbers)
-    allowed: set[int] | None = None
-    if f.allow is not None:
-        allowed = set()
-        for entry in (*f.allow, "@default"):
-            for name in _names(entry):
-                if name in numbers:
-                    allowed.add(numbers[name])
-        allowed -= deny.keys()
+    allowed = _allowed(f, numbers, deny)
 
     def ret(verdict: Verdict) -> _Target:
         if notify:
@@ -324,6 +430,21 @@ def _compile(f: SyscallFilter, notify: bool) -> Filter:
         default=None if allowed is None else _ENOSYS,
         names={nr: name for name, nr in sorted(numbers.items(), key=lambda item: item[1])},
     )
+
+
+def _allowed(
+    f: SyscallFilter, numbers: dict[str, int], deny: dict[int, Verdict]
+) -> set[int] | None:
+    """The numbers an allow-list lets run (None: deny-list mode): its entries and @default,
+    less what is denied."""
+    if f.allow is None:
+        return None
+    allowed = set()
+    for entry in (*f.allow, "@default"):
+        for name in _names(entry):
+            if name in numbers:
+                allowed.add(numbers[name])
+    return allowed - deny.keys()
 
 
 def _names(entry: str) -> tuple[str, ...]:
