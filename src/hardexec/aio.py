@@ -229,7 +229,7 @@ async def _verified(proc: Process, tracee: Tracee, launch: Launch) -> None:
         raise
     proc.kill_tree()  # it dies before its first instruction
     await asyncio.shield(proc.wait())
-    raise refusal(found)
+    raise refusal(found, proc.stage_warnings)
 
 
 def _check_watcher(loop: asyncio.AbstractEventLoop) -> None:

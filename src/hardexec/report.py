@@ -99,7 +99,7 @@ def _trace_detail(number: int) -> str:
     try:
         with open("/proc/sys/kernel/yama/ptrace_scope") as f:
             scope = f.read().strip()
-        if scope != "0":
+        if scope in ("2", "3"):  # 1 lets a process be traced by its parent
             reasons.append(f"Yama ptrace_scope {scope}")
     except OSError:
         pass

@@ -10,10 +10,12 @@ mirror is :mod:`hardexec.aio`.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
 import resource
+import signal
 import subprocess
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -194,8 +196,9 @@ class Popen(subprocess.Popen):
 
     def _verified(self, launch: Launch) -> None:
         """At the program's exec (verify): let it run if it conforms, else kill it and raise."""
-        tracee, self._tracee = self._tracee, None
+        tracee = self._tracee
         if tracee is None or not tracee.at_exec:
+            self._tracee = None
             return  # not verifying, or the stage ended without exec: nothing ran
         from .verify import differences, refusal
 
@@ -203,12 +206,13 @@ class Popen(subprocess.Popen):
             found = differences(tracee.status(), launch.policy, launch.confined)
             if not found:
                 tracee.release()
+                self._tracee = None
                 return
         except BaseException:
             self._abandon()
             raise
         self._abandon()  # SIGKILL: it dies before its first instruction; reaped
-        raise refusal(found)
+        raise refusal(found, self.stage_warnings)
 
     def _report_failed(self) -> None:
         """The report could not be read (an interruption): end the stage, leave nothing."""
@@ -229,6 +233,12 @@ class Popen(subprocess.Popen):
 
     def _abandon(self, kill: bool = True) -> None:
         """End the stage (it exits by itself after a fatal report), reap it, close its pipes."""
+        if kill and self._tracee is not None and self.returncode is None:
+            # Traced by us: subprocess's kill() polls first, and the poll would take a ptrace
+            # stop for an end. Killed, it reports no stop again; its pid is ours till reaped.
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGKILL)
+        self._tracee = None
         if kill:
             self.kill_tree()
         self.wait()

@@ -39,6 +39,13 @@ security module, a seccomp filter the launcher runs under, a launcher that is it
 with ``-f``), the run is refused (``VerifyError``, step ``trace``); it never runs unverified.
 Not with a pid namespace: there hardexec's relay, not the launcher, is the program's parent.
 
+The guarantee: a verified program that runs at all held, at its exec, nothing beyond what the
+checks above see in the policy. It covers that exec only: what the program later execs is not
+checked (without ``no_new_privs`` a set-user-ID or file-capability program it runs can gain
+what the bounding set allows), and what ``/proc/PID/status`` does not show (Landlock, rlimits,
+the cgroup) rests on the stage's steps, which fail closed as always. The cost is one stop and
+one detach more per spawn (``bench/spawn.py``: about 0.1 ms).
+
 ctypes is imported only here, and this module only for a verified spawn.
 """
 
@@ -57,6 +64,7 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
 
     from .confine.compile import Confined
+    from .errors import StageWarning
     from .policy import Policy
 
 __all__ = ["Tracee", "check_verifiable", "differences", "refusal"]
@@ -74,17 +82,20 @@ CAP_SETS = ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb")
 _libc = None
 
 
+_UNION = 16 if ctypes.sizeof(ctypes.c_void_p) == 8 else 12  # where siginfo_t's union starts
+
+
 class _SigInfo(ctypes.Structure):
-    # siginfo_t as far as kill(2) and the ptrace stops fill it: si_pid follows the three ints
-    # and their padding on 64-bit (the union is 8-aligned), at byte 12 on 32-bit.
+    # siginfo_t (128 bytes) as far as kill(2) and the ptrace stops fill it: si_pid and si_uid
+    # open the union, which is 8-aligned on 64-bit (after padding), at byte 12 on 32-bit.
     _fields_ = [
         ("signo", ctypes.c_int),
         ("errno", ctypes.c_int),
         ("code", ctypes.c_int),
-        *([("_pad", ctypes.c_int)] if ctypes.sizeof(ctypes.c_void_p) == 8 else []),
+        ("_pad", ctypes.c_byte * (_UNION - 12)),
         ("pid", ctypes.c_int),
         ("uid", ctypes.c_uint),
-        ("_rest", ctypes.c_byte * 104),
+        ("_rest", ctypes.c_byte * (128 - _UNION - 8)),
     ]
 
 
@@ -137,7 +148,11 @@ class Tracee:
         """
         flags = os.WEXITED | os.WSTOPPED | os.WNOWAIT | _WALL | (0 if block else os.WNOHANG)
         while not (self.at_exec or self.ended or (until_ready and self.ready)):
-            info = os.waitid(os.P_PID, self.pid, flags)
+            try:
+                info = os.waitid(os.P_PID, self.pid, flags)
+            except ChildProcessError:  # SIGCHLD ignored here: the kernel reaped it already
+                self.ended = True
+                break
             if info is None:  # WNOHANG: still running
                 return False
             if info.si_code in _ENDED:
@@ -243,7 +258,10 @@ def _names(caps: CapSet, most: int = 6) -> str:
     return ", ".join(names)
 
 
-def refusal(found: list[str]) -> VerifyError:
-    """The error for a program found beyond its policy (and killed)."""
+def refusal(found: list[str], warnings: tuple[StageWarning, ...] = ()) -> VerifyError:
+    """The error for a program found beyond its policy (and killed); ``warnings`` are the
+    stage's, one of which may say why (a bounding set the launcher could not empty)."""
     detail = "; ".join(found) + "; it was killed before its first instruction"
+    if any(w.step == "bounding_set" and w.errno == errno.EPERM for w in warnings):
+        detail += " (CapBnd: the launcher lacks CAP_SETPCAP, so the stage could not empty it)"
     return VerifyError("verify", errno.EPERM, detail, tuple(found))

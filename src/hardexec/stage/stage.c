@@ -231,6 +231,7 @@ static long hx_sys(long n, long a, long b, long c, long d, long e)
 #define NR_GETRESGID __NR_getresgid
 #define NR_CLONE __NR_clone
 #define NR_PTRACE __NR_ptrace
+#define HX_SIGSTOP 19 /* x86_64 and aarch64 */
 #define NR_LANDLOCK_CREATE 444
 #define NR_LANDLOCK_ADD 445
 #define NR_LANDLOCK_RESTRICT 446
@@ -326,6 +327,7 @@ static long hx_sys(long n, long a, long b, long c, long d, long e)
 #define NR_GETRESGID SYS_getresgid
 #define NR_CLONE SYS_clone
 #define NR_PTRACE SYS_ptrace
+#define HX_SIGSTOP SIGSTOP /* not 19 everywhere */
 #define NR_LANDLOCK_CREATE 444
 #define NR_LANDLOCK_ADD 445
 #define NR_LANDLOCK_RESTRICT 446
@@ -1345,7 +1347,8 @@ static void enter_pid_ns(struct plan *p)
  * PTRACE_O_EXITKILL (a tracer that dies from then on takes us with it) and PTRACE_O_TRACEEXEC,
  * and continues us. The "T" record tells it the stop is coming. Continued without a tracer
  * (it died before setting EXITKILL, and something sent SIGCONT), a second TRACEME succeeds,
- * and the program must not run unchecked: abort. Only a report pipe's parent traces. */
+ * and the program must not run unchecked: abort. (Without a report pipe there is no T record;
+ * hardexec always gives one when it traces.) */
 static void trace_exec(void)
 {
     long r = hx_sys(NR_PTRACE, 0 /* PTRACE_TRACEME */, 0, 0, 0, 0);
@@ -1353,7 +1356,7 @@ static void trace_exec(void)
         fail("trace", (int)-r, -1);
     if (report_fd >= 0)
         report('T', "trace", 0, -1);
-    hx_sys(NR_KILL, hx_sys(NR_GETPID, 0, 0, 0, 0, 0), 19 /* SIGSTOP */, 0, 0, 0);
+    hx_sys(NR_KILL, hx_sys(NR_GETPID, 0, 0, 0, 0, 0), HX_SIGSTOP, 0, 0, 0);
     if (hx_sys(NR_PTRACE, 0, 0, 0, 0, 0) == 0)
         fail_why("trace", ESRCH, -1, "the launcher stopped tracing before the program started");
 }
