@@ -6,7 +6,9 @@ subprocess: no policy). Variants are interleaved round by round so drift in mach
 of them alike; the figure per variant is the median over rounds. Then the same is measured from a
 parent holding 4 GiB of touched memory, where fork() (forced by preexec_fn) copies page tables and
 vfork() does not. Ratios are printed side by side, each with its target (at most 1.5x plain
-subprocess from either parent; faster than setpriv).
+subprocess from either parent; faster than setpriv). "hardexec --verify" is the same spawn with
+``verify=True`` (the program stopped at its exec and checked against the policy before it
+runs), printed as a ratio to plain and to unverified hardexec from the same run.
 
 ``--vm`` measures a spawn with a cgroup of its own (create, write memory.max and pids.max, join,
 remove) against a plain spawn inside the VM tier's kernel, whose cgroup v2 has the controllers
@@ -87,11 +89,15 @@ def naive_preexec() -> Callable[[], None]:
     return hook
 
 
+VERIFY = "hardexec --verify"
+
+
 def variants() -> dict[str, Callable[[], object]]:
     hook = naive_preexec()
     return {
         "plain": lambda: subprocess.run([TRUE], check=True),
         "hardexec": lambda: hardexec.run([TRUE], policy=POLICY, check=True),
+        VERIFY: lambda: hardexec.run([TRUE], policy=POLICY, check=True, verify=True),
         "setpriv": lambda: subprocess.run(SETPRIV, check=True),
         "preexec_fn": lambda: subprocess.run([TRUE], preexec_fn=hook, check=True),
     }
@@ -391,20 +397,23 @@ def main() -> int:
     del memory
 
     print()
-    print(f"{'variant':<12}{'small parent':>16}{f'{args.gib} GiB parent':>16}")
+    print(f"{'variant':<20}{'small parent':>16}{f'{args.gib} GiB parent':>16}")
     for name in small:
-        print(f"{name:<12}{small[name] * 1e3:>13.3f} ms{big[name] * 1e3:>13.3f} ms")
+        print(f"{name:<20}{small[name] * 1e3:>13.3f} ms{big[name] * 1e3:>13.3f} ms")
     print()
     rows = [
         ("hardexec / plain, small parent", small["hardexec"] / small["plain"], "<= 1.5"),
         (f"hardexec / plain, {args.gib} GiB parent", big["hardexec"] / big["plain"], "<= 1.5"),
         ("hardexec / setpriv, small parent", small["hardexec"] / small["setpriv"], "< 1.0"),
         (f"hardexec / setpriv, {args.gib} GiB parent", big["hardexec"] / big["setpriv"], "< 1.0"),
+        (f"{VERIFY} / plain, small parent", small[VERIFY] / small["plain"], "none (measured)"),
+        (f"{VERIFY} / plain, {args.gib} GiB", big[VERIFY] / big["plain"], "none (measured)"),
+        (f"{VERIFY} / hardexec, small", small[VERIFY] / small["hardexec"], "none (measured)"),
         ("preexec_fn / plain, small parent", small["preexec_fn"] / small["plain"], "(baseline)"),
         (f"preexec_fn / plain, {args.gib} GiB", big["preexec_fn"] / big["plain"], "(baseline)"),
     ]
     for label, ratio, target in rows:
-        print(f"{label:<36}{ratio:>8.2f}   target {target}")
+        print(f"{label:<40}{ratio:>8.2f}   target {target}")
     return 0
 
 

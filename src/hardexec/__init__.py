@@ -29,6 +29,7 @@ if TYPE_CHECKING:
         StageError,
         StageWarning,
         TaskFailed,
+        VerifyError,
     )
     from .policy import CgroupLimits, CpuMax, Identity, Policy, RlimitConfig, SecurityConfig
     from .runner import (
@@ -77,6 +78,7 @@ _WHERE = {
     "TaskSpec": "runner",
     "Truncation": "runner",
     "Usage": "usage",
+    "VerifyError": "errors",
     "Wrapped": "spawn",
     "create_subprocess_exec": "aio",
     "run": "spawn",
@@ -115,6 +117,7 @@ __all__ = [
     "TaskSpec",
     "Truncation",
     "Usage",
+    "VerifyError",
     "Wrapped",
     "create_subprocess_exec",
     "run",

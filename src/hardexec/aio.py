@@ -10,9 +10,10 @@ import asyncio
 import contextlib
 import os
 import signal
+import warnings
 from typing import IO, TYPE_CHECKING, Any
 
-from .errors import StageWarning
+from .errors import PolicyError, StageWarning
 from .plan import StrOrBytesPath
 from .policy import Policy
 from .spawn_core import Launch, check_policy, kill_tree, policy_applies
@@ -21,6 +22,7 @@ from .usage import Usage
 if TYPE_CHECKING:
     from .cgroups import Cgroup
     from .confine.notify import Listener
+    from .verify import Tracee
 
 __all__ = ["Process", "create_subprocess_exec"]
 
@@ -116,17 +118,26 @@ async def create_subprocess_exec(
     stdout: int | IO[Any] | None = None,
     stderr: int | IO[Any] | None = None,
     limit: int = 2**16,
+    verify: bool = False,
     **kwds: Any,
 ) -> Process:
     """:func:`asyncio.create_subprocess_exec` with a policy; returns a :class:`Process`.
 
     Raises :class:`StageError` / ``FileNotFoundError`` like :class:`Popen`, after reaping the
     stage. Cancelled while the stage runs, it kills and reaps the stage before re-raising.
+
+    ``verify=True`` checks the program against the policy at its exec, before its first
+    instruction, as :class:`hardexec.Popen` does (:class:`~hardexec.errors.VerifyError` once
+    it is killed and reaped), from the event loop's thread, without blocking it. It needs
+    asyncio's own event loop waiting for children on pidfds (``PidfdChildWatcher``: the default
+    from Python 3.12; on 3.11, ``asyncio.set_child_watcher(asyncio.PidfdChildWatcher())``): a
+    watcher that calls ``waitpid`` would take the stop the check is made at, so any other is
+    refused with a :class:`~hardexec.errors.PolicyError` before anything is spawned.
     """
     policy = check_policy(policy)
     loop = asyncio.get_running_loop()
     streams = {"stdin": stdin, "stdout": stdout, "stderr": stderr}
-    launch = Launch([program, *args], policy, kwds) if policy_applies(policy) else None
+    launch = _launch([program, *args], policy, kwds, verify, loop)
     exit_hook = _ExitHook(launch.cgroup if launch else None)
     try:
         if launch is None:
@@ -151,8 +162,8 @@ async def create_subprocess_exec(
     proc._listener = launch.listener
     proc.stage_notes = launch.confined.notes if launch.confined is not None else ()
     try:
-        launch.spawned()
-        report = launch.finish(await read_all_async(launch.read_fd))
+        data, tracee = await _stage_report(launch, proc.pid)
+        report = launch.finish(data)
     except BaseException:
         launch.close()
         proc.kill_tree()
@@ -169,7 +180,121 @@ async def create_subprocess_exec(
             proc.kill_tree()
             await asyncio.shield(proc.wait())
         raise
+    if tracee is not None and tracee.at_exec:
+        await _verified(proc, tracee, launch)
     return proc
+
+
+def _launch(
+    argv: list[StrOrBytesPath],
+    policy: Policy,
+    kwds: dict[str, Any],
+    verify: bool,
+    loop: asyncio.AbstractEventLoop,
+) -> Launch | None:
+    """The spawn's launch (None: no policy to apply), verify's conditions checked first."""
+    if not isinstance(verify, bool):
+        raise TypeError(f"verify: expected True or False, got {verify!r}")
+    if verify:
+        if not policy_applies(policy):
+            raise PolicyError("verify=True needs a policy to verify the program against")
+        _check_watcher(loop)
+    return Launch(argv, policy, kwds, verify=verify) if policy_applies(policy) else None
+
+
+async def _stage_report(launch: Launch, pid: int) -> tuple[bytes, Tracee | None]:
+    """What the stage reported, read to end-of-file; verifying, the stage is followed to the
+    program's exec stop meanwhile (its tracee is returned, at the stop or ended)."""
+    launch.spawned()
+    if not launch.verify:
+        return await read_all_async(launch.read_fd), None
+    from .verify import Tracee
+
+    tracee = Tracee(pid)
+    return await follow_async(tracee, launch.read_fd), tracee
+
+
+async def _verified(proc: Process, tracee: Tracee, launch: Launch) -> None:
+    """At the program's exec stop: let it run if it conforms, else kill it and raise."""
+    from .verify import differences, refusal
+
+    try:
+        found = differences(tracee.status(), launch.policy, launch.confined)
+        if not found:
+            tracee.release()
+            return
+    except BaseException:
+        proc.kill_tree()
+        await asyncio.shield(proc.wait())
+        raise
+    proc.kill_tree()  # it dies before its first instruction
+    await asyncio.shield(proc.wait())
+    raise refusal(found, proc.stage_warnings)
+
+
+def _check_watcher(loop: asyncio.AbstractEventLoop) -> None:
+    """Refuse verify where asyncio's child watcher would take the program's exec stop."""
+    if not isinstance(loop, asyncio.SelectorEventLoop):
+        raise PolicyError(
+            f"verify=True needs asyncio's own event loop; {type(loop).__name__} waits for its "
+            "children its own way, which could take the stop at the program's exec"
+        )
+    get = getattr(asyncio, "get_child_watcher", None)
+    if get is None:  # Python 3.14+: asyncio waits on a pidfd wherever it can open one
+        from asyncio.unix_events import can_use_pidfd  # type: ignore[attr-defined]
+
+        if can_use_pidfd():
+            return
+        name = "a thread calling waitpid() (this process cannot open pidfds)"
+    else:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            watcher = get()
+        if isinstance(watcher, asyncio.PidfdChildWatcher):
+            return
+        name = type(watcher).__name__
+    raise PolicyError(
+        f"verify=True: asyncio's child watcher is {name}, which waits with waitpid() and would "
+        "take the stop at the program's exec that hardexec checks it at; use "
+        "asyncio.PidfdChildWatcher (asyncio.set_child_watcher(asyncio.PidfdChildWatcher()))"
+    )
+
+
+async def follow_async(tracee: Tracee, fd: int) -> bytes:
+    """:func:`read_all_async` for a verified spawn: the report, with the stage followed (in this,
+    the spawning, thread) to the program's exec stop or the stage's end.
+
+    The pipe wakes us for the stage's records: its ``T`` record just before it stops for the
+    tracer, end-of-file at its exec or its end. A signal that stops the stage in between wakes
+    nothing, so the stage is also looked at after each pause (1 ms, doubling up to 50 ms).
+    """
+    loop = asyncio.get_running_loop()
+    os.set_blocking(fd, False)
+    chunks = []
+    pause = 0.001
+    while not tracee.follow(block=False):
+        try:
+            chunk = os.read(fd, 4096)
+        except BlockingIOError:
+            woken = loop.create_future()
+            loop.add_reader(fd, _resolve, woken)
+            timer = loop.call_later(pause, _resolve, woken)
+            try:
+                await woken
+            finally:
+                timer.cancel()
+                loop.remove_reader(fd)
+            pause = min(pause * 2, 0.05)
+            continue
+        if not chunk:  # end-of-file: exec'd (the exec stop is at hand) or ended
+            tracee.follow()
+            break
+        chunks.append(chunk)
+        if not tracee.ready and b"T trace" in b"".join(chunks):
+            tracee.follow(until_ready=True)  # the stage stops right after writing it
+        pause = 0.001
+    chunks.append(await read_all_async(fd))  # the rest: the write end is closed by now
+    return b"".join(chunks)
 
 
 def _resolve(future: asyncio.Future[None]) -> None:

@@ -17,6 +17,7 @@ __all__ = [
     "StageError",
     "StageWarning",
     "TaskFailed",
+    "VerifyError",
 ]
 
 
@@ -56,6 +57,44 @@ class StageError(HardexecError, OSError):
 
     def __reduce__(self):  # keep step/detail when pickled (multiprocessing, concurrent.futures)
         return (type(self), (self.step, self.errno, self.detail))
+
+
+class VerifyError(StageError):
+    """A verified run (``verify=True``, ``--verify``) was refused: the program held more than
+    the policy allows at its exec, or it could not be checked.
+
+    Attributes:
+        step: ``"verify"`` when the check found a difference (the program was killed before
+            its first instruction), ``"trace"`` when the kernel would not let hardexec stop
+            the program at its exec (it was never started).
+        errno: ``EPERM`` for a difference; the kernel's errno for ``trace``.
+        detail: what was wrong, in words.
+        differences: each field of ``/proc/PID/status`` that went beyond the policy, in
+            words (``CapPrm 0000000000002000 (NET_RAW)``); empty for ``trace``.
+
+    ``str(err)`` reads like ``verify: the program holds CapPrm 0000000000002000 (NET_RAW)
+    beyond the policy (none); it was killed before its first instruction``.
+    """
+
+    def __init__(
+        self, step: str, errno: int, detail: str = "", differences: tuple[str, ...] = ()
+    ) -> None:
+        super().__init__(step, errno, detail)
+        self.differences = tuple(differences)
+
+    def __str__(self) -> str:
+        if self.step == "verify":
+            return f"verify: {self.detail}"
+        return super().__str__()
+
+    def __repr__(self) -> str:
+        return (
+            f"VerifyError(step={self.step!r}, errno={self.errno!r}, detail={self.detail!r}, "
+            f"differences={self.differences!r})"
+        )
+
+    def __reduce__(self):  # keep the differences when pickled
+        return (type(self), (self.step, self.errno, self.detail, self.differences))
 
 
 class CgroupError(HardexecError, OSError):

@@ -8,7 +8,8 @@ kernel-correct order whatever order the options come in::
                    [--hostname=NAME] [--landlock-fd=N] [--uid=N] [--gid=N]
                    [--groups-fd=N | --clear-groups] [--drop-caps=KEEPHEX] [--strict]
                    [--lock-securebits] [--nnp] [--ignore-signals=N,N] [--die-with-parent=PID]
-                   [--seccomp-fd=N [--seccomp-notify-fd=N]] [--exec=PATH] -- PROGRAM [ARG...]
+                   [--seccomp-fd=N [--seccomp-notify-fd=N]] [--trace-exec] [--exec=PATH]
+                   -- PROGRAM [ARG...]
 
 ``--drop-caps`` takes the kept set as 16 hex digits (``/proc/<pid>/status`` form);
 ``--rlimit`` a setrlimit resource number and its value; ``--cgroup-fd`` the group's
@@ -48,6 +49,17 @@ index; opening the path), ``landlock_rule`` (arg: rule index; adding it), ``pid_
 and ``landlock_fd`` (reading the memfd), ``seccomp`` (install), ``seccomp_notify`` (sending
 the listener). Every confinement step fails closed: best effort is decided by the parent,
 which leaves out of the plan what this kernel cannot do and warns.
+
+Verification (``--trace-exec``, for ``verify=True``): the first step after the memfds are read,
+while the stage still has the launcher's credentials, is ``PTRACE_TRACEME``; then a ``T trace 0
+-`` record on the report pipe and a SIGSTOP of the stage itself, at which the parent sets
+``PTRACE_O_EXITKILL | PTRACE_O_TRACEEXEC`` and continues it. The kernel then stops the program
+at its execve, before its first instruction, for the parent to check (:mod:`hardexec.verify`).
+Step ``trace`` (fails closed): TRACEME refused (Yama, a security module, a seccomp filter the
+launcher runs under, a stage already traced), or ESRCH when the stage was continued with no
+tracer (the launcher died before it set EXITKILL). Not with ``--unshare=pid``: the relay
+would be the program's parent, and the tracer.
+
 Both stage implementations (``stage.c`` and ``twin.py``) parse exactly this.
 """
 
@@ -102,13 +114,15 @@ class Plan:
         landlock_fd: int | None = None,
         seccomp_fd: int | None = None,
         notify_fd: int | None = None,
+        trace_exec: bool = False,
     ) -> list[str | bytes | os.PathLike[str] | os.PathLike[bytes]]:
         """The stage's options up to and including ``--`` (the program's argv follows).
 
         ``groups_fd`` must hold :meth:`groups_data` when that is not None; ``parent`` is the
         pid that must stay the stage's parent (with ``die_with_parent``). ``confined`` is the
         spawn's confinement; ``landlock_fd`` and ``seccomp_fd`` hold its ruleset blob and
-        filter, ``notify_fd`` the socket its seccomp listener is sent over.
+        filter, ``notify_fd`` the socket its seccomp listener is sent over. ``trace_exec``
+        asks the stage to let the parent trace it and stop the program at its exec (verify).
         """
         args: list[str | bytes | os.PathLike[str] | os.PathLike[bytes]] = []
         if report_fd is not None:
@@ -148,6 +162,8 @@ class Plan:
             args.append(f"--die-with-parent={parent if parent is not None else os.getpid()}")
         if c is not None and c.filter is not None:
             args.extend(_filter_args(c, seccomp_fd, notify_fd))
+        if trace_exec:
+            args.append("--trace-exec")
         if executable is not None:
             path = os.fspath(executable)
             args.append(b"--exec=" + path if isinstance(path, bytes) else "--exec=" + path)

@@ -6,6 +6,7 @@ Each record is one ASCII line::
 
     W <step> <errno> <arg|->     a best-effort step failed; the stage went on
     F <step> <errno> <arg|->     the stage aborted before exec; it exits right after
+    T trace 0 -                  (``--trace-exec``) the stage stops now for its tracer
 
 The third field names the capability a record is about (``keep_caps``, ``bounding_set``,
 ``ambient_raise``), the resource (``setrlimit``), the signal (``ignore_signals``), or ``-``.
@@ -20,7 +21,7 @@ import warnings
 
 from ._record import frozen
 from .caps import cap_name
-from .errors import StageError, StageWarning
+from .errors import StageError, StageWarning, VerifyError
 from .policy import RLIMIT_CORE, RLIMIT_FIELDS, Policy
 
 TYPE_CHECKING = False
@@ -88,6 +89,37 @@ def _confine_detail(step: str) -> str:
             "hardexec (a container's seccomp filter or a security module) forbids it"
         )
     return _CONFINE_NEEDS[step]
+
+
+def _trace_detail(number: int) -> str:
+    """Why the stage could not be traced (verify), and what the caller can have instead."""
+    if number == errno_mod.ESRCH:
+        return "the launcher stopped tracing the exec stage before the program started"
+    reasons = []
+    try:
+        with open("/proc/sys/kernel/yama/ptrace_scope") as f:
+            scope = f.read().strip()
+        if scope in ("2", "3"):  # 1 lets a process be traced by its parent
+            reasons.append(f"Yama ptrace_scope {scope}")
+    except OSError:
+        pass
+    status = {}
+    with open("/proc/self/status") as f:
+        for line in f:
+            name, _, value = line.partition(":")
+            status[name] = value.strip()
+    if status.get("Seccomp", "0") != "0":
+        reasons.append("a seccomp filter hardexec itself runs under")
+    if status.get("TracerPid", "0") != "0":
+        reasons.append("hardexec is itself traced (a debugger's -f follows the stage)")
+    reasons.append("a security module")
+    return (
+        "the kernel refused to let hardexec trace the program at its exec ("
+        + ", or ".join(reasons)
+        + "), so it was not started; without verify the policy is still applied, every step "
+        "failing closed as the stage reports, but what the program holds after its exec is not "
+        "checked"
+    )
 
 
 def _detail(
@@ -197,24 +229,32 @@ def parse_report(
     error: OSError | None = None
     for line in data.decode("ascii", "replace").splitlines():
         parts = line.split()
+        if parts == ["T", "trace", "0", "-"]:
+            continue  # the stage stopped for its tracer (verify): nothing to report
         if len(parts) != 4 or parts[0] not in ("W", "F") or not parts[2].isdecimal():
             return StageReport(tuple(found), StageError("report", errno_mod.EPROTO, repr(line)))
         kind, step, number, arg = parts[0], parts[1], int(parts[2]), parts[3]
         nnp = policy is not None and policy.security.no_new_privs
-        detail = _detail(
-            kind,
-            step,
-            number,
-            arg,
-            root_program=_root_program(policy),
-            nnp=nnp,
-            describe_rule=describe_rule,
+        detail = (
+            _trace_detail(number)
+            if step == "trace"
+            else _detail(
+                kind,
+                step,
+                number,
+                arg,
+                root_program=_root_program(policy),
+                nnp=nnp,
+                describe_rule=describe_rule,
+            )
         )
         if kind == "W":
             found.append(StageWarning(step, number, detail))
         elif step == "exec":
             # Exactly what subprocess raises: FileNotFoundError, PermissionError, … with filename.
             error = OSError(number, os.strerror(number), os.fsdecode(program))
+        elif step == "trace":
+            error = VerifyError(step, number, detail)
         else:
             error = StageError(step, number, detail)
     return StageReport(tuple(found), error)

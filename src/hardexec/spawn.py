@@ -10,15 +10,17 @@ mirror is :mod:`hardexec.aio`.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
 import resource
+import signal
 import subprocess
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from .errors import StageWarning
+from .errors import PolicyError, StageWarning
 from .plan import StrOrBytesPath
 from .policy import Policy
 from .report import StageReport, read_all
@@ -29,6 +31,7 @@ if TYPE_CHECKING:
     from .cgroups import Cgroup
     from .confine.notify import Listener
     from .spawn_core import Args
+    from .verify import Tracee
 
 __all__ = ["CompletedProcess", "Popen", "Wrapped", "run", "wrap"]
 
@@ -65,6 +68,16 @@ class Popen(subprocess.Popen):
     Best-effort failures are issued as :class:`StageWarning` and kept in :attr:`stage_warnings`
     (``warn=False``: kept and logged only, for a caller that reports them itself).
 
+    ``verify=True`` checks the program before it runs one instruction: stopped by the kernel
+    at its exec, its ``/proc/PID/status`` is compared with the policy (with ``drop_all_caps``,
+    all five capability sets within ``keep_caps``; NoNewPrivs when set or implied; all four
+    Uid and Gid fields, and the supplementary groups, as the policy's identity; Seccomp 2
+    under a syscall filter). Beyond it, the program is killed and reaped and the constructor
+    raises :class:`~hardexec.errors.VerifyError` listing each difference; where the kernel
+    will not let hardexec trace the stage, the run is refused with the same error (step
+    ``trace``). Details and the guarantee: :mod:`hardexec.verify`. The check runs in the
+    calling thread (the kernel's tracer), before the constructor returns.
+
     Attributes:
         policy: the policy applied (an empty :class:`Policy` when none was given).
         stage_warnings: what could not be applied (best effort), in order.
@@ -88,6 +101,7 @@ class Popen(subprocess.Popen):
         *positional: Any,
         policy: Policy | None = None,
         warn: bool = True,
+        verify: bool = False,
         _later: bool = False,
         **kwargs: Any,
     ) -> None:
@@ -99,12 +113,17 @@ class Popen(subprocess.Popen):
         self._rusage: resource.struct_rusage | None = None
         self._launch: Launch | None = None
         self._listener: Listener | None = None
+        self._tracee: Tracee | None = None
         self._warn = warn
         kwargs = _keywords(positional, kwargs)
+        if not isinstance(verify, bool):
+            raise TypeError(f"verify: expected True or False, got {verify!r}")
+        if verify and not policy_applies(self.policy):
+            raise PolicyError("verify=True needs a policy to verify the program against")
         if not policy_applies(self.policy):
             super().__init__(args, **kwargs)
             return
-        launch = Launch(args, self.policy, kwargs)
+        launch = Launch(args, self.policy, kwargs, verify=verify)
         self.policy = launch.policy  # with subprocess's user=/group=/extra_groups= folded in
         try:
             super().__init__(launch.argv, pass_fds=launch.pass_fds, **launch.kwargs)
@@ -124,12 +143,19 @@ class Popen(subprocess.Popen):
         except BaseException:
             self._report_failed()
             raise
+        if verify:
+            from .verify import Tracee
+
+            self._tracee = Tracee(self.pid)
         if _later:
             # The caller (the task runner) reads the report without blocking its event loop,
-            # from _report_fd(), and hands it to _finish_report(): a slow stage (the Python
-            # twin) must not stall every other task.
+            # from _report_fd() (following _tracee, when verifying, in this same thread), and
+            # hands it to _finish_report(): a slow stage (the Python twin) must not stall every
+            # other task.
             return
         try:
+            if self._tracee is not None:
+                self._tracee.follow()  # to the program's exec, or the stage's end
             data = read_all(launch.read_fd)
         except BaseException:  # interrupted while the stage ran: end it, leave nothing behind
             self._report_failed()
@@ -166,6 +192,27 @@ class Popen(subprocess.Popen):
             if self.returncode is None:  # a warning the caller made an error: the program runs
                 self._abandon()
             raise
+        self._verified(launch)
+
+    def _verified(self, launch: Launch) -> None:
+        """At the program's exec (verify): let it run if it conforms, else kill it and raise."""
+        tracee = self._tracee
+        if tracee is None or not tracee.at_exec:
+            self._tracee = None
+            return  # not verifying, or the stage ended without exec: nothing ran
+        from .verify import differences, refusal
+
+        try:
+            found = differences(tracee.status(), launch.policy, launch.confined)
+            if not found:
+                tracee.release()
+                self._tracee = None
+                return
+        except BaseException:
+            self._abandon()
+            raise
+        self._abandon()  # SIGKILL: it dies before its first instruction; reaped
+        raise refusal(found, self.stage_warnings)
 
     def _report_failed(self) -> None:
         """The report could not be read (an interruption): end the stage, leave nothing."""
@@ -186,6 +233,12 @@ class Popen(subprocess.Popen):
 
     def _abandon(self, kill: bool = True) -> None:
         """End the stage (it exits by itself after a fatal report), reap it, close its pipes."""
+        if kill and self._tracee is not None and self.returncode is None:
+            # Traced by us: subprocess's kill() polls first, and the poll would take a ptrace
+            # stop for an end. Killed, it reports no stop again; its pid is ours till reaped.
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGKILL)
+        self._tracee = None
         if kill:
             self.kill_tree()
         self.wait()
@@ -287,12 +340,17 @@ def run(
     capture_output: bool = False,
     timeout: float | None = None,
     check: bool = False,
+    verify: bool = False,
     **kwargs: Any,
 ) -> CompletedProcess:
     """:func:`subprocess.run` with a policy; same arguments, same result, same exceptions.
 
     One difference, the point of a tree: on a timeout or an exception, everything the program
     started is killed too (:meth:`Popen.kill_tree`), not only the program.
+
+    ``verify=True``: the program is checked against the policy at its exec, before its first
+    instruction, and killed (:class:`~hardexec.errors.VerifyError`) if it holds more; see
+    :class:`Popen`.
     """
     if input is not None:
         if kwargs.get("stdin") is not None:
@@ -302,7 +360,7 @@ def run(
         if kwargs.get("stdout") is not None or kwargs.get("stderr") is not None:
             raise ValueError("stdout and stderr arguments may not be used with capture_output.")
         kwargs["stdout"] = kwargs["stderr"] = subprocess.PIPE
-    with Popen(args, policy=policy, **kwargs) as process:
+    with Popen(args, policy=policy, verify=verify, **kwargs) as process:
         try:
             stdout, stderr = process.communicate(input, timeout=timeout)
         except subprocess.TimeoutExpired:

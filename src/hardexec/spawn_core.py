@@ -249,12 +249,26 @@ class Launch:
     """One hardened spawn: its group, memfds, report pipe, the stage argv, and the report.
 
     The surfaces spawn :attr:`argv` with :attr:`pass_fds` and :attr:`kwargs` (``env={}`` among
-    them), call :meth:`spawned`, then :meth:`finish` with what the pipe held.
+    them), call :meth:`spawned`, then :meth:`finish` with what the pipe held. With ``verify``
+    the stage lets the spawning thread trace it (``--trace-exec``; :mod:`hardexec.verify`).
     """
 
-    def __init__(self, args: Args, policy: Policy, kwargs: dict[str, Any], report: bool = True):
+    def __init__(
+        self,
+        args: Args,
+        policy: Policy,
+        kwargs: dict[str, Any],
+        report: bool = True,
+        verify: bool = False,
+    ):
         kwargs = dict(kwargs)
         policy = merge_identity(policy, kwargs)
+        if verify:
+            if not report:
+                raise ValueError("verify needs the report pipe: its parent is the tracer")
+            from .verify import check_verifiable
+
+            check_verifiable(policy)  # before any fd or group: a refusal leaks nothing
         plan = compile_plan(policy)
         stage = stage_command()
         argv, executable = program_argv(args, kwargs)
@@ -269,6 +283,7 @@ class Launch:
                 pass_fds = inheritable_fds()
         ignore = ignored_at_exec(kwargs.get("restore_signals", True))
         self.policy = policy
+        self.verify = verify
         self.program = executable if executable is not None else argv[0]
         self.read_fd = self.write_fd = -1
         self._fds: list[int] = []  # the stage's own fds: closed in the parent once it runs
@@ -302,6 +317,7 @@ class Launch:
             groups_fd=groups_fd,
             ignore_signals=ignore,
             confined=self.confined,
+            trace_exec=verify,
             **confined_fds,
         )
         self.argv = [*stage, *options, *argv]

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import pytest
 
+from hardexec import verify
 from hardexec.stage import NATIVE_STAGE, TWIN_STAGE, native_available
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -589,6 +590,8 @@ CONFINE_CASES = {
     ],
 }
 CASES.update(CONFINE_CASES)
+# --trace-exec (verify) under a tracer: test_native_and_twin_agree_under_their_tracer below.
+CASES["trace-exec-with-pid-ns"] = ["--trace-exec", "--unshare=pid", "--", "echo", "ran"]
 
 # What the native stage's run without a report pipe must give: (status, stdout, stderr); the
 # twin's is the same by parity.
@@ -831,6 +834,7 @@ for _name in LANDLOCK_MALFORMED:
 for _name in ("4097-instructions", "empty", "seven-bytes", "nine-bytes"):
     EXPECT[f"seccomp-{_name}"] = (125, b"", SECCOMP_FD)
 # the combined root case: the same program, as uid 0 with nothing and securebits locked
+EXPECT["trace-exec-with-pid-ns"] = (125, b"", ARGUMENTS)  # the relay would be the tracer
 EXPECT["combined-as-locked-root"] = (
     0,
     EXPECT["combined-as-nobody"][1]
@@ -1067,6 +1071,67 @@ def test_the_pid_relay_forwards_signals_and_takes_the_namespace_with_it(native, 
 
 
 HOSTNAME_PROBE = 'hostname before && "$@"; echo status $?; hostname'
+
+
+def _traced_run(command, args, detach):
+    """The stage with ``--trace-exec`` under this process, its tracer: followed to the
+    program's exec stop (where the program's own CapEff is read) and released; or, with
+    ``detach``, detached at the stage's own stop, as if the tracer had gone before setting
+    PTRACE_O_EXITKILL. Nothing waits for it (a poll would take a ptrace stop) until then."""
+    read_end, write_end = os.pipe()
+    try:
+        proc = subprocess.Popen(
+            [*command, f"--report-fd={write_end}", "--trace-exec", *args],
+            pass_fds=[write_end],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        os.close(write_end)
+        write_end = -1
+        tracee, seen = verify.Tracee(proc.pid), None
+        try:
+            if detach:
+                flags = os.WSTOPPED | os.WNOWAIT | 0x40000000  # __WALL
+                assert os.waitid(os.P_PID, proc.pid, flags).si_status == signal.SIGSTOP
+                assert verify._ptrace(verify.PTRACE_DETACH, proc.pid, 0) == 0
+            else:
+                assert tracee.follow() and tracee.ready and tracee.at_exec
+                seen = tracee.status()["CapEff"]
+                tracee.release()
+            with os.fdopen(read_end, "rb") as report:
+                read_end = -1
+                records = report.read()
+            out, err = proc.communicate(timeout=60)
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            raise
+        finally:
+            proc.stdout.close()
+            proc.stderr.close()
+        return proc.returncode, out, err, records, seen
+    finally:
+        for fd in (read_end, write_end):
+            if fd >= 0:
+                os.close(fd)
+
+
+TRACED = ["--drop-caps=0000000000000400", "--nnp", "--", "sh", "-c", "echo ran"]
+
+
+def test_native_and_twin_agree_under_their_tracer(native):
+    """The T record, the stop, the exec stop with the plan applied, then the program runs."""
+    ours = _traced_run(native, TRACED, detach=False)
+    assert ours == _traced_run(TWIN, TRACED, detach=False)
+    assert ours == (0, b"ran\n", b"", b"T trace 0 -\n", "0000000000000400")
+
+
+def test_a_stage_continued_without_its_tracer_never_runs_the_program(native):
+    ours = _traced_run(native, TRACED, detach=True)
+    assert ours == _traced_run(TWIN, TRACED, detach=True)
+    assert ours == (125, b"", b"", b"T trace 0 -\nF trace 3 -\n", None)
+
+
 RENAME = ["--unshare=net", "--hostname=renamed", "--", "true"]
 
 

@@ -61,6 +61,7 @@ INVOCATION_ONLY = {
     "--keep-leftovers",
     "--json-result",
     "--cwd",
+    "--verify",  # how this run is checked, not what it may hold
     "--cgroup-parent",  # a key too, but it needs a delegated group: tests/host/test_cli_policy.py
 }
 

@@ -16,7 +16,7 @@ with one line on stderr naming the option or the step and errno. Bare ``hardexec
 usage and exits 2. ``hardexec caps`` lists the capabilities; ``hardexec caps --decode HEX``
 names a mask's caps; ``hardexec caps current [--pid N] [--json]`` decodes what a process holds;
 ``hardexec check [--json] [--need FEATURE,...]`` says what this host can enforce;
-``hardexec explain [OPTIONS] [--json] -- COMMAND`` says what ``run`` would give COMMAND.
+``hardexec explain [OPTIONS] [--json] -- COMMAND`` says what ``run`` would give COMMAND;
 ``hardexec learn -o FILE [OPTIONS] -- COMMAND`` writes the policy a run of COMMAND needed
 (:mod:`hardexec.cli.learn`).
 

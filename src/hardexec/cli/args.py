@@ -64,6 +64,7 @@ FLAGS = {
     "--pid-ns": "pid_ns",
     "--ipc-ns": "ipc_ns",
     "--uts-ns": "uts_ns",
+    "--verify": "verify",
 }
 # collected in a list; for the others the last one wins
 REPEATED = frozenset(

@@ -120,6 +120,8 @@ class Request:
             ``--env*`` options), or ``None`` for hardexec's own, unchanged.
         max_output: bytes of stdout and of stderr passed through (``None``: all, untouched).
         json_result: where to write the run's :class:`hardexec.Result` as JSON.
+        verify: check the program against the policy at its exec (``--verify``; see
+            :mod:`hardexec.verify`); it makes hardexec supervise.
     """
 
     def __init__(
@@ -136,6 +138,7 @@ class Request:
         env: dict[bytes, bytes] | None = None,
         max_output: int | None = None,
         json_result: str | None = None,
+        verify: bool = False,
     ) -> None:
         self.task = task
         self.env = env
@@ -148,6 +151,7 @@ class Request:
         self.keep_leftovers = keep_leftovers
         self.best_effort = best_effort
         self.ceilings = ceilings
+        self.verify = verify
 
     def policy_file(self) -> PolicyFile:
         """What this run asks for, as a policy file holds it (``hardexec run --policy`` of it
@@ -212,6 +216,12 @@ def request(ns: Namespace) -> Request:
         # A filter's denied syscalls are counted by a listener in a resident parent.
         or (confinement_ is not None and confinement_.syscalls is not None)
     )
+    if ns.verify and confinement_ is not None and "pid" in confinement_.namespaces:
+        fail(
+            "--verify cannot be combined with --pid-ns: in a pid namespace hardexec's relay is "
+            "the program's parent, so hardexec cannot stop the program at its exec to check it"
+        )
+    supervise = supervise or ns.verify  # the check is made by a resident parent, the tracer
     if ns.keep_leftovers and (run.timeout or max_output):
         # Waiting for leftovers is unbounded and reads no pipes: it would void either option.
         fail("--keep-leftovers cannot be combined with --timeout or --max-output")
@@ -240,6 +250,7 @@ def request(ns: Namespace) -> Request:
         env=_environment(task),
         max_output=max_output,
         json_result=ns.json_result,
+        verify=ns.verify,
     )
 
 

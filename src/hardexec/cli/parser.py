@@ -44,8 +44,8 @@ def parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser
         description="Run COMMAND with the given privileges and ceilings. Exit status: the "
         "command's own (killed by signal N: hardexec dies of N too, a shell shows 128+N); "
         "127 not found; 126 not executable; 125 hardexec failed; 124 timed out. With no "
-        "cgroup option, --usage, --timeout, --max-output, --json-result or syscall filter, "
-        "hardexec replaces "
+        "cgroup option, --usage, --timeout, --max-output, --json-result, syscall filter or "
+        "--verify, hardexec replaces "
         "itself with the command (same pid); otherwise it stays to supervise it: signals "
         "forwarded, the terminal handed over, leftovers killed.",
     )
@@ -120,7 +120,7 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     files.add_argument(
         "--policy", metavar="FILE", help="read the policy from FILE (.toml or .json)"
     )
-    caps = p.add_argument_group("capabilities")
+    caps = _add_verify(p.add_argument_group("capabilities"))
     caps.add_argument(
         "--drop-all-caps",
         action="store_true",
@@ -252,6 +252,17 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
         "--usage", action="store_true", help="print what the program used, on stderr, at exit"
     )
     p.add_argument("argv", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+
+
+def _add_verify(group: Any) -> Any:
+    group.add_argument(
+        "--verify",
+        action="store_true",
+        help="check the program's capability sets, NoNewPrivs, ids, groups and seccomp mode "
+        "against the policy at its exec, before its first instruction; beyond it, it is killed "
+        "(exit 125); hardexec supervises",
+    )
+    return group
 
 
 def _caps_parser(sub: Any) -> argparse.ArgumentParser:

@@ -1,5 +1,6 @@
 """``hardexec run`` when it stays resident: a cgroup, ``--usage``, ``--timeout``,
-``--max-output`` or ``--json-result`` needs someone there until the end.
+``--max-output``, ``--json-result``, a syscall filter or ``--verify`` needs someone there
+(``--verify``: the tracer that checks the program at its exec, :mod:`hardexec.verify`).
 
 Its duties, so that the program behaves as if hardexec were not there:
 
@@ -120,6 +121,7 @@ def _start(req: Request) -> Popen | tuple[int, str]:
                 cwd=task.cwd if task else None,
                 stdout=piped,
                 stderr=piped,
+                verify=req.verify,
             )
     except FileNotFoundError as err:
         return EXIT_NOTFOUND, f"{req.argv[0]}: {err.strerror}"

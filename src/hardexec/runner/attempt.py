@@ -34,7 +34,7 @@ import termios
 import threading
 import time
 
-from ..aio import read_all_async
+from ..aio import follow_async, read_all_async
 from ..errors import PolicyError, StageError
 from ..spawn import Popen
 from ..spawn_core import process_group_alive, sealed_memfd, signal_tree
@@ -94,6 +94,7 @@ class Attempt:
         output: OutputLimits,
         fixed_env: Mapping[str, str] | None,
         outlet: Outlet,
+        verify: bool = False,
     ) -> None:
         self.spec = spec
         self.policy = policy
@@ -102,6 +103,7 @@ class Attempt:
         self.output = output
         self.fixed_env = fixed_env
         self.outlet = outlet
+        self.verify = verify  # checked at its exec by this (the loop's) thread: hardexec.verify
         self.label = spec.label
         self.warnings: list[str] = []
         self.timed_out = False
@@ -166,11 +168,15 @@ class Attempt:
             cwd=spec.cwd,
             env=resolve_env(spec, self.fixed_env),
             pass_fds=(script_fd,) if script_fd >= 0 else (),
+            verify=self.verify,
             _later=True,  # the stage's report is read below, without blocking the loop
         )
         if child._report_fd() >= 0:
             try:
-                report = await read_all_async(child._report_fd())
+                if child._tracee is not None:  # followed to the exec stop, in this thread
+                    report = await follow_async(child._tracee, child._report_fd())
+                else:
+                    report = await read_all_async(child._report_fd())
             except BaseException:  # cancelled while the stage ran: end it, leave nothing
                 child._report_failed()  # killed and reaped
                 _wait_tree_gone(child)  # and what it may have started already, gone too

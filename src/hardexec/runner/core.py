@@ -63,6 +63,9 @@ class Runner:
         die_with_parent: every program gets ``die_with_parent`` (SIGKILL when the thread
             running the event loop exits, a ``kill -9`` of the runner included); False leaves
             the policy as it is.
+        verify: every attempt's program is checked against its policy at its exec, before
+            its first instruction (see :class:`hardexec.Popen`); beyond it, the program is
+            killed and :meth:`run` raises :class:`~hardexec.errors.VerifyError` (not retried).
 
     Guarantees, for every task: it runs in its own process group (and cgroup, with one); it
     reads ``/dev/null`` unless given input; when :meth:`run` returns or raises, the program is
@@ -82,6 +85,7 @@ class Runner:
         sink: Callable[[Event], Any] | None = None,
         metrics: MetricsSink | None = None,
         die_with_parent: bool = True,
+        verify: bool = False,
     ) -> None:
         self.policy = check_policy(policy)
         self.log = LogConfig() if log is None else log
@@ -101,6 +105,9 @@ class Runner:
         self.concurrency = concurrency
         self.name = name
         self.die_with_parent = die_with_parent
+        if not isinstance(verify, bool):
+            raise PolicyError(f"runner.verify: expected True or False, got {verify!r}")
+        self.verify = verify
         # Validated as a task's env is: no empty names, no '=', no NUL.
         self.env = dict(env_pairs(env or {}, "runner.env"))
         if sink is not None and not callable(sink):
@@ -241,6 +248,7 @@ class Runner:
                     output=self.output,
                     fixed_env=self.env,
                     outlet=outlet,
+                    verify=self.verify,
                 )
                 task.attempt = attempt
                 try:

@@ -10,7 +10,8 @@
  *                  [--hostname=NAME] [--landlock-fd=N] [--uid=N] [--gid=N]
  *                  [--groups-fd=N | --clear-groups] [--drop-caps=KEEPHEX] [--strict]
  *                  [--lock-securebits] [--nnp] [--ignore-signals=N,N] [--die-with-parent=PID]
- *                  [--seccomp-fd=N [--seccomp-notify-fd=N]] [--exec=PATH] -- PROGRAM [ARG...]
+ *                  [--seccomp-fd=N [--seccomp-notify-fd=N]] [--trace-exec] [--exec=PATH]
+ *                  -- PROGRAM [ARG...]
  *
  * The stage is started with an empty environment: the program's arrives in the --env-fd memfd
  * ("NAME=value\0" entries), so nothing a loader or interpreter reads from it (LD_PRELOAD,
@@ -21,6 +22,11 @@
  * Steps run in one fixed order, the only one the kernel makes correct (capabilities(7)); each
  * is placed by the privilege it needs and by what it would stop the later steps doing:
  *   0. read the memfds (environment, groups, Landlock rules, seccomp program)
+ *  0b. --trace-exec: PTRACE_TRACEME, then stop for the parent (see trace_exec below), so the
+ *      parent can check the program's credentials at its exec, before its first instruction.
+ *      First, with the launcher's own credentials: the kernel records them as the tracer's
+ *      (ptracer_cred), and with CAP_SYS_PTRACE among them it treats the exec as it would
+ *      untraced, so what the parent checks is what the program would have had anyway
  *   1. join the cgroup                 write "0" to its cgroup.procs (opened by the parent), so
  *                                      the program and all it starts are inside from the start
  *   2. rlimits: soft = hard = min(VALUE, inherited hard); lowering needs no privilege
@@ -224,6 +230,8 @@ static long hx_sys(long n, long a, long b, long c, long d, long e)
 #define NR_UMASK __NR_umask
 #define NR_GETRESGID __NR_getresgid
 #define NR_CLONE __NR_clone
+#define NR_PTRACE __NR_ptrace
+#define HX_SIGSTOP 19 /* x86_64 and aarch64 */
 #define NR_LANDLOCK_CREATE 444
 #define NR_LANDLOCK_ADD 445
 #define NR_LANDLOCK_RESTRICT 446
@@ -318,6 +326,8 @@ static long hx_sys(long n, long a, long b, long c, long d, long e)
 #define NR_UMASK SYS_umask
 #define NR_GETRESGID SYS_getresgid
 #define NR_CLONE SYS_clone
+#define NR_PTRACE SYS_ptrace
+#define HX_SIGSTOP SIGSTOP /* not 19 everywhere */
 #define NR_LANDLOCK_CREATE 444
 #define NR_LANDLOCK_ADD 445
 #define NR_LANDLOCK_RESTRICT 446
@@ -363,6 +373,7 @@ struct plan {
     long unshare;       /* CLONE_NEW* flags of --unshare */
     const char *hostname;
     int landlock_fd, seccomp_fd, notify_fd, lock_securebits;
+    int trace_exec;             /* --trace-exec: stopped at exec for the parent to check */
     const char *landlock;       /* the rules memfd, mapped (NUL-terminated entries) */
     long landlock_size;
     const void *filter;         /* the seccomp program, mapped */
@@ -515,7 +526,7 @@ static void report_why(char kind, const char *step, int err, int arg, const char
 {
     struct line l = {.n = 0};
     if (report_fd >= 0) {
-        put(&l, kind == 'W' ? "W " : "F ");
+        put(&l, kind == 'W' ? "W " : kind == 'T' ? "T " : "F ");
         put(&l, step);
         put(&l, " ");
         put_num(&l, err);
@@ -756,6 +767,8 @@ static void parse(int argc, char **argv, struct plan *p)
             hx_cloexec(p->notify_fd); /* the program has no business with it (EBADF: later) */
         } else if (str_eq(a, "--lock-securebits")) {
             p->lock_securebits = 1;
+        } else if (str_eq(a, "--trace-exec")) {
+            p->trace_exec = 1;
         } else if ((v = option(a, "--exec"))) {
             p->exec_path = v;
         } else {
@@ -767,6 +780,8 @@ static void parse(int argc, char **argv, struct plan *p)
     if (p->notify_fd >= 0 && p->seccomp_fd < 0)
         goto bad;
     if (p->hostname && !(p->unshare & CLONE_NEWUTS_)) /* it would rename the caller's host */
+        goto bad;
+    if (p->trace_exec && (p->unshare & CLONE_NEWPID_)) /* the relay would be the tracer */
         goto bad;
     p->argv = argv + i + 1;
     return;
@@ -1326,6 +1341,26 @@ static void enter_pid_ns(struct plan *p)
     p->in_pid_ns = 1;
 }
 
+/* --trace-exec: the parent becomes our tracer (PTRACE_TRACEME), so the kernel stops the
+ * program at its execve, before its first instruction, for the parent to read its credentials
+ * and either detach or kill it. Then we stop ourselves: at that stop the parent sets
+ * PTRACE_O_EXITKILL (a tracer that dies from then on takes us with it) and PTRACE_O_TRACEEXEC,
+ * and continues us. The "T" record tells it the stop is coming. Continued without a tracer
+ * (it died before setting EXITKILL, and something sent SIGCONT), a second TRACEME succeeds,
+ * and the program must not run unchecked: abort. (Without a report pipe there is no T record;
+ * hardexec always gives one when it traces.) */
+static void trace_exec(void)
+{
+    long r = hx_sys(NR_PTRACE, 0 /* PTRACE_TRACEME */, 0, 0, 0, 0);
+    if (r < 0)
+        fail("trace", (int)-r, -1);
+    if (report_fd >= 0)
+        report('T', "trace", 0, -1);
+    hx_sys(NR_KILL, hx_sys(NR_GETPID, 0, 0, 0, 0, 0), HX_SIGSTOP, 0, 0, 0);
+    if (hx_sys(NR_PTRACE, 0, 0, 0, 0, 0) == 0)
+        fail_why("trace", ESRCH, -1, "the launcher stopped tracing before the program started");
+}
+
 struct sock_fprog_ {
     unsigned short len;
     const void *filter;
@@ -1387,6 +1422,8 @@ static int stage_main(int argc, char **argv, char **envp)
         load_landlock(&p);
     if (p.seccomp_fd >= 0)
         load_filter(&p);
+    if (p.trace_exec)
+        trace_exec();
 
     if (p.cgroup_fd >= 0)
         join_cgroup(&p);

@@ -39,12 +39,15 @@ PR_CAPBSET_READ, PR_CAPBSET_DROP, PR_SET_KEEPCAPS = 23, 24, 8
 PR_SET_NO_NEW_PRIVS, PR_CAP_AMBIENT, PR_SET_PDEATHSIG, PR_GET_SECUREBITS = 38, 47, 1, 27
 PR_CAP_AMBIENT_RAISE, PR_CAP_AMBIENT_CLEAR_ALL = 2, 4
 PR_SET_SECUREBITS = 28
+PTRACE_TRACEME = 0
 SECBITS_LOCKED_NOROOT = 0x0B  # SECBIT_NOROOT | SECBIT_NOROOT_LOCKED | NO_SETUID_FIXUP_LOCKED
 CAP_V3 = 0x20080522
 
 libc = ctypes.CDLL(None, use_errno=True)
 libc.prctl.argtypes = [ctypes.c_int] + [ctypes.c_ulong] * 4
 libc.prctl.restype = ctypes.c_int
+libc.ptrace.argtypes = [ctypes.c_long, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p]
+libc.ptrace.restype = ctypes.c_long
 
 
 class CapHeader(ctypes.Structure):
@@ -167,7 +170,7 @@ def parse(argv):
     plan.update(nnp=False, exec=None, cgroup_fd=None, cgroup_strict=False, rlimits=[])
     plan.update(env_fd=None, groups_fd=None, parent=None, ignore=set())
     plan.update(umask=None, unshare=0, hostname=None, landlock_fd=None, lock_securebits=False)
-    plan.update(seccomp_fd=None, seccomp_notify_fd=None, in_pid_ns=False)
+    plan.update(seccomp_fd=None, seccomp_notify_fd=None, in_pid_ns=False, trace_exec=False)
     try:
         index = argv.index("--")
     except ValueError:
@@ -184,6 +187,8 @@ def parse(argv):
         fail("arguments", errno.EINVAL)
     if plan["hostname"] is not None and not plan["unshare"] & NAMESPACES["uts"]:
         fail("arguments", errno.EINVAL)  # it would rename the caller's host
+    if plan["trace_exec"] and plan["unshare"] & NAMESPACES["pid"]:
+        fail("arguments", errno.EINVAL)  # the relay would be the tracer
     return plan
 
 
@@ -192,7 +197,7 @@ def parse_flag(plan, arg):
     if arg == "--clear-groups":
         plan["groups_fd"] = None
         plan["groups"] = []
-    elif arg in ("--cgroup-strict", "--strict", "--nnp", "--lock-securebits"):
+    elif arg in ("--cgroup-strict", "--strict", "--nnp", "--lock-securebits", "--trace-exec"):
         plan[arg[2:].replace("-", "_")] = True
     else:
         return False
@@ -413,6 +418,17 @@ def set_signals(plan):
             fail("ignore_signals", errno.EINVAL, sig)
 
 
+def trace_exec():
+    """stage.c's trace_exec: the parent traces us, we stop for it, and check it is still there."""
+    if libc.ptrace(PTRACE_TRACEME, 0, None, None) < 0:
+        fail("trace", ctypes.get_errno())
+    if report_fd >= 0:
+        report("T", "trace", 0)
+    os.kill(os.getpid(), signal.SIGSTOP)
+    if libc.ptrace(PTRACE_TRACEME, 0, None, None) == 0:
+        fail("trace", errno.ESRCH, why="the launcher stopped tracing before the program started")
+
+
 def die_with_parent(expected):
     result, err = prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     if result < 0:
@@ -482,6 +498,8 @@ def main():
     confine = load_confine() if confines(plan) else None
     if confine:
         confine.load_rules(plan)
+    if plan["trace_exec"]:
+        trace_exec()
     if plan["cgroup_fd"] is not None:
         join_cgroup(plan)
     set_rlimits(plan)
