@@ -265,26 +265,28 @@ class _Hub:
         while True:
             for fd, events in self._epoll.poll():
                 with self._lock:
-                    waiting = self._sockets.pop(fd, None)
+                    waiting = self._sockets.get(fd)
                     listener = self._serving.get(fd) if waiting is None else None
+                # A listener leaves the tables only once its fds are closed or moved, so that
+                # pending() never says 0 while one is still open.
                 if waiting is not None:  # the stage sent its listener, or ended
                     self._epoll.unregister(fd)
                     got = waiting._receive()
-                    if got < 0:
-                        waiting._finish()
-                        continue
                     with self._lock:
-                        self._serving[got] = waiting
-                    self._epoll.register(got, select.EPOLLIN)
+                        del self._sockets[fd]
+                        if got >= 0:
+                            self._serving[got] = waiting
+                    if got >= 0:
+                        self._epoll.register(got, select.EPOLLIN)
                 elif listener is None:
                     continue
                 elif events & select.EPOLLIN:
                     listener._answer()
                 elif events & _ENDED:  # no process uses the filter any more
                     self._epoll.unregister(fd)
+                    listener._finish()
                     with self._lock:
                         del self._serving[fd]
-                    listener._finish()
 
 
 _the_hub: _Hub | None = None
