@@ -14,7 +14,7 @@ import pwd
 from ._record import field, frozen, replace
 from .caps import CapSet
 from .confine.config import Confinement
-from .errors import PolicyError
+from .errors import PolicyError, shown
 
 TYPE_CHECKING = False  # collections.abc and typing cost start-up time: annotations only
 if TYPE_CHECKING:
@@ -86,7 +86,7 @@ class SecurityConfig:
                 raise PolicyError(f"security.{name}: expected True or False, got {value!r}")
         keep = self.keep_caps
         if not isinstance(keep, CapSet):
-            if isinstance(keep, (str, bytes, int)):
+            if isinstance(keep, (str, bytes, int)) or hasattr(keep, "keys"):
                 raise PolicyError(
                     f"security.keep_caps: expected a list of capabilities, got {keep!r}"
                 )
@@ -98,7 +98,9 @@ class SecurityConfig:
                 "keep_caps names what survives drop_all_caps, so set drop_all_caps=True"
             )
         if self.supplementary_groups is not None:
-            if isinstance(self.supplementary_groups, (str, bytes, int)):
+            if isinstance(self.supplementary_groups, (str, bytes, int)) or hasattr(
+                self.supplementary_groups, "keys"
+            ):
                 raise PolicyError(
                     "security.supplementary_groups: expected a list of groups, "
                     f"got {self.supplementary_groups!r}"
@@ -367,9 +369,9 @@ def _check_count(name: str, value: object, maximum: int, zero: str = "") -> None
     if value == 0:
         raise PolicyError(f"{name} cannot be zero" + (f" ({zero})" if zero else ""))
     if value < 0:
-        raise PolicyError(f"{name}: {value} is negative")
+        raise PolicyError(f"{name}: {shown(value)} is negative")
     if value > maximum:
-        raise PolicyError(f"{name}: {value} is larger than {maximum}")
+        raise PolicyError(f"{name}: {shown(value)} is larger than {maximum}")
 
 
 def _resolve_identity(config: SecurityConfig) -> Identity:

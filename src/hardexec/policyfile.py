@@ -164,7 +164,8 @@ def load(path: str | os.PathLike[str]) -> PolicyFile:
 
     Raises:
         PolicyError: the file cannot be read, is not a regular file, is writable by its group
-            or others or owned by someone other than root or this user, is not valid
+            or others or owned by someone other than root or this user (or a directory or
+            symlink on its path is), is not valid
             TOML/JSON, or holds an unknown key or a bad value; the message starts with the
             file's name, then the key path.
     """
@@ -180,6 +181,7 @@ def load_dict(path: str | os.PathLike[str]) -> dict[str, Any]:
     try:
         # Non-blocking: a FIFO named like a policy must be refused, not waited on.
         flags = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+        _check_path(name)
         with open(os.open(name, flags), "rb") as f:
             _check_owner(name, os.fstat(f.fileno()))
             data = f.read(_MAX_FILE_BYTES + 1)
@@ -212,29 +214,114 @@ def _check_owner(name: str, st: os.stat_result) -> None:
         )
 
 
+def _check_path(name: str) -> None:
+    """Whoever may replace a directory entry on the way to the file chooses the policy: every
+    directory on the path, as given and as resolved, must be writable only by its owner (or
+    sticky, as /tmp is) and owned by root or this user, and so must every symlink on it."""
+    import stat
+
+    me = os.geteuid()
+    for path in dict.fromkeys((os.path.abspath(name), os.path.realpath(name))):
+        parts = path.split("/")
+        for end in range(2, len(parts) + 1):
+            here = "/".join(parts[:end])
+            try:
+                st = os.lstat(here)
+            except OSError:
+                return  # opening the file says what is missing
+            kind = "symlink" if stat.S_ISLNK(st.st_mode) else "directory"
+            if end == len(parts) and kind != "symlink":
+                break  # the file itself: checked on the opened fd
+            if st.st_uid not in (0, me):
+                raise PolicyError(
+                    f"{name}: the {kind} {here} on its path is owned by uid {st.st_uid}, neither "
+                    f"root nor this user ({me}), who could replace the policy"
+                )
+            if kind == "directory" and st.st_mode & 0o022 and not st.st_mode & stat.S_ISVTX:
+                raise PolicyError(
+                    f"{name}: the directory {here} on its path is writable by its group or "
+                    f"others (mode {stat.S_IMODE(st.st_mode):04o}), who could replace the policy"
+                )
+
+
 def loads(text: str, *, fmt: str = "toml", name: str = "<policy>") -> PolicyFile:
     """Read a policy file's text; ``fmt`` is ``"toml"`` or ``"json"``; ``name`` starts messages."""
     return from_dict(_parse(text, fmt, name), name)
 
 
 def _parse(text: str, fmt: str, name: str) -> dict[str, Any]:
+    if text.startswith("\ufeff"):
+        raise PolicyError(f"{name}: starts with a byte-order mark; save it as UTF-8 without one")
     if fmt == "toml":
         import tomllib
 
+        _check_dotted_keys(text, name)
         try:
             data = tomllib.loads(text)
         except tomllib.TOMLDecodeError as err:
             raise PolicyError(f"{name}: not valid TOML: {err}") from None
+        except RecursionError:
+            raise PolicyError(f"{name}: not valid TOML: nested too deeply") from None
+        except ValueError as err:  # an integer of more digits than Python converts
+            raise PolicyError(f"{name}: not valid TOML: {err}") from None
     elif fmt == "json":
         try:
             data = json.loads(text, object_pairs_hook=_no_repeats, parse_constant=_no_constant)
+        except RecursionError:
+            raise PolicyError(f"{name}: not valid JSON: nested too deeply") from None
         except ValueError as err:  # json.JSONDecodeError, and ours
             raise PolicyError(f"{name}: not valid JSON: {err}") from None
     else:
         raise PolicyError(f"fmt: {_shown(fmt)} is not a policy file format (toml, json)")
     if not isinstance(data, dict):
         raise PolicyError(f"{name}: expected an object of keys, got {type(data).__name__}")
+    _check_text(data, name)
     return data
+
+
+# No key of a policy is more than four deep; tomllib takes time and memory quadratic in the
+# parts of a dotted key, so a long one is refused before it is parsed.
+_MAX_KEY_DOTS = 32
+_MAX_DEPTH = 16
+
+
+def _check_dotted_keys(text: str, name: str) -> None:
+    for number, line in enumerate(text.splitlines(), 1):
+        stripped = line.lstrip()
+        key = stripped if stripped.startswith("[") else stripped.split("=", 1)[0]
+        if key.count(".") > _MAX_KEY_DOTS:
+            raise PolicyError(f"{name}: line {number}: a key of more than {_MAX_KEY_DOTS} parts")
+
+
+def _check_text(data: object, name: str) -> None:
+    """Refuse text that is not Unicode (a lone surrogate, which JSON can escape) anywhere, and
+    nesting deeper than any policy has: both would fail later, far from the file."""
+    todo: list[tuple[object, str, int]] = [(data, "", 0)]
+    while todo:
+        value, path, depth = todo.pop()
+        if depth > _MAX_DEPTH:
+            raise PolicyError(f"{name}: {path or 'the top'}: nested deeper than a policy goes")
+        if isinstance(value, dict):
+            for key, item in value.items():
+                where = f"{path}.{key}" if path else str(key)
+                if isinstance(key, str) and not _is_unicode(key):
+                    raise PolicyError(f"{name}: {_shown(key)}: a key that is not Unicode text")
+                todo.append((item, where, depth + 1))
+        elif isinstance(value, list):
+            todo.extend((item, f"{path}[{i}]", depth + 1) for i, item in enumerate(value))
+        elif isinstance(value, str) and not _is_unicode(value):
+            from .serial import key_shown
+
+            where = ".".join(key_shown(part) for part in path.split("."))
+            raise PolicyError(f"{name}: {where}: not Unicode text (a lone surrogate)")
+
+
+def _is_unicode(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _no_repeats(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -257,14 +344,26 @@ def from_dict(data: object, name: str = "<policy>") -> PolicyFile:
     Raises:
         PolicyError: an unknown or missing key, or a bad value, named by its key path.
     """
+    return from_plain(file_plain(data, name), name)
+
+
+def file_plain(data: object, name: str = "<policy>") -> dict[str, Any]:
+    """A parsed file's content in :mod:`hardexec.serial`'s plain form (plus its ``run``
+    table), with only the keys the file gives: what :func:`merge` combines."""
     if not isinstance(data, dict):
         raise PolicyError(f"{name}: expected an object of keys, got {_shown(data)}")
-    body = {key: value for key, value in data.items() if key != "run"}
+    body = _file_forms(data, name)
     cgroups = body.get("cgroups")
     if isinstance(cgroups, dict) and "fail_on_error" not in cgroups:
         # A file's ceiling is a ceiling enforced unless it says otherwise (the API's records
         # default to best effort; an operator's file fails closed).
-        body["cgroups"] = {**cgroups, "fail_on_error": True}
+        body = {**body, "cgroups": {**cgroups, "fail_on_error": True}}
+    return body
+
+
+def from_plain(data: dict[str, Any], name: str = "<policy>") -> PolicyFile:
+    """A :class:`PolicyFile` from :func:`file_plain`'s form (files and options combined)."""
+    body = {key: value for key, value in data.items() if key != "run"}
     try:
         policy = serial.policy_from_dict(body)
     except PolicyError as err:
@@ -283,20 +382,57 @@ def from_dict(data: object, name: str = "<policy>") -> PolicyFile:
     return PolicyFile(policy=policy, run=run)
 
 
+def _file_forms(body: dict[str, Any], name: str) -> dict[str, Any]:
+    """What a file says differently from :mod:`hardexec.serial`'s plain form, made that form:
+    a umask as octal text; and what a file must not say: a relative path (it would mean
+    another place from each directory hardexec is started in)."""
+    confinement = body.get("confinement")
+    if isinstance(confinement, dict):
+        confinement = dict(confinement)
+        umask = confinement.get("umask")
+        if umask is not None:
+            if not isinstance(umask, str) or not umask or not set(umask) <= set("01234567"):
+                hint = f'"0{umask:o}"' if isinstance(umask, int) and 0 <= umask <= 0o777 else ""
+                raise PolicyError(
+                    f'{name}: confinement.umask: expected octal text such as "077", got '
+                    f"{_shown(umask)}" + (f" (as a number it reads as {hint})" if hint else "")
+                )
+            confinement["umask"] = int(umask, 8)
+        rules = confinement.get("fs")
+        if isinstance(rules, list):
+            for index, rule in enumerate(rules):
+                path = rule.get("path") if isinstance(rule, dict) else None
+                if isinstance(path, str) and not path.startswith("/"):
+                    raise PolicyError(
+                        f"{name}: confinement.fs[{index}].path: {_shown(path)} is relative; a "
+                        "policy file's paths must be absolute"
+                    )
+        body = {**body, "confinement": confinement}
+    parent = body.get("cgroup_parent")
+    if isinstance(parent, str) and not parent.startswith("/"):
+        raise PolicyError(
+            f"{name}: cgroup_parent: {_shown(parent)} is relative; a policy file's paths must be "
+            "absolute"
+        )
+    return body
+
+
 def _run_settings(data: object) -> RunSettings:
-    if not isinstance(data, dict):
-        raise PolicyError(f"run: expected a table of keys, got {_shown(data)}")
+    from .serial import key_shown
+
+    if not isinstance(data, dict):  # its type only: a misplaced value may be a secret
+        raise PolicyError(f"run: expected a table of keys, got {type(data).__name__}")
     known = [item.name for item in fields(RunSettings)]
     for key in data:
         if key not in known:
-            raise PolicyError(f"run.{key}: unknown key (known here: {', '.join(known)})")
+            raise PolicyError(f"run.{key_shown(key)}: unknown key (known here: {', '.join(known)})")
     values = dict(data)
     policy = values.get("env_policy")
     if isinstance(policy, list):
         values["env_policy"] = tuple(policy)
     elif policy is not None and not isinstance(policy, str):
-        shown = _shown(policy)
-        raise PolicyError(f"run.env_policy: expected 'inherit', 'clear' or a list, got {shown}")
+        what = type(policy).__name__  # not the value: a misplaced env table may hold secrets
+        raise PolicyError(f"run.env_policy: expected 'inherit', 'clear' or a list, got {what}")
     env = values.get("env")
     if env is not None:
         if not isinstance(env, dict):
@@ -324,6 +460,10 @@ def to_dict(doc: PolicyFile) -> dict[str, Any]:
     plain = serial.policy_to_dict(doc.policy)
     version = plain.pop("version")
     out: dict[str, Any] = {"version": version, **_pruned(Policy, plain)}
+    confinement = out.get("confinement")
+    if confinement is not None and "umask" in confinement:
+        # Octal text: TOML and JSON numbers are decimal, and 77 is not 0o077.
+        confinement["umask"] = f"{confinement['umask']:03o}"
     if doc.policy.cgroups is not None:
         # Said only when false: a file's cgroup fails closed unless it says otherwise.
         cgroups = out["cgroups"]
@@ -383,10 +523,12 @@ def dumps(doc: PolicyFile, fmt: str = "toml") -> str:
     """``doc`` as a policy file's text, ``"toml"`` or ``"json"``; ``loads(dumps(d)) == d``.
 
     Raises:
-        PolicyError: ``fmt`` is not a format, or a value TOML cannot hold (null) differs from
-            its default.
+        PolicyError: ``fmt`` is not a format, a value TOML cannot hold (null) differs from
+            its default, or a text is not Unicode (a lone surrogate, as ``os.fsdecode`` makes
+            of bytes that are not UTF-8).
     """
     plain = to_dict(doc)
+    _check_text(plain, "policy")  # what loads would refuse is not written either
     if fmt == "json":
         return json.dumps(plain, indent=2) + "\n"
     if fmt != "toml":

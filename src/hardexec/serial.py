@@ -128,6 +128,11 @@ _NESTED_ITEMS: dict[type, dict[str, type]] = {Confinement: {"fs": PathRule}}
 # The fields read only from a list (what each holds, and whether null is one too): their
 # classes would also take a lone port or name, and would read an object as its keys.
 _LISTS: dict[type, dict[str, tuple[str, bool]]] = {
+    # Capabilities and groups too: a table's keys read as the list would grant them all.
+    SecurityConfig: {
+        "keep_caps": ("capabilities", False),
+        "supplementary_groups": ("groups", True),
+    },
     Confinement: {
         "fs": ("path rules", False),
         "tcp_bind": ("ports", False),
@@ -480,11 +485,19 @@ def _check_keys(
     for key in data:
         if key not in known:
             names = ", ".join(known)
-            raise PolicyError(f"{path}.{key}: unknown key (known here: {names})")
+            raise PolicyError(f"{path}.{key_shown(key)}: unknown key (known here: {names})")
     for key in required:
         if key not in data:
             raise PolicyError(f"{path}.{key}: missing")
     return data
+
+
+def key_shown(key: object) -> str:
+    """A key for a message: as it is when it is a plain name, else quoted (a key may hold a
+    newline or a terminal escape that would forge another line)."""
+    if isinstance(key, str) and key.isprintable() and len(key) <= 60:
+        return key
+    return _shown(key)
 
 
 def _required(cls: type) -> tuple[str, ...]:

@@ -205,3 +205,101 @@ def test_help_lists_every_option_with_a_one_line_meaning(capsys):
     for option in [*VALUES, *FLAGS]:
         assert f"{option} " in text or text.endswith(option), option
     assert "policy files: a profile, then a file, then the options" in text
+
+
+def test_an_options_ceiling_and_confinement_stay_enforced_over_a_lenient_file(tmp_path):
+    path = tmp_path / "lenient.toml"
+    path.write_text(
+        "version = 1\n[cgroups]\npids = 10\nfail_on_error = false\n"
+        "[confinement]\nnamespaces = ['ipc']\nbest_effort = true\n"
+    )
+    alone = req("--policy", str(path))
+    assert not alone.policy.cgroups.fail_on_error and alone.policy.confinement.best_effort
+    typed = req("--policy", str(path), "--memory", "64M", "--fs-ro", "/usr")
+    assert typed.policy.cgroups.fail_on_error  # the option's --memory is not made best effort
+    assert not typed.policy.confinement.best_effort
+    lenient = req("--policy", str(path), "--memory", "64M", "--fs-ro", "/usr", "--best-effort")
+    assert not lenient.policy.cgroups.fail_on_error and lenient.policy.confinement.best_effort
+
+
+def test_syscall_options_add_to_the_files_filter_never_take_away(tmp_path):
+    r = req("--profile", "strict", "--syscalls-deny", "mount:EACCES")
+    syscalls = r.policy.confinement.syscalls
+    assert syscalls.default and syscalls.deny == ("mount:EACCES",)  # strict's list stays
+    path = tmp_path / "allow.toml"
+    path.write_text("version = 1\n[confinement.syscalls]\nallow = ['@default', 'socket']\n")
+    r = req("--policy", str(path), "--syscalls-deny", "ptrace")
+    assert r.policy.confinement.syscalls.allow == ("@default", "socket")  # still an allow-list
+    assert r.policy.confinement.syscalls.deny == ("ptrace",)
+    r = req("--policy", str(path), "--syscalls-allow", "@default")
+    assert r.policy.confinement.syscalls.allow == ("@default",)  # the option gives the list
+
+
+def test_kill_after_best_effort_and_no_fs_deps_over_a_file(tmp_path):
+    path = tmp_path / "p.toml"
+    path.write_text("version = 1\n[confinement]\nfs = [{ path = '/usr', access = 'ro' }]\n")
+    r = req("--policy", str(path), "--timeout", "10s", "--kill-after", "3s")
+    assert (r.task.timeout, r.task.kill_after) == (10.0, 3.0)
+    assert r.policy_file().run.kill_after == 3.0
+    assert req("--policy", str(path), "--no-fs-deps").policy.confinement.fs_dependencies is False
+    assert req("--policy", str(path), "--best-effort").policy.confinement.best_effort is True
+    assert req("--policy", str(path)).policy.confinement.fs_dependencies is True
+
+
+@pytest.mark.parametrize(
+    ("content", "args", "message"),
+    [
+        ("version = 1\n", ["--policy", "{path}"], "hardexec: --policy: given 2 times ("),
+        ("version = 1\n", ["--profile", "strict", "--profile", "none"], "hardexec: --profile: given 2 "),
+        (
+            "version = 1\ncgroup_parent = '/sys/fs/cgroup/unified'\n",
+            [],
+            "hardexec: --policy {path}: cgroup_parent: no cgroup is asked for",
+        ),
+        (
+            "version = 1\n[cgroups]\nkeep_at_exit = true\n",
+            [],
+            "hardexec: --policy {path}: cgroups.keep_at_exit: the command removes its group",
+        ),
+        (
+            "version = 1\n[security]\ndrop_all_caps = true\nkeep_caps = [63]\n",
+            [],
+            "hardexec: --policy {path}: security.keep_caps: capability 63 does not exist",
+        ),
+    ],
+)
+def test_more_mistakes_name_where_they_are(content, args, message, tmp_path, capsys):
+    if "cgroup_parent" in content:  # a real cgroup v2 group, wherever this machine mounts it
+        from hardexec import cgroups
+
+        content = content.replace("/sys/fs/cgroup/unified", str(cgroups.v2_mount()))
+    path = tmp_path / "p.toml"
+    path.write_text(content)
+    with pytest.raises(SystemExit) as stop:
+        req("--policy", str(path), *(a.format(path=path) for a in args))
+    assert stop.value.code == 125
+    err = capsys.readouterr().err
+    assert err.startswith(message.format(path=path)) and err.count("\n") == 1, err
+
+
+def test_a_json_null_confinement_is_no_confinement(tmp_path):
+    path = tmp_path / "p.json"
+    path.write_text('{"version": 1, "confinement": null}')
+    assert req("--policy", str(path), "--net", "none").policy.confinement.namespaces == ("net",)
+
+
+def test_a_missing_rule_path_names_the_file_or_the_option(tmp_path, capsys):
+    from hardexec.cli import main
+
+    path = tmp_path / "p.toml"
+    path.write_text(
+        "version = 1\n[confinement]\nfs = [{ path = '/nonexistent-x', access = 'rw' }]\n"
+    )
+    for args, message in (
+        ([], f"hardexec: --policy {path}: confinement.fs[0].path: '/nonexistent-x': No such"),
+        (["--fs-ro", "/nonexistent-y"], "hardexec: --fs-ro: '/nonexistent-y': No such file"),
+    ):
+        with pytest.raises(SystemExit) as stop:
+            main(["run", "--policy", str(path), *args, "--", "/nonexistent/never-run"])
+        assert stop.value.code == 125
+        assert capsys.readouterr().err.startswith(message)

@@ -188,7 +188,41 @@ def test_load_by_suffix(tmp_path):
         ("version = 1\n[run]\nenv_policy = 3", "web.toml: run.env_policy: expected 'inherit', "),
         ("version = 1\n[run]\nenv = ['A=1']", "web.toml: run.env: expected a table of names to"),
         ("version = 1\n[run]\nenv = { 'A=B' = '1' }", "web.toml: run.env"),
-        ("version = 1\nrun = 3", "web.toml: run: expected a table of keys, got 3"),
+        ("version = 1\nrun = 3", "web.toml: run: expected a table of keys, got int"),
+        # A table where a list belongs would read as its keys: {SYS_ADMIN = false} would keep it.
+        (
+            "version = 1\n[security]\ndrop_all_caps = true\nkeep_caps = { SYS_ADMIN = false }",
+            "web.toml: security.keep_caps: expected a list of capabilities, got {'SYS_ADMIN'",
+        ),
+        (
+            "version = 1\n[security]\nuser = 'nobody'\nsupplementary_groups = { root = false }",
+            "web.toml: security.supplementary_groups: expected a list of groups or null, got",
+        ),
+        # TOML numbers are decimal: umask = 77 would be 0o115, so a mode is octal text.
+        (
+            "version = 1\n[confinement]\numask = 77",
+            'web.toml: confinement.umask: expected octal text such as "077", got 77 (as a number '
+            'it reads as "0115")',
+        ),
+        ("version = 1\n[confinement]\numask = '09'", "web.toml: confinement.umask: expected oct"),
+        ("version = 1\n[confinement]\numask = '1777'", "web.toml: confinement.umask: expected 0o"),
+        (
+            "version = 1\n[confinement]\nfs = [{ path = '.', access = 'rw' }]",
+            "web.toml: confinement.fs[0].path: '.' is relative; a policy file's paths must be",
+        ),
+        ("version = 1\ncgroup_parent = 'x/y'", "web.toml: cgroup_parent: 'x/y' is relative"),
+        (
+            "version = 1\n[run]\nenv_policy = { TOKEN = 'hunter2' }",
+            "web.toml: run.env_policy: expected 'inherit', 'clear' or a list, got dict",
+        ),
+        (
+            'version = 1\n"a\\nhardexec: forged" = 1',
+            "web.toml: 'a\\nhardexec: forged': unknown key",
+        ),
+        ("\ufeffversion = 1", "web.toml: starts with a byte-order mark"),
+        ("version = 1\nx = " + "[" * 3000 + "]" * 3000, "web.toml: not valid TOML: nested too"),
+        ("version = 1\nx = 1" + "0" * 5000, "web.toml: not valid TOML: "),
+        ("version = 1\n" + ".".join(["a"] * 20000) + " = 1", "web.toml: line 2: a key of more"),
         ("version = 1\nsecurity = [", "web.toml: not valid TOML: "),
     ],
 )
@@ -204,6 +238,9 @@ def test_each_mistake_names_the_file_the_key_path_and_the_value(text, message):
         ('{"version": 1, "version": 1}', "web.json: not valid JSON: key 'version' given twice"),
         ('{"version": 1, "run": {"timeout": NaN}}', "web.json: not valid JSON: NaN is not a"),
         ("[1]", "web.json: expected an object of keys, got list"),
+        ('{"version": 1, "run": {"env": {"A": "\\ud800"}}}', "web.json: run.env.A: not Unicode"),
+        ('{"version": 1, "x": ' + "[" * 100000 + "]" * 100000 + "}", "web.json: not valid JSON"),
+        ('{"version": 1, "confinement": null}', None),
         (
             '{"version": 1, "cgroups": {"memory": null, "fail_on_error": false}}',
             None,
@@ -212,18 +249,18 @@ def test_each_mistake_names_the_file_the_key_path_and_the_value(text, message):
 )
 def test_json_mistakes(text, message):
     if message is None:
-        assert loads(text, fmt="json", name="web.json").policy.cgroups == CgroupLimits()
+        loads(text, fmt="json", name="web.json")  # null: the default, as JSON may say it
         return
     with pytest.raises(PolicyError) as caught:
         loads(text, fmt="json", name="web.json")
     assert str(caught.value).startswith(message), str(caught.value)
 
 
-def test_a_value_toml_cannot_hold_is_refused_on_writing_not_dropped():
+def test_text_a_file_cannot_hold_is_refused_on_writing_not_dropped():
     doc = PolicyFile(run=RunSettings(env=(("A", "\udcff"),)))
-    with pytest.raises(PolicyError, match="not valid Unicode text; cannot be written in TOML"):
-        dumps(doc)
-    assert loads(dumps(doc, "json"), fmt="json") == doc  # JSON escapes it
+    for fmt in ("toml", "json"):
+        with pytest.raises(PolicyError, match=r"policy: run\.env\.A: not Unicode text"):
+            dumps(doc, fmt)
 
 
 def test_the_profiles_hold_exactly_what_the_readme_says():
@@ -281,3 +318,51 @@ def test_a_file_someone_else_can_change_is_refused(tmp_path):
         os.chown(path, 4321, -1)
         with pytest.raises(PolicyError, match=r"owned by uid 4321, neither root nor this user"):
             load(path)
+
+
+def test_group_writable_files_and_parent_directories_are_refused(tmp_path):
+    path = tmp_path / "p.toml"
+    path.write_text("version = 1\n")
+    path.chmod(0o620)
+    with pytest.raises(PolicyError, match=r"writable by its group or others \(mode 0620\)"):
+        load(path)
+    path.chmod(0o600)
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)  # not sticky: anyone may swap the file for another
+    (shared / "q.toml").write_text("version = 1\n")
+    with pytest.raises(PolicyError, match=r"the directory \S+/shared on its path is writable"):
+        load(shared / "q.toml")
+    shared.chmod(0o1777)  # sticky, as /tmp is: only the file's owner may replace it
+    assert load(shared / "q.toml") == PolicyFile()
+    if os.geteuid() == 0:
+        link = tmp_path / "l.toml"
+        link.symlink_to(path)
+        os.lchown(link, 4321, -1)  # someone else's link chooses which file is read
+        with pytest.raises(PolicyError, match=r"the symlink \S+/l\.toml on its path is owned"):
+            load(link)
+
+
+def test_a_file_larger_than_a_policy_is_refused(tmp_path):
+    path = tmp_path / "big.toml"
+    path.write_text("version = 1\n" + "# padding\n" * (1 << 19))
+    with pytest.raises(PolicyError, match=r"big\.toml: larger than 4 MiB"):
+        load(path)
+
+
+def test_json_written_to_a_file_round_trips_text_toml_cannot_hold(tmp_path):
+    path = tmp_path / "p.json"
+    path.write_text('{"version": 1, "run": {"env": {"A": "\\u0001 and \\udcff"}}}')
+    # JSON escapes the surrogate, but a file of a policy must be Unicode: refused, named.
+    with pytest.raises(PolicyError, match=r"run\.env\.A: not Unicode text"):
+        load(path)
+    toml = PolicyFile(run=RunSettings(env=(("A", "\x01\x1b\x7f"),)))
+    assert "\\u0001\\u001b\\u007f" in dumps(toml)
+    assert loads(dumps(toml)) == toml
+
+
+def test_umask_is_written_as_octal_text():
+    doc = PolicyFile(policy=Policy(confinement=Confinement(umask=0o027)))
+    assert 'umask = "027"' in dumps(doc)
+    assert loads(dumps(doc)) == doc
+    assert loads(dumps(doc, "json"), fmt="json") == doc

@@ -125,7 +125,7 @@ def _run(req: Request) -> int:
     if req.policy.confinement is not None:
         from .confine_options import check_paths
 
-        check_paths(req.policy.confinement)
+        check_paths(req.policy.confinement, req.typed_confinement, req.source)
     if req.supervise:
         from .supervise import supervise
 

@@ -69,6 +69,7 @@ FLAGS = {
 # collected in a list; for the others the last one wins
 REPEATED = frozenset(
     (
+        *("policy", "profile"),  # collected only to refuse a second one
         *("keep_cap", "env_keep", "env", "fs_ro", "fs_rx", "fs_rw", "fs_rwx"),
         *("tcp_bind", "tcp_connect", "syscalls_allow", "syscalls_deny"),
     )

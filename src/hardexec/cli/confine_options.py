@@ -84,12 +84,20 @@ def _ports(values: list[str], option: str) -> list[int]:
     return ports
 
 
-def check_paths(c: Confinement | None) -> None:
-    """Exit 125 naming the option when a rule's path does not exist: before anything runs, in
-    the user's words (the stage would refuse it too, as "landlock_path ... rule N")."""
-    for rule in c.fs if c is not None else ():
+def check_paths(c: Confinement | None, typed: Confinement | None = None, source: str = "") -> None:
+    """Exit 125 naming the option (or the file and key) when a rule's path does not exist:
+    before anything runs, in the user's words (the stage would refuse it too, as
+    "landlock_path ... rule N"). ``typed``: the options' own confinement; ``source``: where
+    the rest came from."""
+    own = set(typed.fs) if typed is not None else set()
+    for index, rule in enumerate(c.fs if c is not None else ()):
         if not os.path.exists(rule.path):
-            fail(f"--fs-{rule.access}: {rule.path!r}: No such file or directory")
+            where = (
+                f"--fs-{rule.access}"
+                if rule in own or not source
+                else (f"{source}: confinement.fs[{index}].path")
+            )
+            fail(f"{where}: {rule.path!r}: No such file or directory")
 
 
 def confinement(ns: Namespace, *, base_has_rules: bool = False) -> Confinement | None:

@@ -64,7 +64,7 @@ def learn_command(req: Request, output: str, fmt: str | None = None) -> int:
     if req.policy.confinement is not None:
         from .confine_options import check_paths
 
-        check_paths(req.policy.confinement)
+        check_paths(req.policy.confinement, req.typed_confinement, req.source)
     base = req.policy_file()
     task = req.task
     child: list[int] = []

@@ -15,6 +15,7 @@ if TYPE_CHECKING:  # typing costs start-up time; annotations are strings here an
     from argparse import Namespace
     from typing import Any, NoReturn
 
+    from ..confine import Confinement
     from ..policy import CgroupLimits, CpuMax, Policy, RlimitConfig
     from ..policyfile import PolicyFile, RunSettings
     from ..runner.spec import TaskSpec
@@ -122,6 +123,8 @@ class Request:
         json_result: where to write the run's :class:`hardexec.Result` as JSON.
         verify: check the program against the policy at its exec (``--verify``; see
             :mod:`hardexec.verify`); it makes hardexec supervise.
+        source: where the policy came from, for messages (``--policy web.toml``, …).
+        typed_confinement: what the confinement options alone asked for (for messages).
     """
 
     def __init__(
@@ -139,6 +142,8 @@ class Request:
         max_output: int | None = None,
         json_result: str | None = None,
         verify: bool = False,
+        source: str = "the options",
+        typed_confinement: Confinement | None = None,
     ) -> None:
         self.task = task
         self.env = env
@@ -152,6 +157,8 @@ class Request:
         self.best_effort = best_effort
         self.ceilings = ceilings
         self.verify = verify
+        self.source = source
+        self.typed_confinement = typed_confinement
 
     def policy_file(self) -> PolicyFile:
         """What this run asks for, as a policy file holds it (``hardexec run --policy`` of it
@@ -189,7 +196,7 @@ def request(ns: Namespace) -> Request:
         fail("--cgroup-parent: no cgroup is asked for (--memory, --pids, --cpus, --cgroup)")
     from .confine_options import confinement
 
-    has_rules = bool(base.get("confinement", {}).get("fs"))
+    has_rules = bool((base.get("confinement") or {}).get("fs"))
     confined = confinement(ns, base_has_rules=has_rules)
     ceilings = _ceilings(ns)
     if base.get("cgroups") is not None and not any(_given(ns, d) for d in _CGROUP_DESTS):
@@ -236,7 +243,15 @@ def request(ns: Namespace) -> Request:
         from ..policy import Policy
 
         policy = Policy(**{**_own_fields(policy), "die_with_parent": True})
-    _check_caps_exist(policy)
+    where = "--keep-cap" if ns.keep_cap else f"{source}: security.keep_caps"
+    _check_caps_exist(policy, where)
+    if policy.cgroup_parent is not None and policy.cgroups is None:
+        fail(f"{source}: cgroup_parent: no cgroup is asked for (a cgroups table, or --cgroup)")
+    if policy.cgroups is not None and policy.cgroups.keep_at_exit:
+        fail(
+            f"{source}: cgroups.keep_at_exit: the command removes its group when the program "
+            "ends (the key is for the Python API); use --keep-leftovers to wait for what is left"
+        )
     task = _task(ns, argv, run)
     return Request(
         argv=list(argv),
@@ -251,6 +266,8 @@ def request(ns: Namespace) -> Request:
         max_output=max_output,
         json_result=ns.json_result,
         verify=ns.verify,
+        source=source,
+        typed_confinement=confined,
     )
 
 
@@ -268,21 +285,28 @@ def _base(ns: Namespace) -> tuple[dict[str, Any], str]:
 
     base: dict[str, Any] = {"version": 1}
     named = []
-    if ns.profile is not None:
-        if ns.profile not in PROFILES:
-            fail(f"--profile: {ns.profile!r} is not a profile ({', '.join(PROFILES)})")
-        base = PROFILES[ns.profile]
-        named.append(f"--profile {ns.profile}")
-    if ns.policy is not None:
-        from ..policyfile import from_dict
+    for option, given in (("--profile", ns.profile), ("--policy", ns.policy)):
+        if len(given) > 1:
+            fail(f"{option}: given {len(given)} times ({', '.join(map(repr, given))}); give one")
+    profile = ns.profile[0] if ns.profile else None
+    policy_path = ns.policy[0] if ns.policy else None
+    if profile is not None:
+        if profile not in PROFILES:
+            fail(f"--profile: {profile!r} is not a profile ({', '.join(PROFILES)})")
+        base = PROFILES[profile]
+        named.append(f"--profile {profile}")
+    if policy_path is not None:
+        from ..policyfile import file_plain, from_plain
 
+        # A name that would forge a line of its own (a newline, an escape) is quoted.
+        shown = policy_path if policy_path.isprintable() else repr(policy_path)
         try:
-            data = load_dict(ns.policy)
-            from_dict(data, ns.policy)  # checked alone first: its errors name only the file
+            data = file_plain(load_dict(policy_path), shown)
+            from_plain(data, shown)  # checked alone first: its errors name only the file
         except PolicyError as err:
             fail(str(err))
         base = merge(base, data)
-        named.append(f"--policy {ns.policy}")
+        named.append(f"--policy {shown}")
     return base, " and ".join(named) or "the options"
 
 
@@ -355,23 +379,47 @@ def _merged(ns: Namespace, base: dict[str, Any], confined: Any) -> dict[str, Any
         put(("cgroups",), {})
     namespaces = [n for n in own_value(("confinement", "namespaces"))] if confined else []
     if namespaces:
-        before = base.get("confinement", {}).get("namespaces", [])
+        before = (base.get("confinement") or {}).get("namespaces", [])
         put(("confinement", "namespaces"), [*before, *(n for n in namespaces if n not in before)])
+    syscalls = over.get("confinement", {}).get("syscalls")
+    if syscalls is not None:
+        over["confinement"]["syscalls"] = _syscalls_over(base, syscalls)
     merged = merge(base, over)
-    # From the command line a ceiling asked is a ceiling enforced, unless --best-effort or the
-    # file itself says fail_on_error = false; likewise a confinement.
+    # From the command line a ceiling asked is a ceiling enforced, unless --best-effort: a
+    # file's own fail_on_error = false (or best_effort = true) covers the file's, not the
+    # options' (the table is one, so then it is enforced as a whole).
     if merged.get("cgroups") is not None:
         cgroups = merged["cgroups"] = dict(merged["cgroups"])
         if ns.best_effort:
             cgroups["fail_on_error"] = False
+        elif any(_given(ns, dest) for dest in _CGROUP_DESTS):
+            cgroups["fail_on_error"] = True
         else:
             cgroups.setdefault("fail_on_error", True)
-    if ns.best_effort and merged.get("confinement") is not None:
-        merged["confinement"] = {**merged["confinement"], "best_effort": True}
+    if merged.get("confinement") is not None:
+        if ns.best_effort:
+            merged["confinement"] = {**merged["confinement"], "best_effort": True}
+        elif confined is not None or ns.no_fs_deps:
+            merged["confinement"] = {**merged["confinement"], "best_effort": False}
     run = _run_options(ns, dict(merged.get("run", {})))
     if run:
         merged["run"] = run
     return merged
+
+
+def _syscalls_over(base: dict[str, Any], own: dict[str, Any]) -> dict[str, Any]:
+    """The options' syscall filter over the base's: they add to it, never silently take away.
+    ``--syscalls default`` turns the default list on, ``--syscalls-deny`` adds rules,
+    ``--syscalls-allow`` gives the allow-list."""
+    before = (base.get("confinement") or {}).get("syscalls")
+    if not isinstance(before, dict):
+        return own
+    deny = [*before.get("deny", []), *(r for r in own["deny"] if r not in before.get("deny", []))]
+    return {
+        "allow": own["allow"] if own["allow"] is not None else before.get("allow"),
+        "deny": deny,
+        "default": bool(own["default"] or before.get("default")),
+    }
 
 
 def _run_options(ns: Namespace, run: dict[str, Any]) -> dict[str, Any]:
@@ -401,7 +449,7 @@ def _document(merged: dict[str, Any], run: dict[str, Any], source: str, ns: Name
     """The merged plain form read as a policy file: a mistake left only by combining them (each
     was checked alone) is named with both."""
     from ..errors import PolicyError
-    from ..policyfile import from_dict
+    from ..policyfile import from_plain
 
     security = merged.get("security", {})
     if ns.keep_cap and not security.get("drop_all_caps"):
@@ -409,7 +457,7 @@ def _document(merged: dict[str, Any], run: dict[str, Any], source: str, ns: Name
     if ns.max_output is not None and run.get("max_output") == 0:
         fail("--max-output: 0 would drop all output; give a size, or send it to /dev/null")
     try:
-        return from_dict({**merged, "run": run}, f"the policy of {source}")
+        return from_plain({**merged, "run": run}, f"the policy of {source}")
     except PolicyError as err:
         message = str(err).removeprefix(f"the policy of {source}: ")
         key = message.split(":", 1)[0].split("[", 1)[0]
@@ -577,7 +625,7 @@ def _keep_caps(values: list[str]) -> list[str]:
     return caps
 
 
-def _check_caps_exist(policy: Policy) -> None:
+def _check_caps_exist(policy: Policy, where: str = "--keep-cap") -> None:
     """A kept capability the running kernel does not have is a mistake, not a no-op."""
     keep = policy.security.keep_caps
     if not keep:
@@ -592,7 +640,7 @@ def _check_caps_exist(policy: Policy) -> None:
         from ..caps import cap_name
 
         fail(
-            f"--keep-cap: capability {', '.join(map(str, beyond))} does not exist on this kernel "
+            f"{where}: capability {', '.join(map(str, beyond))} does not exist on this kernel "
             f"(its last is {last}, {cap_name(last)}, per {_CAP_LAST_CAP})"
         )
 

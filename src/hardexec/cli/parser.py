@@ -115,10 +115,16 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     files.add_argument(
         "--profile",
         metavar="NAME",
+        action="append",
+        default=[],
         help="start from a built-in profile: strict, service or none (see the README)",
     )
     files.add_argument(
-        "--policy", metavar="FILE", help="read the policy from FILE (.toml or .json)"
+        "--policy",
+        metavar="FILE",
+        action="append",
+        default=[],
+        help="read the policy from FILE (.toml or .json)",
     )
     caps = _add_verify(p.add_argument_group("capabilities"))
     caps.add_argument(
