@@ -79,11 +79,10 @@ __all__ = [
 #: The formats a policy file may be written in, by file-name suffix.
 FORMATS = {".toml": "toml", ".json": "json"}
 _MAX_FILE_BYTES = 4 << 20  # a policy is configuration: anything larger is a mistake
-# Keys whose value replaces the one before it as a whole when files and options combine, even
-# though it is a table: a syscall filter's allow, deny and default make one list together.
-_WHOLE_VALUES = frozenset({("confinement", "syscalls")})
+# Tables written on one line in TOML (a syscall filter's allow, deny and default read as one).
+_SHORT_TABLES = frozenset({("confinement", "syscalls")})
 # Tables written inline in TOML.
-_INLINE = frozenset({*_WHOLE_VALUES, ("run", "env")})
+_INLINE = frozenset({*_SHORT_TABLES, ("run", "env")})
 
 
 @frozen
@@ -604,16 +603,11 @@ def _toml_string(text: str) -> str:
 
 def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     """``over`` on top of ``base`` (plain forms): tables merge key by key, every other value
-    (and ``confinement.syscalls`` as a whole) replaces the one in ``base``. Neither is changed."""
-    return _merge(base, over, ())
-
-
-def _merge(base: dict[str, Any], over: dict[str, Any], path: tuple[str, ...]) -> dict[str, Any]:
+    replaces the one in ``base``. Neither is changed."""
     out = dict(base)
     for key, value in over.items():
-        here = (*path, key)
-        if isinstance(value, dict) and isinstance(out.get(key), dict) and here not in _WHOLE_VALUES:
-            out[key] = _merge(out[key], value, here)
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
         else:
             out[key] = value
     return out

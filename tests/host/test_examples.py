@@ -354,6 +354,55 @@ def check_profiles(result) -> None:
     assert "hardexec: denied syscalls: unshare (1)" in result.stderr.splitlines()
 
 
+def check_explain(result) -> None:
+    _ok(result)
+    lines = result.stdout.splitlines()
+    kept = "->  0000000000000400  NET_BIND_SERVICE"
+    for name in CAP_SETS:  # the program's side; hardexec's own depends on how it was started
+        [line] = [x for x in lines if x.startswith(f"  {name}  ")]
+        assert line.endswith(kept), line
+    assert any(x.startswith("  Uid ") and x.endswith("->  65534 65534 65534 65534") for x in lines)
+    assert "  RLIMIT_NOFILE  1024" in lines
+    assert any(
+        re.fullmatch(r"  FAIL    0\.5  caps\.any +holds any capability +NET_BIND_SERVICE", x)
+        for x in lines
+    )
+    assert re.fullmatch(r"overall exposure level: \d+\.\d [A-Z]+", lines[-4]), lines[-4]
+    scores = {}
+    for line in lines[-3:]:
+        name, score, _level = line.split()
+        scores[name] = float(score)
+    assert scores["none"] == 10.0 and lines[-3] == "none 10.0 UNSAFE"  # unconfined root
+    assert 0 < scores["strict"] < scores["service"] < scores["none"]
+
+
+def check_verify(result) -> None:
+    _ok(result)
+    assert result.stdout.splitlines() == [
+        "verified: nobody",
+        "CapEff: 0000000000002000",  # unverified, the file capability is regained at exec
+        "refused (exit 125)",
+    ]
+    assert (
+        "hardexec: verify: the program holds CapPrm 0000000000002000 (NET_RAW), CapEff "
+        "0000000000002000 (NET_RAW), CapBnd "
+    ) in result.stderr
+    assert "it was killed before its first instruction" in result.stderr
+
+
+def check_learn(result) -> None:
+    _ok(result)
+    assert result.stdout.splitlines() == [
+        "tool: ok",
+        "tool: ok",
+        "OSError: [Errno 38] Function not implemented",
+        "hardexec: denied syscalls: clone (1)",
+    ]
+    assert re.fullmatch(
+        r"hardexec: learned \d+ syscalls, network: yes; wrote /\S+/tool\.toml\n", result.stderr
+    ), result.stderr
+
+
 CHECKS: dict[str, Callable[[subprocess.CompletedProcess[str]], None]] = {
     "what_the_program_gets.sh": check_what_the_program_gets,
     "unprivileged_user.sh": check_unprivileged_user,
@@ -376,6 +425,9 @@ CHECKS: dict[str, Callable[[subprocess.CompletedProcess[str]], None]] = {
     "confinement.py": check_confinement,
     "policy_files.sh": check_policy_files,
     "profiles.sh": check_profiles,
+    "explain.sh": check_explain,
+    "verify.sh": check_verify,
+    "learn.sh": check_learn,
 }
 OWN_NETWORK = {"web_server.sh", "profiles.sh"}  # they bind port 80
 

@@ -250,7 +250,11 @@ def test_kill_after_best_effort_and_no_fs_deps_over_a_file(tmp_path):
     ("content", "args", "message"),
     [
         ("version = 1\n", ["--policy", "{path}"], "hardexec: --policy: given 2 times ("),
-        ("version = 1\n", ["--profile", "strict", "--profile", "none"], "hardexec: --profile: given 2 "),
+        (
+            "version = 1\n",
+            ["--profile", "strict", "--profile", "none"],
+            "hardexec: --profile: given 2 ",
+        ),
         (
             "version = 1\ncgroup_parent = '/sys/fs/cgroup/unified'\n",
             [],

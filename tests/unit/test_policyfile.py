@@ -293,10 +293,12 @@ def test_merge_tables_key_by_key_and_replace_the_rest():
         "security": {"drop_all_caps": True, "keep_caps": ["NET_RAW"]},
         "run": {"env": {"A": "1", "B": "2"}},
     }
-    # A syscall filter is one list in three keys: it is replaced as a whole.
+    # A syscall filter merges too: a file over the strict profile keeps its default list.
     base = {"confinement": {"syscalls": {"default": True}, "umask": 63}}
     over = {"confinement": {"syscalls": {"allow": ["@default"]}}}
-    assert merge(base, over) == {"confinement": {"syscalls": {"allow": ["@default"]}, "umask": 63}}
+    assert merge(base, over) == {
+        "confinement": {"syscalls": {"default": True, "allow": ["@default"]}, "umask": 63}
+    }
     assert base == {"confinement": {"syscalls": {"default": True}, "umask": 63}}  # unchanged
 
 

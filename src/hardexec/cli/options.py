@@ -184,7 +184,8 @@ def request(ns: Namespace) -> Request:
 
     A ``--profile``, then a ``--policy`` file, then the options: each over the one before
     (:func:`hardexec.policyfile.merge`). An option given replaces the value of the key it sets;
-    a namespace option adds its namespace to those already asked for.
+    a namespace option adds its namespace to those already asked for, and syscall options add
+    to the filter already asked for.
     """
     _refuse_nul(ns)
     argv = ns.argv[1:] if ns.argv[:1] == ["--"] else ns.argv

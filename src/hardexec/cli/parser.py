@@ -110,7 +110,8 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     files = p.add_argument_group(
         "policy files",
         "a profile, then a file, then the options: each over the one before (a table merges key "
-        "by key; an option replaces the key it sets; a namespace option adds its namespace)",
+        "by key; an option replaces the key it sets, but namespace and syscall options add to "
+        "what is there)",
     )
     files.add_argument(
         "--profile",
