@@ -576,25 +576,39 @@ def process_group_alive(pgid: int, but: int | None = None) -> bool:
 
 
 def signal_tree(cgroup: Cgroup | None, pid: int, signum: int) -> None:
-    """``signum`` to the program ``pid``, to its process group (``pid`` leads it) and to every
-    process of its cgroup (SIGKILL: ``cgroup.kill``): the polite and the final step of ending
-    a tree. A polite signal is followed by SIGCONT, so a stopped process gets it too (as
-    timeout(1) does).
+    """``signum`` to the program ``pid`` and its tree: every process of its cgroup, else its
+    process group (``pid`` leads it); SIGKILL: ``cgroup.kill`` and the process group too. The
+    polite and the final step of ending a tree. A polite signal is followed by SIGCONT, so a
+    stopped process gets it too (as timeout(1) does), and reaches each process once.
 
-    The program itself is signalled by pid as well: it may have moved to another process group
-    (setpgid into its parent's), which killpg would then miss. Call this only while the program
-    is unreaped: until then ``pid`` (and the group id) names no one else.
+    The program itself is signalled by pid when it is not among those: it may have moved to
+    another process group (setpgid into its parent's), which killpg would then miss. Call this
+    only while the program is unreaped: until then ``pid`` (and the group id) names no one
+    else.
     """
     signals = (signum,) if signum in (signal.SIGKILL, signal.SIGCONT) else (signum, signal.SIGCONT)
     for sig in signals:
+        # Each process gets a polite signal once: a second SIGTERM, arriving after the first
+        # one's handler ran (or pending across its exec), is "stop now" to many programs.
         if cgroup is not None:
             if sig == signal.SIGKILL:
                 cgroup.kill()
-            else:
-                for member in cgroup.pids():
-                    _signal(os.kill, member, sig)
+                _signal(os.killpg, pid, sig)
+                _signal(os.kill, pid, sig)
+                continue
+            members = cgroup.pids()
+            for member in members:
+                _signal(os.kill, member, sig)
+            if pid not in members:  # it left the group (or was never counted): by pid too
+                _signal(os.kill, pid, sig)
+            continue
         _signal(os.killpg, pid, sig)
-        _signal(os.kill, pid, sig)
+        try:
+            leads = os.getpgid(pid) == pid
+        except ProcessLookupError:
+            continue
+        if not leads:  # it moved to another process group: killpg missed it
+            _signal(os.kill, pid, sig)
 
 
 def _signal(send: Callable[[int, int], None], target: int, signum: int) -> None:

@@ -79,6 +79,29 @@ def test_kill_after_gives_the_grace_then_sigkill(tmp_path):
     assert 1.0 <= took < 30
 
 
+COUNT_TERMS = """
+import signal, time
+n = 0
+def count(*_):
+    global n
+    n += 1
+signal.signal(signal.SIGTERM, count)
+print("ready", flush=True)
+while n == 0:
+    time.sleep(0.01)
+time.sleep(1)  # any second SIGTERM would arrive meanwhile
+print("TERM", n, flush=True)
+"""
+
+
+@pytest.mark.parametrize("group", [[], ["--cgroup"]], ids=["process-group", "cgroup"])
+def test_a_timeout_sends_each_process_one_sigterm(group):
+    """A second SIGTERM is "stop now" to many programs: a polite end must not send two."""
+    result = hx("run", *group, "--timeout", "3s", "--", sys.executable, "-I", "-c", COUNT_TERMS)
+    assert result.returncode == EXIT_TIMEOUT, result.stderr
+    assert result.stdout == "ready\nTERM 1\n"
+
+
 def test_a_program_that_ends_in_time_keeps_its_status(tmp_path):
     result = hx("run", "--timeout", "30s", "--", "sh", "-c", "exit 3")
     assert result.returncode == 3

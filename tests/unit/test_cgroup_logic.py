@@ -83,3 +83,44 @@ def test_rlimit_failures_name_the_resource():
     )
     warning = parse_report(b"W cgroup_join 9 -\n", "prog").warnings[0]
     assert (warning.step, warning.errno) == ("cgroup_join", errno.EBADF)
+
+
+def _sends(monkeypatch, cgroup, pgid_of_leader):
+    import os
+    import signal
+
+    from hardexec import spawn_core
+
+    sent = []
+    monkeypatch.setattr(spawn_core.os, "kill", lambda pid, sig: sent.append(("pid", pid, sig)))
+    monkeypatch.setattr(spawn_core.os, "killpg", lambda pg, sig: sent.append(("pg", pg, sig)))
+    monkeypatch.setattr(spawn_core.os, "getpgid", lambda pid: pgid_of_leader)
+    spawn_core.signal_tree(cgroup, 4242, signal.SIGTERM)
+    return [s for s in sent if s[2] == signal.SIGTERM]
+
+
+class _Group:
+    def __init__(self, pids):
+        self._pids = pids
+
+    def pids(self):
+        return list(self._pids)
+
+    def kill(self):
+        raise AssertionError("a polite signal never kills the group")
+
+
+def test_a_polite_signal_reaches_each_process_once(monkeypatch):
+    """Sent to the cgroup's members, the process group and the pid alike, a SIGTERM arrived
+    up to three times: a second one, after the first one's handler ran, is "stop now"."""
+    # A cgroup: its members, each once; the leader is one of them.
+    assert _sends(monkeypatch, _Group([4242, 4243]), 4242) == [
+        ("pid", 4242, 15),
+        ("pid", 4243, 15),
+    ]
+    # No cgroup, the leader leads its process group: the group only.
+    assert _sends(monkeypatch, None, 4242) == [("pg", 4242, 15)]
+    # It moved to another process group: the group it left, and the leader by pid.
+    assert _sends(monkeypatch, None, 1) == [("pg", 4242, 15), ("pid", 4242, 15)]
+    # A leader outside its cgroup's list (gone from it): by pid too.
+    assert _sends(monkeypatch, _Group([4243]), 4242) == [("pid", 4243, 15), ("pid", 4242, 15)]
