@@ -86,7 +86,6 @@ def test_rlimit_failures_name_the_resource():
 
 
 def _sends(monkeypatch, cgroup, pgid_of_leader):
-    import os
     import signal
 
     from hardexec import spawn_core
