@@ -125,6 +125,8 @@ class Request:
             :mod:`hardexec.verify`); it makes hardexec supervise.
         source: where the policy came from, for messages (``--policy web.toml``, …).
         typed_confinement: what the confinement options alone asked for (for messages).
+        declared: the policy as asked, before hardexec added what supervising needs
+            (``die_with_parent``); what :meth:`policy_file` writes.
     """
 
     def __init__(
@@ -144,6 +146,7 @@ class Request:
         verify: bool = False,
         source: str = "the options",
         typed_confinement: Confinement | None = None,
+        declared: Policy | None = None,
     ) -> None:
         self.task = task
         self.env = env
@@ -159,6 +162,7 @@ class Request:
         self.verify = verify
         self.source = source
         self.typed_confinement = typed_confinement
+        self.declared = policy if declared is None else declared
 
     def policy_file(self) -> PolicyFile:
         """What this run asks for, as a policy file holds it (``hardexec run --policy`` of it
@@ -176,7 +180,7 @@ class Request:
                 kill_after=task.kill_after if timed and task.kill_after != 5.0 else None,
                 max_output=self.max_output,
             )
-        return PolicyFile(policy=self.policy, run=run)
+        return PolicyFile(policy=self.declared, run=run)
 
 
 def request(ns: Namespace) -> Request:
@@ -190,7 +194,8 @@ def request(ns: Namespace) -> Request:
     _refuse_nul(ns)
     argv = ns.argv[1:] if ns.argv[:1] == ["--"] else ns.argv
     if not argv:
-        fail("run: no command given (hardexec run [OPTIONS] -- COMMAND [ARG...])")
+        command = getattr(ns, "command", None) or "run"
+        fail(f"{command}: no command given (hardexec {command} [OPTIONS] -- COMMAND [ARG...])")
     base, source = _base(ns)
     cgroup_given = base.get("cgroups") is not None or any(_given(ns, d) for d in _CGROUP_DESTS)
     if ns.cgroup_parent is not None and not cgroup_given:
@@ -239,6 +244,7 @@ def request(ns: Namespace) -> Request:
             "--usage, --timeout, --max-output, --json-result or syscall filter), so it kills "
             "nothing and there is nothing to keep"
         )
+    declared = policy  # as asked: what a policy file of this run says
     if supervise and not policy.die_with_parent:
         # A supervised program must not outlive its supervisor, even a kill -9 of it.
         from ..policy import Policy
@@ -269,6 +275,7 @@ def request(ns: Namespace) -> Request:
         verify=ns.verify,
         source=source,
         typed_confinement=confined,
+        declared=declared,
     )
 
 
