@@ -127,6 +127,42 @@ def group_name(runner: str = "hardexec", slot: str | None = None) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", raw).lstrip(".")[:255] or "_"
 
 
+_ORPHAN = re.compile(r"hardexec-([0-9]+)-[0-9a-f]+-([0-9a-f]+)")
+# A group younger than this is never swept: its maker may be one this process cannot see (in
+# another pid namespace) that has not moved its program in yet.
+_ORPHAN_AGE = 60  # s
+_swept: set[Path] = set()
+
+
+def _sweep_once(base: Path) -> None:
+    """Remove the empty groups a hardexec that is gone left in ``base`` (once per process and
+    parent): one killed with kill -9 never removed its own. Only empty ones, a minute old or
+    more, made by a pid that no longer exists: a group still holding processes is not this
+    process's to end."""
+    if base in _swept:
+        return
+    _swept.add(base)
+    try:
+        entries = list(os.scandir(base))
+    except OSError:
+        return
+    for entry in entries:
+        match = _ORPHAN.fullmatch(entry.name)
+        if match is None or int(match[1]) == os.getpid():
+            continue
+        if time.time() - int(match[2], 16) / 1e6 < _ORPHAN_AGE:
+            continue
+        try:
+            os.kill(int(match[1]), 0)
+            continue  # its maker still runs (or the pid is someone's): not ours to judge
+        except ProcessLookupError:
+            pass
+        except OSError:
+            continue
+        with contextlib.suppress(OSError):  # EBUSY: it still holds processes
+            os.rmdir(entry.path)
+
+
 def _read(path: Path) -> str | None:
     try:
         with open(path) as f:
@@ -204,6 +240,7 @@ class Cgroup:
     def create(cls, limits: CgroupLimits, parent: str | os.PathLike[str] | None = None) -> Cgroup:
         """Make a new group under ``parent`` (default: :func:`default_parent`) with ``limits``."""
         base = Path(parent) if parent is not None else default_parent()
+        _sweep_once(base)
         enable_controllers(base, limits.controllers())
         path = base / group_name()
         try:

@@ -78,6 +78,7 @@ PIDS_MARGIN = (2.0, 16)
 _MIB = 1 << 20
 _LOCAL_FAMILIES = frozenset({"AF_UNIX"})  # the only family that needs no network at all
 _NAMESPACED = frozenset({"unix-abstract", "unreadable", "unknown"})  # addresses of a netns
+_URING = frozenset({"io_uring_setup", "io_uring_enter", "io_uring_register"})
 # To measure peaks the program's group needs the controllers enabled, which only a limit
 # asks for: these are as good as none (pids.max takes at most PID_MAX_LIMIT).
 _MEASURE_MEMORY = 1 << 62
@@ -132,11 +133,13 @@ class Learned:
     @property
     def network(self) -> bool:
         """Whether the program needs the host's network namespace: it made a socket of a
-        family other than ``AF_UNIX``, or named an abstract unix address (or one that could not
-        be read)."""
+        family other than ``AF_UNIX``, named an inet or abstract unix address (or one that
+        could not be read), or used io_uring (whose sockets no syscall shows)."""
         if any(name not in _LOCAL_FAMILIES for name, _ in self.families):
             return True
-        return any(kind in _NAMESPACED for kind, _ in self.addresses)
+        if any(name in _URING for name, _ in self.syscalls):
+            return True  # io_uring makes sockets and connects without a syscall of its own
+        return any(kind in _NAMESPACED or kind.startswith("inet") for kind, _ in self.addresses)
 
     @property
     def succeeded(self) -> bool:
@@ -224,6 +227,11 @@ class Learned:
         if self.denied:
             said = ", ".join(f"{name} ({count})" for name, count in self.denied)
             lines.append(f"Refused by the base policy's filter: {said}.")
+        if any(name in _URING for name, _ in self.syscalls):
+            lines.append(
+                "It used io_uring: what io_uring does for it (open, connect, socket, ...) no "
+                "seccomp filter sees, so allowing io_uring_setup allows all of that."
+            )
         lines[2:] = textwrap.wrap(" ".join(lines[2:]), 96)  # the command stays on one line
         for note in (*(f"Warning: {text}" for text in self.warnings), *self.notes):
             lines += textwrap.wrap(note, 96)
@@ -374,7 +382,11 @@ def _watching(policy: Policy, cgroups: CgroupLimits | None) -> Policy:
         if rules is not None
         else WatchFilter()
     )
-    return replace(policy, confinement=replace(conf, syscalls=watch), cgroups=cgroups)
+    # The learning run is supervised: it must not outlive hardexec, even a kill -9 of it. (The
+    # file is written from the base, so this is not learned.)
+    return replace(
+        policy, confinement=replace(conf, syscalls=watch), cgroups=cgroups, die_with_parent=True
+    )
 
 
 def _start(

@@ -4,19 +4,22 @@ it writes, and that the file runs the same program and refuses a different one."
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import uuid
+from pathlib import Path
 
 import pytest
 
-from hardexec import Policy
+from hardexec import Policy, cgroups
 from hardexec.confine import Confinement, SyscallFilter
 from hardexec.learn import learn
 from hardexec.policyfile import PolicyFile, load, loads
-from helpers import run_text
+from helpers import kill_if_alive, process_gone, run_text, wait_until
 
 HARDEXEC = [sys.executable, "-m", "hardexec"]
 # A real interpreter binary (not a pyenv shim, a shell script an allow-list would break).
@@ -326,7 +329,8 @@ def test_learning_from_a_thread_of_a_busy_process_counts_each_run_apart(stage):
 
 
 @pytest.mark.parametrize(
-    "option", [["--json-result", "r.json"], ["--usage"], ["--keep-leftovers", "--cgroup"]]
+    "option",
+    [["--json-result", "r.json"], ["--usage"], ["--keep-leftovers", "--cgroup"], ["--verify"]],
 )
 def test_run_options_learn_cannot_honour_are_refused_before_it_runs(tmp_path, option):
     marker = tmp_path / "ran"
@@ -351,3 +355,56 @@ def test_what_hardexec_notes_about_the_learning_run_is_said(tmp_path):
         "does not hold CAP_SYS_ADMIN"
     )
     assert load(out).policy.security.user == "nobody"
+
+
+def test_the_program_cannot_choose_where_the_file_is_written(request):
+    """It runs as nobody in a directory it owns, and swaps a directory on the output's path for
+    a link to one of root's: the file still lands where the path led when learn started."""
+    top = Path(tempfile.mkdtemp(dir="/tmp"))  # nobody must reach it: not pytest's 0700 dirs
+    request.addfinalizer(lambda: shutil.rmtree(top))
+    top.chmod(0o755)
+    public = top / "pub"
+    (public / "out").mkdir(parents=True)
+    victim = top / "victim"
+    victim.mkdir()
+    (victim / "p.toml").write_text("ORIGINAL\n")
+    for path in (public, public / "out"):
+        os.chown(path, 65534, 65534)
+    swap = f"cd {public} && mv out out.old && ln -s {victim} out"
+    got = hx(
+        "learn", "-o", str(public / "out" / "p.toml"), "--user", "nobody", "--", "sh", "-c", swap
+    )
+    assert got.returncode == 0, got.stderr
+    assert (victim / "p.toml").read_text() == "ORIGINAL\n"
+    assert (public / "out.old" / "p.toml").read_text().startswith("# Learned by hardexec learn")
+
+
+def test_kill_9_of_hardexec_ends_the_learning_program(tmp_path):
+    pidfile = tmp_path / "pid"
+    proc = subprocess.Popen(
+        [
+            *HARDEXEC,
+            "learn",
+            "-o",
+            str(tmp_path / "t.toml"),
+            "--",
+            "sh",
+            "-c",
+            f"echo $$ > {pidfile}; exec sleep 60",
+        ],
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        assert wait_until(lambda: pidfile.exists() and pidfile.read_text().strip() != "", 30)
+        program = int(pidfile.read_text())
+        proc.kill()
+        proc.wait(timeout=30)
+        assert wait_until(lambda: process_gone(program), 10), "the program outlived hardexec"
+    finally:
+        kill_if_alive([proc.pid])
+        proc.wait(timeout=30)
+        # Its group stays, empty, until a later hardexec sweeps it (a minute on: unit tier).
+        for group in cgroups.default_parent().glob(f"hardexec-{proc.pid}-*"):
+            assert (group / "cgroup.procs").read_text() == ""
+            group.rmdir()
+    assert not [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")]

@@ -123,3 +123,35 @@ def test_a_polite_signal_reaches_each_process_once(monkeypatch):
     assert _sends(monkeypatch, None, 1) == [("pg", 4242, 15), ("pid", 4242, 15)]
     # A leader outside its cgroup's list (gone from it): by pid too.
     assert _sends(monkeypatch, _Group([4243]), 4242) == [("pid", 4243, 15), ("pid", 4242, 15)]
+
+
+def test_empty_groups_of_a_gone_hardexec_are_swept_once_a_minute_old(tmp_path):
+    """A hardexec killed with kill -9 never removed its group; the next one does, if it is
+    empty, its maker's pid is gone, and it is old enough not to be one being set up."""
+    import os
+    import time
+
+    from hardexec import cgroups
+
+    gone = 2**22 + 7  # above pid_max's limit: no process has it
+    old = f"{int((time.time() - 120) * 1e6):x}"
+    young = f"{int(time.time() * 1e6):x}"
+    names = {
+        f"hardexec-{gone}-0-{old}": False,  # swept
+        f"hardexec-{gone}-1-{young}": True,  # too young
+        f"hardexec-{os.getppid()}-0-{old}": True,  # its maker runs
+        f"hardexec-{gone}-2-{old}-x": True,  # not a name hardexec makes
+        "other": True,
+    }
+    for name in names:
+        (tmp_path / name).mkdir()
+    busy = tmp_path / f"hardexec-{gone}-3-{old}"
+    busy.mkdir()
+    (busy / "cgroup.procs").write_text("1\n")  # not empty: not ours to end
+    cgroups._sweep_once(tmp_path)
+    assert {p.name for p in tmp_path.iterdir()} == {n for n, kept in names.items() if kept} | {
+        busy.name
+    }
+    (tmp_path / f"hardexec-{gone}-0-{old}").mkdir()
+    cgroups._sweep_once(tmp_path)  # once per parent and process
+    assert (tmp_path / f"hardexec-{gone}-0-{old}").exists()

@@ -21,7 +21,6 @@ import contextlib
 import os
 import signal
 import sys
-import tempfile
 
 from .options import EXIT_FAILURE, EXIT_NOEXEC, EXIT_NOTFOUND, EXIT_TIMEOUT, fail
 
@@ -48,11 +47,6 @@ def learn_command(req: Request, output: str, fmt: str | None = None) -> int:
         The exit status: the program's (``-N`` when signal N ended it), 124 after the timeout,
         125/126/127 when it could not be started (nothing is written then).
     """
-    from ..errors import HardexecError
-    from ..learn import learn
-    from ..spawn_core import exec_time_environ
-    from .supervise import in_cli_words
-
     fmt = _format(output, fmt)
     _check_output(output)
     if req.json_result:
@@ -61,10 +55,34 @@ def learn_command(req: Request, output: str, fmt: str | None = None) -> int:
         fail("--keep-leftovers: not for hardexec learn (what the program leaves is killed)")
     if req.usage:
         fail("--usage: not for hardexec learn (FILE's header says what was measured)")
+    if req.verify:
+        fail("--verify: not for hardexec learn (give it to the run of the learned policy)")
+    if req.task is not None and req.task.cwd is not None:
+        print(
+            "hardexec: note: --cwd applies to this run only; a policy file holds no directory",
+            file=sys.stderr,
+        )
     if req.policy.confinement is not None:
         from .confine_options import check_paths
 
         check_paths(req.policy.confinement, req.typed_confinement, req.source)
+    try:
+        # Opened now: the program (perhaps another user) must not choose where root writes.
+        directory = open_output_directory(output)
+    except OSError as err:
+        fail(f"-o/--output: {output!r}: {err.strerror}")
+    try:
+        return _learn(req, output, fmt, directory)
+    finally:
+        os.close(directory)
+
+
+def _learn(req: Request, output: str, fmt: str, directory: int) -> int:
+    from ..errors import HardexecError
+    from ..learn import learn
+    from ..spawn_core import exec_time_environ
+    from .supervise import in_cli_words
+
     base = req.policy_file()
     task = req.task
     child: list[int] = []
@@ -97,7 +115,7 @@ def learn_command(req: Request, output: str, fmt: str | None = None) -> int:
         print(f"hardexec: -o/--output: cannot write the learned policy: {err}", file=sys.stderr)
         return EXIT_FAILURE
     try:
-        write_atomically(output, text)
+        write_atomically(output, text, directory)
     except OSError as err:
         print(f"hardexec: -o/--output: cannot write {output!r}: {err.strerror}", file=sys.stderr)
         return EXIT_FAILURE
@@ -180,27 +198,51 @@ def _say(learned: Learned) -> None:
         )
 
 
-def write_atomically(path: str, text: str) -> None:
+def write_atomically(path: str, text: str, directory_fd: int | None = None) -> None:
     """Write ``text`` to a new file beside ``path`` and rename it over ``path``; on any
     failure the new file is removed. The file gets the mode a new file would (0666 less the
     umask).
 
+    Args:
+        path: the file to write.
+        text: its content.
+        directory_fd: ``path``'s directory, opened before the program ran: the file is made
+            there even if the program (which may run as another user) replaced a directory
+            on the path meanwhile. ``None``: the path is resolved now.
+
     Raises:
         OSError: what creating, writing or renaming raised.
     """
-    directory = os.path.dirname(path) or "."
-    fd, temp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+    import secrets
+
+    name = os.path.basename(path)
+    owned = directory_fd is None
+    dir_fd = os.open(os.path.dirname(path) or ".", _DIR_FLAGS) if owned else directory_fd
+    temp = f".{name}.{secrets.token_hex(4)}.tmp"
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            os.fchmod(f.fileno(), 0o666 & ~_umask())
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.rename(temp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temp)
-        raise
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        fd = os.open(temp, flags, 0o666 & ~_umask(), dir_fd=dir_fd)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(text)
+                f.flush()
+                os.fsync(f.fileno())
+            os.rename(temp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(temp, dir_fd=dir_fd)
+            raise
+    finally:
+        if owned:
+            os.close(dir_fd)
+
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+
+
+def open_output_directory(path: str) -> int:
+    """``path``'s directory, opened (before the program runs: see :func:`write_atomically`)."""
+    return os.open(os.path.dirname(path) or ".", _DIR_FLAGS)
 
 
 def _umask() -> int:
