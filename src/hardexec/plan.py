@@ -8,7 +8,7 @@ kernel-correct order whatever order the options come in::
                    [--hostname=NAME] [--landlock-fd=N] [--uid=N] [--gid=N]
                    [--groups-fd=N | --clear-groups] [--drop-caps=KEEPHEX] [--strict]
                    [--lock-securebits] [--nnp] [--ignore-signals=N,N] [--die-with-parent=PID]
-                   [--seccomp-fd=N [--seccomp-notify-fd=N]] [--trace-exec] [--exec=PATH]
+                   [--seccomp-fd=N [--seccomp-notify-fd=N]] [--trace-exec[=PID]] [--exec=PATH]
                    -- PROGRAM [ARG...]
 
 ``--drop-caps`` takes the kept set as 16 hex digits (``/proc/<pid>/status`` form);
@@ -163,7 +163,9 @@ class Plan:
         if c is not None and c.filter is not None:
             args.extend(_filter_args(c, seccomp_fd, notify_fd))
         if trace_exec:
-            args.append("--trace-exec")
+            # Named, so the stage dies with this process until it is armed (EXITKILL), and a
+            # stage whose launcher died first never makes init its tracer.
+            args.append(f"--trace-exec={os.getpid()}")
         if executable is not None:
             path = os.fspath(executable)
             args.append(b"--exec=" + path if isinstance(path, bytes) else "--exec=" + path)

@@ -10,12 +10,10 @@ mirror is :mod:`hardexec.aio`.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import logging
 import os
 import resource
-import signal
 import subprocess
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -236,8 +234,7 @@ class Popen(subprocess.Popen):
         if kill and self._tracee is not None and self.returncode is None:
             # Traced by us: subprocess's kill() polls first, and the poll would take a ptrace
             # stop for an end. Killed, it reports no stop again; its pid is ours till reaped.
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.pid, signal.SIGKILL)
+            self._tracee.kill()
         self._tracee = None
         if kill:
             self.kill_tree()

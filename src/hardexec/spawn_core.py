@@ -612,9 +612,13 @@ def signal_tree(cgroup: Cgroup | None, pid: int, signum: int) -> None:
 
 
 def _signal(send: Callable[[int, int], None], target: int, signum: int) -> None:
-    try:  # noqa: SIM105  (contextlib is not imported on the exec path)
+    try:  # (contextlib is not imported on the exec path)
         send(target, signum)
     except ProcessLookupError:
+        pass
+    except PermissionError:
+        # A launcher without CAP_KILL cannot signal a program that switched to another user:
+        # nothing more can be done from here (the caller's cgroup kill, if any, still can).
         pass
 
 
@@ -639,4 +643,9 @@ def kill_tree(
             return
     except ProcessLookupError:
         return
-    kill()
+    except PermissionError:
+        pass  # another user's, and no CAP_KILL: the program alone, by pid, may still be ours
+    try:  # noqa: SIM105  (contextlib is not imported on the exec path)
+        kill()
+    except PermissionError:
+        pass

@@ -51,10 +51,12 @@ ctypes is imported only here, and this module only for a verified spawn.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import os
 import signal
+import time
 
 from .caps import CapSet
 from .errors import PolicyError, VerifyError
@@ -69,12 +71,14 @@ if TYPE_CHECKING:
 
 __all__ = ["Tracee", "check_verifiable", "differences", "refusal"]
 
-PTRACE_CONT, PTRACE_DETACH = 7, 17
+PTRACE_CONT, PTRACE_KILL, PTRACE_DETACH = 7, 8, 17
 PTRACE_SETOPTIONS, PTRACE_GETSIGINFO = 0x4200, 0x4202
 PTRACE_O_TRACEEXEC, PTRACE_O_EXITKILL = 0x10, 0x100000
 PTRACE_EVENT_EXEC = 4
 SI_USER, SI_TKILL = 0, -6
 _WALL = 0x40000000  # __WALL: the stage is a traced child whatever its exit signal
+# A tracing stop with no news of it for this long was taken by another waiter (s).
+_STOLEN_AFTER = 0.5
 _EXEC_STOP = signal.SIGTRAP | PTRACE_EVENT_EXEC << 8  # the si_code of the exec event's stop
 _ENDED = (os.CLD_EXITED, os.CLD_KILLED, os.CLD_DUMPED)
 CAP_SETS = ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb")
@@ -138,6 +142,7 @@ class Tracee:
         self.at_exec = False
         self.ended = False
         self._stop = 0  # a stop signal the stage got, given back to the program after detach
+        self._unseen_since: float | None = None  # in a tracing stop nobody told us of, since
 
     def follow(self, block: bool = True, until_ready: bool = False) -> bool:
         """Handle the stage's stops until its exec or its end (``until_ready``: or its own
@@ -146,20 +151,54 @@ class Tracee:
 
         Nothing is reaped: an ended stage is still the caller's to wait for.
         """
-        flags = os.WEXITED | os.WSTOPPED | os.WNOWAIT | _WALL | (0 if block else os.WNOHANG)
+        # Never a blocking wait: a stop that another waiter of this process took (a thread or
+        # a SIGCHLD handler calling waitpid(-1)) would never be reported again, and the wait
+        # would last for ever. Polled instead, and such a stop is found and refused.
+        flags = os.WEXITED | os.WSTOPPED | os.WNOWAIT | _WALL | os.WNOHANG
+        delay = 0.0001
         while not (self.at_exec or self.ended or (until_ready and self.ready)):
             try:
                 info = os.waitid(os.P_PID, self.pid, flags)
             except ChildProcessError:  # SIGCHLD ignored here: the kernel reaped it already
                 self.ended = True
                 break
-            if info is None:  # WNOHANG: still running
-                return False
+            if info is None:  # still running, or stopped with the news taken by another
+                self._check_stolen()
+                if not block:
+                    return False
+                time.sleep(delay)
+                delay = min(delay * 2, 0.005)
+                continue
+            self._unseen_since = None
             if info.si_code in _ENDED:
                 self.ended = True
             else:
                 self._stopped(info.si_status & 0xFF)
         return True
+
+    def _check_stolen(self) -> None:
+        """Raise when the stage has been in a tracing stop we were never told of for a while:
+        another waiter in this process took the news, and what it stopped at is unknown."""
+        try:
+            with open(f"/proc/{self.pid}/stat") as f:
+                state = f.read().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            return
+        if state != "t":
+            self._unseen_since = None
+            return
+        now = time.monotonic()
+        if self._unseen_since is None:
+            self._unseen_since = now
+        elif now - self._unseen_since > _STOLEN_AFTER:
+            raise VerifyError(
+                "trace",
+                errno.ECHILD,
+                "another waiter in this process (a thread or a SIGCHLD handler calling "
+                "waitpid(-1)) took the stop hardexec waits for, so the program cannot be "
+                "checked; it was killed before it ran",
+                (),
+            )
 
     def _stopped(self, sig: int) -> None:
         info = _SigInfo()
@@ -195,6 +234,15 @@ class Tracee:
         """The program's ``/proc/PID/status`` as name → value (at its exec stop)."""
         with open(f"/proc/{self.pid}/status") as f:
             return dict(line.rstrip("\n").partition(":\t")[::2] for line in f if ":\t" in line)
+
+    def kill(self) -> None:
+        """SIGKILL the stage or the program: as its tracer (PTRACE_KILL, which since Linux 5.19
+        sends SIGKILL whatever the tracee's ids), so a launcher without CAP_KILL can end a
+        program that switched to another user; else kill(2)."""
+        if _ptrace(PTRACE_KILL, self.pid) == 0:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, signal.SIGKILL)
 
     def release(self) -> None:
         """Let the checked program run: detach, and give it a stop the stage was sent."""

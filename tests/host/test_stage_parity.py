@@ -592,6 +592,10 @@ CONFINE_CASES = {
 CASES.update(CONFINE_CASES)
 # --trace-exec (verify) under a tracer: test_native_and_twin_agree_under_their_tracer below.
 CASES["trace-exec-with-pid-ns"] = ["--trace-exec", "--unshare=pid", "--", "echo", "ran"]
+# A tracer named that is not our parent (the launcher died, init inherited the stage): refuse,
+# never make init the tracer and stop for good.
+CASES["trace-exec-tracer-gone"] = ["--trace-exec=1", "--", "echo", "ran"]
+CASES["trace-exec-zero"] = ["--trace-exec=0", "--", "true"]
 
 # What the native stage's run without a report pipe must give: (status, stdout, stderr); the
 # twin's is the same by parity.
@@ -835,6 +839,12 @@ for _name in ("4097-instructions", "empty", "seven-bytes", "nine-bytes"):
     EXPECT[f"seccomp-{_name}"] = (125, b"", SECCOMP_FD)
 # the combined root case: the same program, as uid 0 with nothing and securebits locked
 EXPECT["trace-exec-with-pid-ns"] = (125, b"", ARGUMENTS)  # the relay would be the tracer
+EXPECT["trace-exec-tracer-gone"] = (
+    125,
+    b"",
+    b"hardexec: trace failed: [Errno 3] No such process: the launcher has already exited\n",
+)
+EXPECT["trace-exec-zero"] = (125, b"", ARGUMENTS)
 EXPECT["combined-as-locked-root"] = (
     0,
     EXPECT["combined-as-nobody"][1]

@@ -485,3 +485,74 @@ def test_the_runner_checks_every_attempt(stage, setuid_shell):
     assert (result.exit_code, result.stdout) == (0, "TracerPid: 0\nCapEff: 0000000000000400\n")
     assert failed == 1  # refused once, not retried
     assert running(setuid_shell) == []
+
+
+# --- what review found: waiters that take the stops, a launcher without CAP_KILL --------------
+
+STOLEN = textwrap.dedent(
+    """
+    import os, signal, sys
+    sys.path.insert(0, sys.argv[1])
+    import hardexec
+    from hardexec import Policy, SecurityConfig
+    from hardexec.errors import VerifyError
+
+    def reap(*_):  # the SIGCHLD handler many programs have: it takes every child's news
+        try:
+            while os.waitpid(-1, os.WNOHANG)[0]:
+                pass
+        except ChildProcessError:
+            pass
+
+    signal.signal(signal.SIGCHLD, reap)
+    policy = Policy(security=SecurityConfig(drop_all_caps=True))
+    for _ in range(3):
+        try:
+            hardexec.run(["/bin/true"], policy=policy, verify=True)
+            print("ran")  # the handler missed the stops this time: it was checked, fine
+        except VerifyError as err:
+            print(err.step, err.errno)
+    def parent(pid):
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                return f.read().rsplit(")", 1)[1].split()[1]
+        except OSError:
+            return None
+
+    children = [p for p in os.listdir("/proc") if p.isdigit() and parent(p) == str(os.getpid())]
+    print("left:", children)
+    """
+)
+
+
+def test_a_waiter_that_takes_the_stops_refuses_the_run_never_hangs(stage):
+    """A stop the tracer never hears of would be waited for for ever, the stage stopped."""
+    got = subprocess.run(
+        [sys.executable, "-c", STOLEN, TESTS], capture_output=True, text=True, timeout=60
+    )
+    assert got.returncode == 0, got.stderr
+    lines = got.stdout.splitlines()
+    assert lines[-1] == "left: []"  # no stopped stage, no program
+    assert set(lines[:-1]) <= {"ran", "trace 10"} and "trace 10" in lines[:-1], lines
+
+
+def test_a_launcher_without_cap_kill_still_kills_a_program_beyond_its_policy(setuid_shell):
+    """The program switched to nobody (and gained euid 0): kill(2) is refused without
+    CAP_KILL, but its tracer can still end it."""
+    got = subprocess.run(
+        [
+            "capsh",
+            "--drop=cap_kill",
+            "--",
+            "-c",
+            f'exec "$0" -m hardexec run --verify --user nobody -- {setuid_shell} -p -c "echo ran"',
+            sys.executable,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert got.returncode == 125, got.stderr
+    assert got.stdout == ""
+    assert got.stderr.startswith("hardexec: verify: Uid is 65534 0 0 0, not the policy's 65534")
+    assert running(setuid_shell) == []

@@ -280,8 +280,19 @@ class _Run:
         if self.keep:
             while process_group_alive(self.pid, but=self.pid) and not self.signals.told_to_end:
                 self.signals.wait(_POLL_STEP)
-        with contextlib.suppress(ProcessLookupError):
+        try:
             os.killpg(self.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            # The program switched to another user and hardexec lacks CAP_KILL: what it left
+            # in its process group is out of reach. Said, not a traceback.
+            if process_group_alive(self.pid):
+                print(
+                    "hardexec: warning: cannot kill what the program left in its process group "
+                    "(it runs as another user and hardexec lacks CAP_KILL)",
+                    file=sys.stderr,
+                )
 
 
 def _continuable() -> bool:

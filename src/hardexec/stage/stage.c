@@ -10,7 +10,7 @@
  *                  [--hostname=NAME] [--landlock-fd=N] [--uid=N] [--gid=N]
  *                  [--groups-fd=N | --clear-groups] [--drop-caps=KEEPHEX] [--strict]
  *                  [--lock-securebits] [--nnp] [--ignore-signals=N,N] [--die-with-parent=PID]
- *                  [--seccomp-fd=N [--seccomp-notify-fd=N]] [--trace-exec] [--exec=PATH]
+ *                  [--seccomp-fd=N [--seccomp-notify-fd=N]] [--trace-exec[=PID]] [--exec=PATH]
  *                  -- PROGRAM [ARG...]
  *
  * The stage is started with an empty environment: the program's arrives in the --env-fd memfd
@@ -374,6 +374,7 @@ struct plan {
     const char *hostname;
     int landlock_fd, seccomp_fd, notify_fd, lock_securebits;
     int trace_exec;             /* --trace-exec: stopped at exec for the parent to check */
+    long tracer;                /* --trace-exec=PID: the tracer, which must be our parent */
     const char *landlock;       /* the rules memfd, mapped (NUL-terminated entries) */
     long landlock_size;
     const void *filter;         /* the seccomp program, mapped */
@@ -769,6 +770,11 @@ static void parse(int argc, char **argv, struct plan *p)
             p->lock_securebits = 1;
         } else if (str_eq(a, "--trace-exec")) {
             p->trace_exec = 1;
+        } else if ((v = option(a, "--trace-exec"))) {
+            if (parse_u64(v, v + str_len(v), 10, 0x7fffffff, &n) < 0 || n == 0)
+                goto bad;
+            p->trace_exec = 1;
+            p->tracer = (long)n;
         } else if ((v = option(a, "--exec"))) {
             p->exec_path = v;
         } else {
@@ -1349,9 +1355,19 @@ static void enter_pid_ns(struct plan *p)
  * (it died before setting EXITKILL, and something sent SIGCONT), a second TRACEME succeeds,
  * and the program must not run unchecked: abort. (Without a report pipe there is no T record;
  * hardexec always gives one when it traces.) */
-static void trace_exec(void)
+static void trace_exec(const struct plan *p)
 {
-    long r = hx_sys(NR_PTRACE, 0 /* PTRACE_TRACEME */, 0, 0, 0, 0);
+    long r;
+    /* With the tracer named: die with it until it has set EXITKILL, and never let TRACEME make
+     * whoever inherited us (init, a subreaper) our tracer: a launcher killed before this step
+     * would otherwise leave us stopped for good. */
+    if (p->tracer) {
+        if ((r = hx_prctl(PR_SET_PDEATHSIG, 9 /* SIGKILL */, 0)) < 0)
+            fail("trace", (int)-r, -1);
+        if (hx_getppid() != p->tracer)
+            fail_why("trace", ESRCH, -1, "the launcher has already exited");
+    }
+    r = hx_sys(NR_PTRACE, 0 /* PTRACE_TRACEME */, 0, 0, 0, 0);
     if (r < 0)
         fail("trace", (int)-r, -1);
     if (report_fd >= 0)
@@ -1359,6 +1375,9 @@ static void trace_exec(void)
     hx_sys(NR_KILL, hx_sys(NR_GETPID, 0, 0, 0, 0, 0), HX_SIGSTOP, 0, 0, 0);
     if (hx_sys(NR_PTRACE, 0, 0, 0, 0, 0) == 0)
         fail_why("trace", ESRCH, -1, "the launcher stopped tracing before the program started");
+    /* EXITKILL covers us now; the death signal is the policy's to ask for (set late). */
+    if (p->tracer && !p->parent && (r = hx_prctl(PR_SET_PDEATHSIG, 0, 0)) < 0)
+        fail("trace", (int)-r, -1);
 }
 
 struct sock_fprog_ {
@@ -1423,7 +1442,7 @@ static int stage_main(int argc, char **argv, char **envp)
     if (p.seccomp_fd >= 0)
         load_filter(&p);
     if (p.trace_exec)
-        trace_exec();
+        trace_exec(&p);
 
     if (p.cgroup_fd >= 0)
         join_cgroup(&p);

@@ -171,6 +171,7 @@ def parse(argv):
     plan.update(env_fd=None, groups_fd=None, parent=None, ignore=set())
     plan.update(umask=None, unshare=0, hostname=None, landlock_fd=None, lock_securebits=False)
     plan.update(seccomp_fd=None, seccomp_notify_fd=None, in_pid_ns=False, trace_exec=False)
+    plan.update(tracer=None)
     try:
         index = argv.index("--")
     except ValueError:
@@ -241,6 +242,11 @@ def parse_option(plan, name, value):
         plan[name[2:]] = parse_id(value)
     elif name == "--drop-caps" and len(value) <= 16:
         plan["keep"] = parse_number(value, 16, (1 << 64) - 1)
+    elif name == "--trace-exec":
+        plan["tracer"] = parse_number(value, 10, 0x7FFFFFFF)
+        if not plan["tracer"]:
+            raise ValueError(value)
+        plan["trace_exec"] = True
     elif name == "--die-with-parent":
         plan["parent"] = parse_number(value, 10, 0x7FFFFFFF)
         if not plan["parent"]:
@@ -418,8 +424,15 @@ def set_signals(plan):
             fail("ignore_signals", errno.EINVAL, sig)
 
 
-def trace_exec():
-    """stage.c's trace_exec: the parent traces us, we stop for it, and check it is still there."""
+def trace_exec(tracer, parent):
+    """stage.c's trace_exec: the parent traces us, we stop for it, and check it is still there;
+    with the tracer named, we die with it until it has set EXITKILL, and refuse another."""
+    if tracer is not None:
+        result, err = prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        if result < 0:
+            fail("trace", err)
+        if os.getppid() != tracer:
+            fail("trace", errno.ESRCH, why="the launcher has already exited")
     if libc.ptrace(PTRACE_TRACEME, 0, None, None) < 0:
         fail("trace", ctypes.get_errno())
     if report_fd >= 0:
@@ -427,6 +440,10 @@ def trace_exec():
     os.kill(os.getpid(), signal.SIGSTOP)
     if libc.ptrace(PTRACE_TRACEME, 0, None, None) == 0:
         fail("trace", errno.ESRCH, why="the launcher stopped tracing before the program started")
+    if tracer is not None and parent is None:
+        result, err = prctl(PR_SET_PDEATHSIG, 0)
+        if result < 0:
+            fail("trace", err)
 
 
 def die_with_parent(expected):
@@ -499,7 +516,7 @@ def main():
     if confine:
         confine.load_rules(plan)
     if plan["trace_exec"]:
-        trace_exec()
+        trace_exec(plan["tracer"], plan["parent"])
     if plan["cgroup_fd"] is not None:
         join_cgroup(plan)
     set_rlimits(plan)
