@@ -22,8 +22,10 @@
 
 Refusals: a run hardexec would refuse (a capability step that must not be skipped, an identity
 step the launcher cannot take, a confinement this kernel cannot enforce, a cgroup that cannot
-be made when it is required, a program that cannot be found or executed) is an explanation
-with ``refused`` set; :func:`explain` itself raises only for a bad argument.
+be made when it is required, a program that cannot be found or executed — a ``#!`` script's
+interpreter included —, a verified run whose program would hold more than the policy, or one
+with a pid namespace) is an explanation with ``refused`` set; :func:`explain` itself raises
+only for a bad argument.
 """
 
 from __future__ import annotations
@@ -725,6 +727,7 @@ def explain(
     *,
     task: TaskSpec | None = None,
     env: Mapping[Any, Any] | None = None,
+    verify: bool = False,
 ) -> Explanation:
     """What running ``argv`` under ``policy`` from this process would give it; nothing runs.
 
@@ -736,6 +739,10 @@ def explain(
             as the runner and ``hardexec run`` apply them.
         env: the program's environment, when given outright (it wins over ``task``'s); None:
             this process's, as ``task`` changes it.
+        verify: a verified run (``verify=True``, ``hardexec run --verify``): the program's
+            exec is traced by this process (which withholds set-user-ID and file-capability
+            gains from a launcher without CAP_SYS_PTRACE), and a program that would hold more
+            than the policy is refused, as :mod:`hardexec.verify` checks it.
 
     Returns:
         The :class:`Explanation`. A run hardexec would refuse has ``refused`` set.
@@ -752,7 +759,7 @@ def explain(
         from .runner.spec import resolve_env
 
         env = resolve_env(task)
-    inputs = gather(argv, policy, env=env, cwd=cwd)
+    inputs = gather(argv, policy, env=env, cwd=cwd, verify=verify)
     p = predict(inputs)
     cgroup, cgroup_warning = _cgroup(policy)
     refused, status = p.refused, p.exit_status

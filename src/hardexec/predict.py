@@ -7,11 +7,13 @@ A model of capabilities(7) and credentials(7), in three acts, from inputs gather
    capabilities, so uid 0 gets ``P' = B | I`` unless ``SECBIT_NOROOT``, and anyone else keeps
    only the ambient set). An empty policy skips this act: the program is spawned directly.
 2. **The stage's steps**, as ``stage.c`` takes them: a user namespace when the confinement
-   needs one, ``setgroups``/``setresgid``, the bounding-set drop (needs CAP_SETPCAP in the
-   effective set; without it a warning, or a refusal when root would regain every capability
-   at exec or under ``strict``), ``PR_SET_KEEPCAPS`` and ``setresuid`` (the kernel's uid-change
-   fixup), the securebits lock, ``capset`` E = P = I = keep & P, the ambient raise,
-   ``no_new_privs``, and whether Landlock or seccomp can then be applied.
+   needs one (as uid 0 its ``uid_map`` needs CAP_SETFCAP when it is made: the kernel's
+   ``verify_root_map``), ``setgroups``/``setresgid``, the bounding-set drop (needs
+   CAP_SETPCAP in the effective set; without it a warning, or a refusal when root would
+   regain every capability at exec or under ``strict``), ``PR_SET_KEEPCAPS`` and
+   ``setresuid`` (the kernel's uid-change fixup), the securebits lock, ``capset``
+   E = P = I = keep & P, the ambient raise, ``no_new_privs``, and whether Landlock or seccomp
+   can then be applied.
 3. **The program's execve**, as ``security/commoncap.c`` (``cap_bprm_creds_from_file``) has
    it: P' cleared; file capabilities ``P' = (B & fP) | (I & fI)`` (an effective file whose fP
    is not covered fails with EPERM); the root rule (``P' = B | I``, effective when euid is 0;
@@ -19,7 +21,16 @@ A model of capabilities(7) and credentials(7), in three acts, from inputs gather
    bits ignored under ``no_new_privs`` or on a ``nosuid`` mount (file capabilities too, on
    such a mount); under ``no_new_privs`` a gain is cut back (``P' &= P``, euid = ruid); the
    ambient set cleared by file capabilities or a set-id change; ``P' |= A'``;
-   ``E' = fE ? P' : A'``; I and B unchanged.
+   ``E' = fE ? P' : A'``; I and B unchanged. A ``#!`` script is run as
+   ``fs/binfmt_script.c`` runs it: the kernel execs its interpreter (the first line, up to
+   255 bytes: the interpreter's path and one optional argument), each interpreter in turn
+   when it is a script too (up to 5 of them, ``fs/exec.c`` exec_binprm: more is ELOOP); the
+   credentials come from the last file, the one the kernel loads (its set-id bits, file
+   capabilities and mount), never from the scripts. An interpreter that is missing fails
+   the exec with ENOENT, one that may not be executed with EACCES. Under ``verify`` the
+   program is traced at its exec by the launcher: without CAP_SYS_PTRACE there (and outside
+   a user namespace of the stage's own, which the launcher owns) a gain is cut back as under
+   ``no_new_privs`` (``P' &= P``; euid = ruid unless the process holds CAP_SETUID).
 
 :func:`gather` collects the inputs from this machine (``/proc/self/status``,
 ``PR_GET_SECUREBITS``, the program's file found on ``PATH`` as the stage finds it, its
@@ -78,12 +89,16 @@ CAP_DAC_READ_SEARCH = 2
 CAP_SETGID = 6
 CAP_SETUID = 7
 CAP_SETPCAP = 8
+CAP_SYS_PTRACE = 19
 CAP_SYS_ADMIN = 21
+CAP_SETFCAP = 31
 
 _PR_GET_SECUREBITS = 27
 _VFS_CAP_REVISION_MASK = 0xFF000000
 _VFS_CAP_FLAGS_EFFECTIVE = 0x000001
 _DEFAULT_PATH = "/bin:/usr/bin"  # the stage's (CPython's os.defpath) when the env has none
+_BINPRM_BUF_SIZE = 256  # what the kernel reads of a file to know its format (linux/binfmts.h)
+_MAX_INTERPRETERS = 5  # fs/exec.c exec_binprm: depth 0..5, so 5 rewrites, then ELOOP
 
 
 @frozen
@@ -204,10 +219,14 @@ class ProgramFile:
         mode: ``st_mode``. uid: its owner. gid: its group.
         nosuid: on a ``nosuid`` mount: set-id bits and file capabilities grant nothing.
         caps: its file capabilities, or None.
-        known_format: it starts as an ELF file or a ``#!`` script does (else execve fails
-            with ENOEXEC, once the permission is checked).
+        known_format: it starts as an ELF file or a well-formed ``#!`` script does (else
+            execve fails with ENOEXEC, once the permission is checked).
         dirs: ``(mode, uid, gid)`` of each directory above it, from ``/`` down, as far as
             they exist: the path's lookup needs search permission on each.
+        script: a ``#!`` line names an interpreter: the kernel execs that instead.
+        interpreter: that interpreter, as inspected (None for a script only when the chain
+            is deeper than the kernel follows).
+        interpreter_arg: the ``#!`` line's optional argument, or None.
     """
 
     path: str
@@ -219,10 +238,15 @@ class ProgramFile:
     caps: FileCaps | None = None
     known_format: bool = True
     dirs: tuple[tuple[int, int, int], ...] = ()
+    script: bool = False
+    interpreter: ProgramFile | None = None
+    interpreter_arg: str | None = None
 
     @classmethod
-    def inspect(cls, path: str) -> ProgramFile:
-        """What execve of ``path`` would find (symlinks followed, as the kernel does)."""
+    def inspect(cls, path: str, cwd: str | None = None, _level: int = 0) -> ProgramFile:
+        """What execve of ``path`` would find (symlinks followed, as the kernel does); for a
+        ``#!`` script, its interpreters too (``cwd``: where a relative interpreter is found,
+        the program's directory; None: this process's)."""
         dirs = _directories(path)
         try:
             st = os.stat(path)
@@ -239,12 +263,19 @@ class ProgramFile:
             caps = None
         try:
             with open(path, "rb") as f:
-                head = f.read(4)
+                head = f.read(_BINPRM_BUF_SIZE)
         except OSError:  # unreadable here: leave the format to the kernel
             head = b"\x7fELF"
+        shebang = parse_shebang(head) if head.startswith(b"#!") else None
+        interpreter = arg = None
+        if shebang is not None and _level < _MAX_INTERPRETERS + 1:
+            name, raw_arg = shebang
+            where = cwd if cwd is not None else os.getcwd()
+            interpreter = cls.inspect(os.path.join(where, os.fsdecode(name)), cwd, _level + 1)
+            arg = None if raw_arg is None else os.fsdecode(raw_arg)
         return cls(
             path,
-            known_format=head == b"\x7fELF" or head.startswith(b"#!"),
+            known_format=head.startswith(b"\x7fELF") or shebang is not None,
             error=errno.EACCES if flags & os.ST_NOEXEC else 0,
             mode=st.st_mode,
             uid=st.st_uid,
@@ -252,7 +283,51 @@ class ProgramFile:
             nosuid=bool(flags & os.ST_NOSUID),
             caps=caps,
             dirs=dirs,
+            script=shebang is not None,
+            interpreter=interpreter,
+            interpreter_arg=arg,
         )
+
+
+_SPACETAB = b" \t"
+
+
+def parse_shebang(head: bytes) -> tuple[bytes, bytes | None] | None:
+    """The interpreter and its optional argument of a ``#!`` line, as ``fs/binfmt_script.c``
+    (``load_script``) reads the first ``BINPRM_BUF_SIZE`` bytes of a file; None where the
+    kernel says ENOEXEC (no ``#!``, no interpreter, a name cut at the buffer's end)."""
+    buf = head[:_BINPRM_BUF_SIZE].ljust(_BINPRM_BUF_SIZE, b"\0")
+    if not buf.startswith(b"#!"):
+        return None
+    last = _BINPRM_BUF_SIZE - 1  # buf_end: the last byte is never part of the line
+
+    def non_spacetab(first: int, end: int) -> int | None:
+        return next((i for i in range(first, end) if buf[i] not in _SPACETAB), None)
+
+    def terminator(first: int, end: int) -> int | None:
+        return next((i for i in range(first, end) if buf[i] in b" \t\0"), None)
+
+    newline = buf.split(b"\0", 1)[0].find(b"\n")  # strnchr stops at the first NUL
+    if newline < 0:
+        start = non_spacetab(2, last)
+        if start is None or terminator(start, last) is None:
+            return None  # all blanks, or an interpreter's name that may have been cut
+        end = last
+    else:
+        end = newline
+    while buf[end - 1] in _SPACETAB:
+        end -= 1
+    name_at = non_spacetab(2, end)
+    if name_at is None or name_at == end:
+        return None
+    sep = terminator(name_at, end)
+    name = buf[name_at : sep if sep is not None else end]
+    arg = None
+    if sep is not None and buf[sep] != 0:
+        arg_at = non_spacetab(sep, end)
+        if arg_at is not None:
+            arg = buf[arg_at:end].split(b"\0", 1)[0]
+    return name, arg
 
 
 def _directories(path: str) -> tuple[tuple[int, int, int], ...]:
@@ -356,6 +431,8 @@ class Inputs:
             best-effort warnings), in its words.
         notes: what the launcher would note (an implied ``no_new_privs``).
         confined: the confinement compiled for this spawn (None: none), for the explanation.
+        verify: a verified run: the launcher traces the program's exec and compares what it
+            holds with the policy (:func:`hardexec.verify.differences`).
     """
 
     launcher: Launcher
@@ -368,6 +445,7 @@ class Inputs:
     parent_warnings: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()
     confined: Confined | None = field(default=None, compare=False, repr=False)
+    verify: bool = False
 
 
 @frozen
@@ -389,7 +467,8 @@ class Prediction:
         program: the file execve would run, or None when none would do.
         warnings: the warnings the run would give, in the launcher's words.
         refused: why hardexec would refuse the run (one line), or None.
-        refused_step: the stage step (or ``exec``, ``confinement``) that refuses, or None.
+        refused_step: the stage step (or ``exec``, ``confinement``, ``verify``) that refuses,
+            or None.
         exit_status: what ``hardexec run`` would exit with when refused (125 hardexec
             refused, 126 not executable, 127 not found), else None.
         notes: what the launcher would note (an implied ``no_new_privs``).
@@ -435,11 +514,12 @@ def _candidates(
     """The files the stage tries, in order (stage.c exec_program, run from ``cwd``)."""
     where = cwd if cwd is not None else os.getcwd()
     if "/" in name:
-        return (ProgramFile.inspect(os.path.join(where, name)),)
+        return (ProgramFile.inspect(os.path.join(where, name), where),)
     found = os.environ.get("PATH") if env is None else env.get("PATH", env.get(b"PATH"))
     path = _DEFAULT_PATH if found is None else os.fsdecode(found)
     return tuple(
-        ProgramFile.inspect(os.path.join(where, directory, name)) for directory in path.split(":")
+        ProgramFile.inspect(os.path.join(where, directory, name), where)
+        for directory in path.split(":")
     )
 
 
@@ -449,6 +529,7 @@ def gather(
     *,
     env: Mapping[Any, Any] | None = None,
     cwd: str | None = None,
+    verify: bool = False,
 ) -> Inputs:
     """The inputs for running ``argv`` under ``policy`` from this process, now.
 
@@ -458,6 +539,8 @@ def gather(
         policy: the policy; None is the empty policy.
         env: the program's environment (its ``PATH`` is searched); None: this process's.
         cwd: the directory the program starts in; None: this process's.
+        verify: a verified run (``verify=True``, ``--verify``): the launcher traces the
+            program at its exec and checks it against the policy.
 
     Returns:
         The :class:`Inputs`; nothing is spawned and nothing is changed.
@@ -476,7 +559,15 @@ def gather(
     confined = refusal = None
     warnings: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()
-    if policy.confinement is not None and not policy.confinement.is_empty():
+    if verify:
+        from .errors import PolicyError
+        from .verify import check_verifiable
+
+        try:  # as the spawn checks it, before anything else
+            check_verifiable(policy)
+        except PolicyError as err:
+            refusal = str(err)
+    if refusal is None and policy.confinement is not None and not policy.confinement.is_empty():
         from .spawn_core import _confine, env_block
 
         try:  # the launcher's own decisions for this spawn: the same call, the same answer
@@ -487,7 +578,7 @@ def gather(
             warnings = tuple(str(w) for w in confined.warnings)
             notes = confined.notes
     stage = None
-    if not policy.is_empty():
+    if verify or not policy.is_empty():  # a verified spawn always goes through the stage
         from .stage import stage_command
 
         stage = ProgramFile.inspect(os.path.realpath(stage_command()[0]))
@@ -502,6 +593,7 @@ def gather(
         parent_warnings=warnings,
         notes=notes,
         confined=confined,
+        verify=verify,
     )
 
 
@@ -588,8 +680,16 @@ class _Model:
             return None
         return caps
 
-    def execve(self, f: ProgramFile, who: str) -> int:
-        """The credentials after execve of ``f``; the errno when the kernel refuses it."""
+    def tracer_capable(self) -> bool:
+        """ptracer_capable: the launcher (the tracer, as it was at PTRACE_TRACEME) holds
+        CAP_SYS_PTRACE over the program's user namespace: in its own, its effective set says;
+        over one the stage made, it is that namespace's owner, which has every capability."""
+        return self.c.userns or bool(self.inputs.launcher.eff.mask >> CAP_SYS_PTRACE & 1)
+
+    def execve(self, f: ProgramFile, who: str, traced: bool = False) -> int:
+        """The credentials after execve of ``f`` (the file the kernel loads: a script's last
+        interpreter); the errno when the kernel refuses it. ``traced``: the launcher traces
+        this exec (verify)."""
         old = self.c
         ruid, rgid = old.uids[0], old.gids[0]
         euid, egid = self.set_ids(f, who)
@@ -620,6 +720,14 @@ class _Model:
             euid, egid = ruid, rgid
             prm &= old.prm
             self.note(f"{who}: no_new_privs: P' &= P, euid = ruid")
+        elif (id_changed or prm & ~old.prm) and traced and not self.tracer_capable():
+            if not old.has(CAP_SETUID):
+                euid, egid = ruid, rgid
+            prm &= old.prm
+            ids = "euid = ruid" if euid == ruid else "the euid stays (it holds CAP_SETUID)"
+            self.note(
+                f"{who}: traced by a launcher without CAP_SYS_PTRACE (verify): P' &= P, {ids}"
+            )
         amb = old.amb
         if has_fcap or id_changed:
             amb = 0
@@ -639,6 +747,10 @@ class _Model:
     def stage(self) -> None:
         s, c = self.steps, self.c
         if "user" in s.unshare:
+            if c.uids[1] == 0 and not c.has(CAP_SETFCAP):
+                # verify_root_map: mapping uid 0 needs CAP_SETFCAP in the namespace's creator
+                self.note("stage: uid 0 without CAP_SETFCAP may not map itself in a user namespace")
+                self.fatal("userns", errno.EPERM)
             c.prm = c.eff = c.bnd = self.full
             c.inh = c.amb = 0
             c.securebits = 0
@@ -750,12 +862,33 @@ class _Model:
         for f in self.inputs.candidates:
             last = self.search_permission(f) or f.error or self.exec_permission(f)
             last = last or (0 if f.known_format else errno.ENOEXEC)
+            last = last or self.interpreters(f)[1]
             if not last:
                 return f
             if last not in (errno.ENOENT, errno.ENOTDIR) and not saved:
                 saved = last
         self.fatal("exec", saved or last)
         return None
+
+    def interpreters(self, f: ProgramFile) -> tuple[ProgramFile, int]:
+        """fs/binfmt_script.c, as fs/exec.c exec_binprm loops over it: the file the kernel
+        loads for ``f`` (itself, or its last interpreter), and the errno of a ``#!`` chain the
+        kernel refuses (the interpreter's lookup, its permission, its format, ELOOP)."""
+        depth = 0
+        while f.script:
+            depth += 1
+            found = f.interpreter
+            if found is None:
+                return f, errno.ELOOP
+            number = self.search_permission(found) or found.error or self.exec_permission(found)
+            if number:
+                return f, number
+            if depth > _MAX_INTERPRETERS:
+                return f, errno.ELOOP
+            if not found.known_format:
+                return f, errno.ENOEXEC
+            f = found
+        return f, 0
 
     def search_permission(self, f: ProgramFile) -> int:
         """EACCES when a directory above ``f`` may not be searched by the program."""
@@ -791,13 +924,21 @@ class _Model:
         f = self.find_program()
         assert f is not None
         self.program = f.path
-        number = self.execve(f, "exec of the program")
+        loaded = self.interpreters(f)[0]
+        if loaded is not f:
+            self.note(
+                f"exec of the program: a #! script: the kernel runs {loaded.path}; its set-id "
+                "bits, file capabilities and mount count, the script's not"
+            )
+        number = self.execve(loaded, "exec of the program", traced=self.inputs.verify)
         if number:
             self.fatal("exec", number)
 
 
 def predict(inputs: Inputs) -> Prediction:
-    """What the program would hold after its execve, from ``inputs`` alone (nothing is read).
+    """What the program would hold after its execve, from ``inputs`` alone (nothing is read;
+    under ``verify`` the check's "the launcher's own ids" are this process's, as
+    :func:`hardexec.verify.differences` takes them).
 
     Args:
         inputs: the launcher, the stage's options and the program's files (see :func:`gather`).
@@ -834,6 +975,13 @@ def predict(inputs: Inputs) -> Prediction:
             status = 127 if number in (errno.ENOENT, errno.ENOTDIR) else 126
     if stopped and step != "exec":
         m.note(f"stage: {step} fails: the stage exits before the program runs")
+    if inputs.verify and refused is None:
+        found = _verify(inputs, c)
+        if found:
+            from .verify import refusal
+
+            refused, step, status = str(refusal(found, report.warnings)), "verify", 125
+            m.note("verify: the program holds more than the policy: killed at its exec")
     return Prediction(
         inh=CapSet(c.inh),
         prm=CapSet(c.prm),
@@ -854,3 +1002,29 @@ def predict(inputs: Inputs) -> Prediction:
         notes=inputs.notes,
         trace=tuple(m.trace),
     )
+
+
+def _verify(inputs: Inputs, c: _Creds) -> list[str]:
+    """What the launcher's check at the exec would find beyond the policy
+    (:func:`hardexec.verify.differences` on the predicted ``/proc/PID/status``; the launcher's
+    own ids are this process's, as there)."""
+    from .policy import Policy
+    from .verify import differences
+
+    confined = inputs.confined
+    applied = "seccomp" in inputs.steps.confine_steps  # the model got past it
+    seccomp = confined is not None and confined.filter is not None and applied
+    status = {
+        "CapInh": CapSet(c.inh).to_hex(),
+        "CapPrm": CapSet(c.prm).to_hex(),
+        "CapEff": CapSet(c.eff).to_hex(),
+        "CapBnd": CapSet(c.bnd).to_hex(),
+        "CapAmb": CapSet(c.amb).to_hex(),
+        "NoNewPrivs": "1" if c.nnp else "0",
+        "Uid": "\t".join(map(str, c.uids)),
+        "Gid": "\t".join(map(str, c.gids)),
+        "Groups": " ".join(map(str, c.groups)),
+        "Seccomp": "2" if seccomp else "0",
+    }
+    policy = inputs.policy if inputs.policy is not None else Policy()
+    return differences(status, policy, confined)

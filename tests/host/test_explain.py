@@ -1,7 +1,9 @@
 """hardexec.predict and ``hardexec explain`` against reality: what the prediction says the
 program will hold is what the program then reads in its own /proc/self/status — across the
 golden matrix, from a launcher without CAP_SETPCAP (under capsh), for set-user-ID-root and
-file-capability copies of a program, and through the command line."""
+file-capability copies of a program and ``#!`` scripts run through them, for verified runs
+(``--verify``), for a launcher that may not make a user namespace, and through the command
+line."""
 
 from __future__ import annotations
 
@@ -369,3 +371,261 @@ def test_a_confined_policy_scores_lower_than_none():
     assert e.refused is None
     assert e.score < explain(["true"], Policy()).score
     assert e.score <= 1.0, [r.check.name for r in e.checks if not r.passed]
+
+
+# --- #! scripts: the kernel runs the interpreter, whose set-id bits and file caps count --------
+
+
+def _base_without_nosuid() -> str:
+    for base in (tempfile.gettempdir(), "/var/tmp", os.path.dirname(__file__)):
+        if not os.statvfs(base).f_flag & os.ST_NOSUID:
+            return base
+    pytest.fail("no directory here is on a mount without nosuid")
+
+
+def _script(path: str, line: str, mode: int = 0o755) -> str:
+    with open(path, "w") as f:
+        f.write(line + "\n")
+    os.chmod(path, mode)
+    return path
+
+
+@pytest.fixture
+def scripts():
+    """Scripts whose interpreters are set-user-ID-root or file-capability copies of cat (and
+    a set-user-ID script of plain cat, missing and non-executable interpreters, a chain deeper
+    than the kernel follows), in a directory nobody can search; removed afterwards."""
+    where = tempfile.mkdtemp(prefix="explain-scripts-", dir=_base_without_nosuid())
+    try:
+        os.chmod(where, 0o755)  # nobody must reach them
+        cat = shutil.which("cat")
+        copy = {}
+        for name, caps in (("setuid", None), ("raw-ep", "cap_net_raw+ep"), ("plain", None)):
+            path = copy[name] = os.path.join(where, name)
+            shutil.copy(cat, path)
+            if name == "setuid":
+                os.chmod(path, stat.S_ISUID | 0o755)
+            elif caps is not None:
+                subprocess.run([SETCAP, caps, path], check=True)
+        os.chmod(copy["plain"], 0o644)  # not executable: an interpreter execve refuses
+        made = {
+            "via-setuid": _script(f"{where}/via-setuid", f"#!{copy['setuid']}"),
+            "via-setuid-arg": _script(f"{where}/via-setuid-arg", f"#!  {copy['setuid']}  -u "),
+            "setuid-script": _script(f"{where}/setuid-script", f"#!{cat}", stat.S_ISUID | 0o755),
+            "via-raw": _script(f"{where}/via-raw", f"#!{copy['raw-ep']}"),
+            "missing": _script(f"{where}/missing", f"#!{where}/no-such-interpreter"),
+            "not-executable": _script(f"{where}/not-executable", f"#!{copy['plain']}"),
+        }
+        made["two-deep"] = _script(f"{where}/two-deep", f"#!{made['via-setuid']}")
+        deepest = made["via-setuid"]  # 1 script; 5 are followed, a 6th is ELOOP
+        for level in range(2, 7):
+            deepest = _script(f"{where}/chain-{level}", f"#!{deepest}")
+            made[f"chain-{level}"] = deepest
+        yield made
+    finally:
+        shutil.rmtree(where)
+
+
+NOBODY = SecurityConfig(user="nobody")
+SCRIPT_CASES = [
+    ("via-setuid", NOBODY),
+    ("via-setuid", SecurityConfig(user="nobody", no_new_privs=True)),
+    ("via-setuid", SecurityConfig(user="nobody", drop_all_caps=True, keep_caps=["NET_RAW"])),
+    ("via-setuid-arg", NOBODY),
+    ("setuid-script", NOBODY),
+    ("via-raw", NOBODY),
+    ("via-raw", SecurityConfig(user="nobody", no_new_privs=True)),
+    ("two-deep", NOBODY),
+    ("chain-5", NOBODY),
+]
+
+
+@pytest.mark.parametrize(
+    ("script", "security"), SCRIPT_CASES, ids=[f"{c}-{i}" for i, (c, _) in enumerate(SCRIPT_CASES)]
+)
+def test_prediction_for_scripts_is_what_the_interpreter_reads(stage, scripts, script, security):
+    policy = Policy(security=security)
+    argv = [scripts[script], "/proc/self/status"]  # cat prints the script, then its status
+    p = predict(gather(argv, policy))
+    assert p.refused is None and p.program == scripts[script]
+    assert predicted(p) == status_under(policy, argv)
+
+
+def test_the_script_cases_cover_each_rule(scripts):
+    """Not all alike: an interpreter's set-user-ID bit gives euid 0 (even two scripts down and
+    with an argument), a script's own gives nothing, an interpreter's file caps raise P."""
+    found = {
+        (c, i): predict(gather([scripts[c], "x"], Policy(security=s)))
+        for i, (c, s) in enumerate(SCRIPT_CASES)
+    }
+    assert found["via-setuid", 0].uids[1] == 0 and found["via-setuid", 0].eff
+    assert found["via-setuid-arg", 3].uids[1] == 0 and found["two-deep", 7].uids[1] == 0
+    assert found["chain-5", 8].uids[1] == 0
+    assert found["setuid-script", 4].uids == (65534,) * 4 and not found["setuid-script", 4].eff
+    assert found["via-raw", 5].prm == hardexec.CapSet.of("NET_RAW")
+
+
+@pytest.mark.parametrize(
+    ("script", "status"), [("missing", 127), ("not-executable", 126), ("chain-6", 126)]
+)
+def test_cli_script_interpreter_refusals_are_run_s(scripts, script, status):
+    """A missing interpreter is ENOENT (127), one that may not be run EACCES (126), a sixth
+    script in a chain ELOOP (126): explain names the status run exits with."""
+    ran = hx("run", "--user", "nobody", "--", scripts[script], "/proc/self/status")
+    assert ran.returncode == status, ran.stderr
+    explained = hx("explain", "--json", "--user", "nobody", "--", scripts[script])
+    assert explained.returncode == 125
+    doc = json.loads(explained.stdout)
+    assert doc["exit_status"] == status and doc["refused"]
+    assert explained.stderr.startswith(
+        f"hardexec: explain: the run would be refused (exit {status}):"
+    )
+
+
+# A private mount namespace (made by unshare, gone with it) with a nosuid tmpfs: the set-id
+# bit that counts is the interpreter's, on the interpreter's mount.
+NOSUID_CHILD = r"""
+import json, os, shutil, subprocess, sys
+sys.path.insert(0, sys.argv[3])
+import hardexec
+from hardexec import Policy, SecurityConfig
+from hardexec.predict import gather, predict
+from helpers import parse_status
+mounted, plain = sys.argv[1], sys.argv[2]
+subprocess.run(["mount", "-t", "tmpfs", "-o", "nosuid,mode=755", "explain-test", mounted],
+               check=True)
+cat = shutil.which("cat")
+for where in (mounted, plain):
+    shutil.copy(cat, f"{where}/setuid")
+    os.chmod(f"{where}/setuid", 0o4755)
+cases = {"script-on-nosuid": (mounted, plain), "interpreter-on-nosuid": (plain, mounted)}
+policy = Policy(security=SecurityConfig(user="nobody"))
+for name, (script_dir, interp_dir) in cases.items():
+    script = f"{script_dir}/{name}"
+    with open(script, "w") as f:
+        f.write(f"#!{interp_dir}/setuid\n")
+    os.chmod(script, 0o755)
+    p = predict(gather([script, "/proc/self/status"], policy))
+    out = hardexec.run([script, "/proc/self/status"], policy=policy, capture_output=True,
+                       text=True, check=True).stdout
+    print(json.dumps({"case": name, "predicted": list(p.uids),
+                      "read": [int(x) for x in parse_status(out)["Uid"].split()]}))
+"""
+
+
+def test_nosuid_is_the_interpreter_s_mount(stage):
+    base = _base_without_nosuid()
+    mounted = tempfile.mkdtemp(prefix="explain-nosuid-", dir=base)
+    plain = tempfile.mkdtemp(prefix="explain-plain-", dir=base)
+    try:
+        for d in (mounted, plain):
+            os.chmod(d, 0o755)
+        tests = os.path.dirname(os.path.dirname(__file__))
+        argv = ["unshare", "--mount", "--propagation", "private", sys.executable, "-c"]
+        result = run_text([*argv, NOSUID_CHILD, mounted, plain, tests], timeout=120)
+        assert result.returncode == 0, result.stderr
+        found = {d["case"]: d for d in map(json.loads, result.stdout.splitlines())}
+        assert found["script-on-nosuid"]["read"] == [65534, 0, 0, 0]  # the interpreter's mount
+        assert found["interpreter-on-nosuid"]["read"] == [65534] * 4
+        for case in found.values():
+            assert case["predicted"] == case["read"], case
+    finally:
+        shutil.rmtree(plain)
+        os.rmdir(mounted)  # its tmpfs went with the mount namespace
+
+
+# --- verified runs -------------------------------------------------------------------------------
+
+NO_PTRACE = [CAPSH, "--drop=cap_sys_ptrace", "--", "-c", 'exec "$0" "$@"', *HARDEXEC]
+
+
+def _said(result: subprocess.CompletedProcess[str]) -> str:
+    return result.stderr.strip().splitlines()[-1]
+
+
+VERIFY_CASES = [
+    ("setuid", ("--user", "nobody")),
+    ("setuid", ("--user", "nobody", "--drop-all-caps")),
+    ("raw-ep", ("--user", "nobody")),
+    ("raw-p", ("--drop-all-caps", "--keep-cap", "NET_RAW", "--user", "nobody")),
+    ("setuid", ("--user", "nobody", "--drop-all-caps", "--no-new-privs")),
+]
+
+
+@pytest.mark.parametrize("launcher", ["root", "no-ptrace"])
+@pytest.mark.parametrize(
+    ("copy", "options"), VERIFY_CASES, ids=[f"{c}-{i}" for i, (c, _) in enumerate(VERIFY_CASES)]
+)
+def test_cli_explain_verify_is_what_the_verified_run_gives(copies, launcher, copy, options):
+    """Under --verify: a launcher without CAP_SYS_PTRACE gets no set-user-ID or file-capability
+    gain at the traced exec; a program beyond its policy is refused with run's own words."""
+    prefix = NO_PTRACE if launcher == "no-ptrace" else HARDEXEC
+    argv = ["--verify", *options, "--", copies[copy], "/proc/self/status"]
+    ran = run_text([*prefix, "run", *argv], timeout=60)
+    explained = run_text([*prefix, "explain", "--json", *argv], timeout=60)
+    doc = json.loads(explained.stdout)
+    if ran.returncode != 0:
+        assert ran.returncode == 125, ran.stderr
+        assert explained.returncode == 125 and doc["exit_status"] == 125
+        why = _said(explained).split("(exit 125): ", 1)[1]
+        assert "hardexec: " + why == _said(ran)
+        return
+    assert explained.returncode == 0, explained.stderr
+    status = parse_status(ran.stdout)
+    for name in SETS:
+        assert doc["predicted"]["sets"][name]["hex"] == status[name], name
+    assert doc["predicted"]["uids"] == [int(x) for x in status["Uid"].split()]
+    assert doc["predicted"]["no_new_privs"] == (status["NoNewPrivs"] == "1")
+
+
+def test_the_verify_cases_cover_each_rule(copies):
+    """Root's verified set-user-ID run is refused; without CAP_SYS_PTRACE it runs, gaining
+    nothing; a file capability is withheld."""
+    options = ["--verify", "--user", "nobody", "--json", "--", copies["setuid"]]
+    refused = hx("explain", *options)
+    assert refused.returncode == 125 and "verify: Uid is 65534 0 0 0" in refused.stderr
+    untraced = json.loads(
+        hx("explain", "--json", "--user", "nobody", "--", copies["raw-ep"]).stdout
+    )
+    assert untraced["predicted"]["sets"]["CapPrm"]["caps"] == ["NET_RAW"]
+    for copy in ("setuid", "raw-ep"):
+        out = run_text([*NO_PTRACE, "explain", *options[:-1], copies[copy]], timeout=60)
+        assert out.returncode == 0, out.stderr
+        doc = json.loads(out.stdout)
+        assert doc["predicted"]["uids"] == [65534] * 4
+        assert doc["predicted"]["sets"]["CapPrm"]["caps"] == []
+
+
+def test_verify_with_a_pid_namespace_is_refused_as_run_refuses_it():
+    ran = hx("run", "--verify", "--pid-ns", "--", "true")
+    explained = hx("explain", "--verify", "--pid-ns", "--", "true")
+    assert ran.returncode == explained.returncode == 125
+    assert _said(ran) == _said(explained) and "--pid-ns" in _said(ran)
+    policy = Policy(confinement=Confinement(namespaces=["pid"]))
+    with pytest.raises(hardexec.PolicyError) as err:
+        hardexec.run(["true"], policy=policy, verify=True)
+    e = explain(["true"], policy, verify=True)
+    assert e.refused == str(err.value) and e.exit_status == 125
+
+
+# --- a launcher that may not make the user namespace its confinement needs ---------------------
+
+
+@pytest.mark.parametrize("setfcap", [False, True], ids=["without-setfcap", "with-setfcap"])
+def test_cli_explain_says_when_the_user_namespace_cannot_be_made(setfcap):
+    """Root without CAP_SYS_ADMIN confines through a user namespace, whose uid_map for uid 0
+    the kernel refuses unless the stage holds CAP_SETFCAP."""
+    caps = "-all,+net_raw,+setpcap,+setuid,+setgid" + (",+setfcap" if setfcap else "")
+    prefix = ["setpriv", f"--bounding-set={caps}", "--", *HARDEXEC]
+    args = ["--profile", "strict", "--", "/bin/true"]
+    ran = run_text([*prefix, "run", *args], timeout=60)
+    explained = run_text([*prefix, "explain", *args], timeout=60)
+    assert ran.returncode == (0 if setfcap else 125), ran.stderr
+    if setfcap:
+        assert explained.returncode == 0, explained.stderr
+        return
+    assert "userns failed" in _said(ran)
+    assert explained.returncode == 125
+    assert _said(explained) == "hardexec: explain: the run would be refused (exit 125): " + _said(
+        ran
+    ).removeprefix("hardexec: ")

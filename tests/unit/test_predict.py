@@ -1,7 +1,8 @@
 """The capabilities(7) model of hardexec.predict, on crafted inputs: launchers with and without
 uid 0, CAP_SETPCAP, no_new_privs and SECBIT_NOROOT; set-user-ID-root files, file capabilities
-with and without the effective bit, nosuid mounts. The host tier holds the same model against
-what real programs read of themselves."""
+with and without the effective bit, nosuid mounts; ``#!`` scripts and their interpreters;
+verified (traced) execs; a user namespace root may not map. The host tier holds the same model
+against what real programs read of themselves."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from hardexec.predict import (
     Launcher,
     ProgramFile,
     StageSteps,
+    parse_shebang,
     predict,
 )
 
@@ -338,3 +340,139 @@ def test_a_file_of_no_known_format_is_enoexec():
     p = predict(inputs(security(no_new_privs=True), candidates=(data,)))
     assert (p.refused_step, p.exit_status) == ("exec", 126)
     assert "Exec format error" in p.refused
+
+
+# --- #! scripts ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("line", "want"),
+    [
+        (b"#!/bin/sh\n", (b"/bin/sh", None)),
+        (b"#!  /usr/bin/env   python3 -u  \nrest", (b"/usr/bin/env", b"python3 -u")),
+        (b"#!/bin/echo", (b"/bin/echo", None)),  # no newline: the file's end (NUL) ends it
+        (b"#!\t/bin/sh\t-e\n", (b"/bin/sh", b"-e")),
+        (b"#!\n", None),
+        (b"#!   \n", None),
+        (b"#!/bin/" + b"a" * 300, None),  # the name may have been cut at 255 bytes: ENOEXEC
+        (b"\x7fELF", None),
+    ],
+)
+def test_shebang_lines_are_read_as_binfmt_script_reads_them(line, want):
+    assert parse_shebang(line) == want
+
+
+def script(path: str, interpreter: ProgramFile | None, mode: int = 0o100755) -> ProgramFile:
+    return ProgramFile(path, mode=mode, script=True, interpreter=interpreter)
+
+
+def test_a_script_gets_the_set_uid_root_of_its_interpreter():
+    p = predict(inputs(security(user="nobody"), program=script("/srv/s", SETUID_ROOT)))
+    assert p.uids == (NOBODY, 0, 0, 0) and p.eff == ALL and p.program == "/srv/s"
+    assert any("#! script" in line for line in p.trace)
+
+
+def test_the_set_uid_bit_of_a_script_counts_not():
+    own = script("/srv/s", PROGRAM, mode=stat.S_IFREG | stat.S_ISUID | 0o755)
+    p = predict(inputs(security(user="nobody"), program=own))
+    assert p.uids == (NOBODY,) * 4 and p.eff == NONE
+
+
+def test_the_interpreter_s_file_caps_and_mount_count():
+    raw = ProgramFile("/srv/raw", caps=FileCaps(permitted=RAW, effective=True))
+    p = predict(inputs(security(user="nobody"), program=script("/srv/s", raw)))
+    assert p.prm == RAW and p.eff == RAW
+    on_nosuid = ProgramFile(SETUID_ROOT.path, mode=SETUID_ROOT.mode, nosuid=True)
+    p = predict(inputs(security(user="nobody"), program=script("/srv/s", on_nosuid)))
+    assert p.uids == (NOBODY,) * 4
+    # the script's own nosuid mount does not matter
+    on_nosuid_script = ProgramFile("/srv/s", nosuid=True, script=True, interpreter=SETUID_ROOT)
+    p = predict(inputs(security(user="nobody"), program=on_nosuid_script))
+    assert p.uids == (NOBODY, 0, 0, 0)
+
+
+@pytest.mark.parametrize(
+    ("interpreter", "status", "words"),
+    [
+        (ProgramFile("/no/such", error=errno.ENOENT), 127, "No such file"),
+        (ProgramFile("/srv/plain", mode=stat.S_IFREG | 0o644), 126, "Permission denied"),
+        (ProgramFile("/srv/data", known_format=False), 126, "Exec format error"),
+    ],
+)
+def test_an_interpreter_that_cannot_run_fails_the_exec(interpreter, status, words):
+    p = predict(inputs(security(user="nobody"), program=script("/srv/s", interpreter)))
+    assert (p.refused_step, p.exit_status) == ("exec", status) and words in p.refused
+
+
+def test_a_missing_interpreter_lets_the_path_search_go_on():
+    broken = script("/usr/local/bin/prog", ProgramFile("/no/such", error=errno.ENOENT))
+    p = predict(inputs(security(no_new_privs=True), candidates=(broken, PROGRAM)))
+    assert p.refused is None and p.program == PROGRAM.path
+
+
+@pytest.mark.parametrize(("scripts", "status"), [(5, None), (6, 126)])
+def test_five_scripts_deep_is_the_kernel_s_limit(scripts, status):
+    f = SETUID_ROOT
+    for level in range(scripts):
+        f = script(f"/srv/s{level}", f)
+    p = predict(inputs(security(user="nobody"), program=f))
+    assert p.exit_status == status
+    if status is None:
+        assert p.uids[1] == 0
+    else:
+        assert "Too many levels" in p.refused
+    assert predict(inputs(security(), program=script("/srv/deep", None))).exit_status == 126
+
+
+# --- a verified (traced) exec ------------------------------------------------------------------
+
+NO_PTRACE = Launcher(
+    prm=ALL - CapSet.of("SYS_PTRACE"),
+    eff=ALL - CapSet.of("SYS_PTRACE"),
+    bnd=ALL - CapSet.of("SYS_PTRACE"),
+    cap_last_cap=LAST,
+)
+
+
+def test_a_launcher_without_sys_ptrace_withholds_the_set_uid_gain():
+    p = predict(inputs(security(user="nobody"), NO_PTRACE, SETUID_ROOT, verify=True))
+    assert p.uids == (NOBODY,) * 4 and p.prm == NONE and p.refused is None
+    raw = ProgramFile("/srv/raw", caps=FileCaps(permitted=RAW, effective=True))
+    p = predict(inputs(security(user="nobody"), NO_PTRACE, raw, verify=True))
+    assert p.prm == NONE and p.eff == NONE
+
+
+def test_a_traced_exec_keeps_the_set_uid_euid_of_a_process_with_cap_setuid():
+    keep = CapSet.of("SETUID")
+    policy = security(drop_all_caps=True, keep_caps=["SETUID"], no_new_privs=False)
+    stage = StageSteps(drop_caps=True, keep=keep)
+    someone = ProgramFile(SETUID_ROOT.path, mode=SETUID_ROOT.mode, uid=1000)
+    p = predict(
+        Inputs(launcher=NO_PTRACE, steps=stage, candidates=(someone,), stage=STAGE,
+               policy=policy, verify=True)
+    )  # fmt: skip
+    assert p.uids[1] == 1000 and p.prm == keep
+
+
+def test_verify_refuses_a_program_beyond_its_policy():
+    p = predict(inputs(security(user="nobody"), ROOT, SETUID_ROOT, verify=True))
+    assert (p.refused_step, p.exit_status) == ("verify", 125)
+    assert p.refused.startswith("verify: Uid is 65534 0 0 0, not the policy's 65534")
+    p = predict(inputs(security(user="nobody"), ROOT, PROGRAM, verify=True))
+    assert p.refused is None
+
+
+# --- a user namespace uid 0 may not map -------------------------------------------------------
+
+
+def test_uid_0_without_setfcap_cannot_map_itself_in_a_user_namespace():
+    no_setfcap = ALL - CapSet.of("SETFCAP", "SYS_ADMIN")
+    launcher = Launcher(prm=no_setfcap, eff=no_setfcap, bnd=no_setfcap, cap_last_cap=LAST)
+    steps = StageSteps(unshare=("user", "net"), nnp=True)
+    p = predict(Inputs(launcher=launcher, steps=steps, candidates=(PROGRAM,), stage=STAGE))
+    assert (p.refused_step, p.exit_status) == ("userns", 125)
+    assert "this host does not let the launcher create a user namespace" in p.refused
+    with_setfcap = no_setfcap | CapSet.of("SETFCAP")
+    launcher = Launcher(prm=with_setfcap, eff=with_setfcap, bnd=with_setfcap, cap_last_cap=LAST)
+    p = predict(Inputs(launcher=launcher, steps=steps, candidates=(PROGRAM,), stage=STAGE))
+    assert p.refused is None and p.user_namespace

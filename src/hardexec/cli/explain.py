@@ -5,7 +5,10 @@ hardexec's own process and what the program would hold after its exec (hex and n
 NoNewPrivs, the ids, the rlimits, the cgroup files and where they would go, the confinement,
 the warnings the run would give, and the exposure score with each check passed or failed
 (:mod:`hardexec.explain`). ``--json`` prints one document instead (schema ``version`` 1, the
-keys of :meth:`hardexec.explain.Explanation.to_dict`).
+keys of :meth:`hardexec.explain.Explanation.to_dict`). With ``--verify`` it says what the
+verified run would find: the exec traced by hardexec (no set-user-ID or file-capability gain
+for a launcher without CAP_SYS_PTRACE), and a refusal when the program would hold more than
+the policy.
 
 Exit status: 0 when the run would start the program. When hardexec would refuse it (or could
 not start it), the explanation is printed all the same, then one line on stderr says so and
@@ -129,7 +132,7 @@ def explain_command(req: Request, as_json: bool) -> int:
     """
     from ..explain import explain
 
-    e = explain(req.argv, req.policy, task=req.task, env=req.env)
+    e = explain(req.argv, req.policy, task=req.task, env=req.env, verify=req.verify)
     try:
         if as_json:
             import json
