@@ -56,6 +56,7 @@ import ctypes
 import errno
 import os
 import signal
+import threading
 import time
 
 from .caps import CapSet
@@ -78,7 +79,7 @@ PTRACE_EVENT_EXEC = 4
 SI_USER, SI_TKILL = 0, -6
 _WALL = 0x40000000  # __WALL: the stage is a traced child whatever its exit signal
 # A tracing stop with no news of it for this long was taken by another waiter (s).
-_STOLEN_AFTER = 0.5
+_STOLEN_AFTER = 0.2
 _EXEC_STOP = signal.SIGTRAP | PTRACE_EVENT_EXEC << 8  # the si_code of the exec event's stop
 _ENDED = (os.CLD_EXITED, os.CLD_KILLED, os.CLD_DUMPED)
 CAP_SETS = ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb")
@@ -143,6 +144,7 @@ class Tracee:
         self.ended = False
         self._stop = 0  # a stop signal the stage got, given back to the program after detach
         self._unseen_since: float | None = None  # in a tracing stop nobody told us of, since
+        self.taken = False  # its stop was taken by another waiter: it was killed
 
     def follow(self, block: bool = True, until_ready: bool = False) -> bool:
         """Handle the stage's stops until its exec or its end (``until_ready``: or its own
@@ -151,46 +153,34 @@ class Tracee:
 
         Nothing is reaped: an ended stage is still the caller's to wait for.
         """
-        # Never a blocking wait: a stop that another waiter of this process took (a thread or
-        # a SIGCHLD handler calling waitpid(-1)) would never be reported again, and the wait
-        # would last for ever. Polled instead, and such a stop is found and refused.
-        flags = os.WEXITED | os.WSTOPPED | os.WNOWAIT | _WALL | os.WNOHANG
-        delay = 0.0001
-        while not (self.at_exec or self.ended or (until_ready and self.ready)):
-            try:
-                info = os.waitid(os.P_PID, self.pid, flags)
-            except ChildProcessError:  # SIGCHLD ignored here: the kernel reaped it already
-                self.ended = True
-                break
-            if info is None:  # still running, or stopped with the news taken by another
-                self._check_stolen()
-                if not block:
-                    return False
-                time.sleep(delay)
-                delay = min(delay * 2, 0.005)
-                continue
-            self._unseen_since = None
-            if info.si_code in _ENDED:
-                self.ended = True
-            else:
-                self._stopped(info.si_status & 0xFF)
-        return True
-
-    def _check_stolen(self) -> None:
-        """Raise when the stage has been in a tracing stop we were never told of for a while:
-        another waiter in this process took the news, and what it stopped at is unknown."""
+        # A stop that another waiter of this process takes (a thread or a SIGCHLD handler
+        # calling waitpid(-1)) is never reported again: a blocking wait would last for ever.
+        # So a watchdog thread looks at each blocked tracee and ends one in that state; the
+        # polling callers (asyncio) look themselves at each poll.
+        flags = os.WEXITED | os.WSTOPPED | os.WNOWAIT | _WALL | (0 if block else os.WNOHANG)
+        if block:
+            _watchdog().watch(self)
         try:
-            with open(f"/proc/{self.pid}/stat") as f:
-                state = f.read().rsplit(")", 1)[1].split()[0]
-        except (OSError, IndexError):
-            return
-        if state != "t":
-            self._unseen_since = None
-            return
-        now = time.monotonic()
-        if self._unseen_since is None:
-            self._unseen_since = now
-        elif now - self._unseen_since > _STOLEN_AFTER:
+            while not (self.at_exec or self.ended or (until_ready and self.ready)):
+                try:
+                    info = os.waitid(os.P_PID, self.pid, flags)
+                except ChildProcessError:  # SIGCHLD ignored here: the kernel reaped it already
+                    self.ended = True
+                    break
+                if info is None:  # WNOHANG: still running, or stopped with the news taken
+                    if self.stolen():
+                        self.kill()
+                        self.taken = True
+                    else:
+                        return False
+                elif info.si_code in _ENDED:
+                    self.ended = True
+                else:
+                    self._stopped(info.si_status & 0xFF)
+        finally:
+            if block:
+                _watchdog().forget(self)
+        if self.taken:
             raise VerifyError(
                 "trace",
                 errno.ECHILD,
@@ -199,6 +189,28 @@ class Tracee:
                 "checked; it was killed before it ran",
                 (),
             )
+        return True
+
+    def stolen(self) -> bool:
+        """Whether the stage is in a tracing stop whose news is gone (taken by another waiter),
+        twice in a row, some time apart. Read first, then asked: while the tracer handles a
+        stop its news stays (it waits with WNOWAIT) until the stage goes on."""
+        try:
+            with open(f"/proc/{self.pid}/stat") as f:
+                state = f.read().rsplit(")", 1)[1].split()[0]
+            news = os.waitid(
+                os.P_PID, self.pid, os.WEXITED | os.WSTOPPED | os.WNOWAIT | _WALL | os.WNOHANG
+            )
+        except (OSError, IndexError):
+            return False
+        if state != "t" or news is not None:
+            self._unseen_since = None
+            return False
+        now = time.monotonic()
+        if self._unseen_since is None:
+            self._unseen_since = now
+            return False
+        return now - self._unseen_since >= _STOLEN_AFTER
 
     def _stopped(self, sig: int) -> None:
         info = _SigInfo()
@@ -251,6 +263,58 @@ class Tracee:
             raise OSError(err, f"ptrace(PTRACE_DETACH): {os.strerror(err)}")
         if self._stop:
             os.kill(self.pid, self._stop)
+
+
+class _Watchdog(threading.Thread):
+    """One thread a process, started at the first verified spawn: every few tenths of a
+    second it looks at the tracees whose tracer is blocked waiting, and kills one whose stop
+    was taken by another waiter (its tracer's wait then returns, and refuses the run)."""
+
+    def __init__(self) -> None:
+        super().__init__(name="hardexec-verify-watchdog", daemon=True)
+        self._lock = threading.Lock()
+        self._tracees: set[Tracee] = set()
+
+    def watch(self, tracee: Tracee) -> None:
+        with self._lock:
+            self._tracees.add(tracee)
+
+    def forget(self, tracee: Tracee) -> None:
+        with self._lock:
+            self._tracees.discard(tracee)
+
+    def run(self) -> None:
+        while True:
+            time.sleep(_STOLEN_AFTER / 2)
+            with self._lock:
+                tracees = list(self._tracees)
+            for tracee in tracees:
+                if tracee.stolen():
+                    tracee.taken = True
+                    with contextlib.suppress(OSError):  # not the tracer thread: kill(2)
+                        os.kill(tracee.pid, signal.SIGKILL)
+
+
+_the_watchdog: _Watchdog | None = None
+_watchdog_lock = threading.Lock()
+
+
+def _watchdog() -> _Watchdog:
+    global _the_watchdog
+    with _watchdog_lock:
+        if _the_watchdog is None:
+            _the_watchdog = _Watchdog()
+            _the_watchdog.start()
+        return _the_watchdog
+
+
+def _forget_watchdog() -> None:
+    # A forked child has no watchdog thread (only the forking one survives fork).
+    global _the_watchdog, _watchdog_lock
+    _the_watchdog, _watchdog_lock = None, threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_watchdog)
 
 
 def differences(status: Mapping[str, str], policy: Policy, confined: Confined | None) -> list[str]:
