@@ -197,15 +197,15 @@ def request(ns: Namespace) -> Request:
         command = getattr(ns, "command", None) or "run"
         fail(f"{command}: no command given (hardexec {command} [OPTIONS] -- COMMAND [ARG...])")
     base, source = _base(ns)
-    cgroup_given = base.get("cgroups") is not None or any(_given(ns, d) for d in _CGROUP_DESTS)
-    if ns.cgroup_parent is not None and not cgroup_given:
+    typed_cgroup = any(_given(ns, dest) for dest in _CGROUP_DESTS)
+    if ns.cgroup_parent is not None and base.get("cgroups") is None and not typed_cgroup:
         fail("--cgroup-parent: no cgroup is asked for (--memory, --pids, --cpus, --cgroup)")
     from .confine_options import confinement
 
     has_rules = bool((base.get("confinement") or {}).get("fs"))
     confined = confinement(ns, base_has_rules=has_rules)
     ceilings = _ceilings(ns)
-    if base.get("cgroups") is not None and not any(_given(ns, d) for d in _CGROUP_DESTS):
+    if base.get("cgroups") is not None and not typed_cgroup:
         ceilings = (*ceilings, f"the cgroup of {source}")
     merged = _merged(ns, base, confined)
     settings = merged.pop("run", {})
@@ -216,9 +216,7 @@ def request(ns: Namespace) -> Request:
             "--best-effort: no cgroup (--memory, --pids, --cpus, --cpu-max, --cgroup) or "
             "confinement (--fs-*, --tcp-*, --syscalls*, --net, --*-ns, --hostname) is asked for"
         )
-    max_output = run.max_output
-    if max_output == 0:
-        fail("--max-output: 0 would drop all output; give a size, or send it to /dev/null")
+    max_output = run.max_output  # never 0: refused when it was read (_document)
     if ns.kill_after is not None and run.timeout is None:
         fail("--kill-after: needs --timeout (it is the grace after the timeout's SIGTERM)")
     confinement_ = policy.confinement
@@ -247,9 +245,9 @@ def request(ns: Namespace) -> Request:
     declared = policy  # as asked: what a policy file of this run says
     if supervise and not policy.die_with_parent:
         # A supervised program must not outlive its supervisor, even a kill -9 of it.
-        from ..policy import Policy
+        from .._record import replace
 
-        policy = Policy(**{**_own_fields(policy), "die_with_parent": True})
+        policy = replace(policy, die_with_parent=True)
     where = "--keep-cap" if ns.keep_cap else f"{source}: security.keep_caps"
     _check_caps_exist(policy, where)
     if policy.cgroup_parent is not None and policy.cgroups is None:
@@ -277,12 +275,6 @@ def request(ns: Namespace) -> Request:
         typed_confinement=confined,
         declared=declared,
     )
-
-
-def _own_fields(record: object) -> dict[str, object]:
-    from .._record import fields
-
-    return {item.name: getattr(record, item.name) for item in fields(record) if item.init}
 
 
 def _base(ns: Namespace) -> tuple[dict[str, Any], str]:
