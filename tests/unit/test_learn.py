@@ -212,12 +212,20 @@ def test_json_has_no_header_but_the_same_document():
 # --- writing the file --------------------------------------------------------------------------
 
 
+def write(path, text):
+    directory = cli_learn.open_output_directory(str(path))
+    try:
+        cli_learn.write_atomically(directory, str(path), text)
+    finally:
+        os.close(directory)
+
+
 def test_writing_replaces_a_symlink_rather_than_following_it(tmp_path):
     target = tmp_path / "elsewhere"
     target.write_text("keep")
     link = tmp_path / "tool.toml"
     link.symlink_to(target)
-    cli_learn.write_atomically(str(link), "version = 1\n")
+    write(link, "version = 1\n")
     assert not link.is_symlink()
     assert link.read_text() == "version = 1\n"
     assert target.read_text() == "keep"
@@ -228,14 +236,14 @@ def test_a_failed_write_leaves_no_temporary_file(tmp_path):
     (tmp_path / "tool.toml").mkdir()  # rename over a directory fails
     (tmp_path / "tool.toml" / "inside").write_text("")
     with pytest.raises(OSError):
-        cli_learn.write_atomically(str(tmp_path / "tool.toml"), "version = 1\n")
+        write(tmp_path / "tool.toml", "version = 1\n")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tool.toml"]
 
 
 def test_the_file_gets_the_mode_of_a_new_file(tmp_path):
     old = os.umask(0o027)
     try:
-        cli_learn.write_atomically(str(tmp_path / "tool.toml"), "version = 1\n")
+        write(tmp_path / "tool.toml", "version = 1\n")
     finally:
         os.umask(old)
     assert (tmp_path / "tool.toml").stat().st_mode & 0o777 == 0o640

@@ -115,7 +115,7 @@ def _learn(req: Request, output: str, fmt: str, directory: int) -> int:
         print(f"hardexec: -o/--output: cannot write the learned policy: {err}", file=sys.stderr)
         return EXIT_FAILURE
     try:
-        write_atomically(output, text, directory)
+        write_atomically(directory, output, text)
     except OSError as err:
         print(f"hardexec: -o/--output: cannot write {output!r}: {err.strerror}", file=sys.stderr)
         return EXIT_FAILURE
@@ -198,17 +198,17 @@ def _say(learned: Learned) -> None:
         )
 
 
-def write_atomically(path: str, text: str, directory_fd: int | None = None) -> None:
+def write_atomically(directory_fd: int, path: str, text: str) -> None:
     """Write ``text`` to a new file beside ``path`` and rename it over ``path``; on any
     failure the new file is removed. The file gets the mode a new file would (0666 less the
     umask).
 
     Args:
-        path: the file to write.
+        directory_fd: ``path``'s directory (:func:`open_output_directory`), opened before the
+            program ran: the file is made there even if the program (which may run as another
+            user) replaced a directory on the path meanwhile.
+        path: the file to write (only its last component is used, in ``directory_fd``).
         text: its content.
-        directory_fd: ``path``'s directory, opened before the program ran: the file is made
-            there even if the program (which may run as another user) replaced a directory
-            on the path meanwhile. ``None``: the path is resolved now.
 
     Raises:
         OSError: what creating, writing or renaming raised.
@@ -216,25 +216,19 @@ def write_atomically(path: str, text: str, directory_fd: int | None = None) -> N
     import secrets
 
     name = os.path.basename(path)
-    owned = directory_fd is None
-    dir_fd = os.open(os.path.dirname(path) or ".", _DIR_FLAGS) if owned else directory_fd
     temp = f".{name}.{secrets.token_hex(4)}.tmp"
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    fd = os.open(temp, flags, 0o666 & ~_umask(), dir_fd=directory_fd)
     try:
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-        fd = os.open(temp, flags, 0o666 & ~_umask(), dir_fd=dir_fd)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(text)
-                f.flush()
-                os.fsync(f.fileno())
-            os.rename(temp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(temp, dir_fd=dir_fd)
-            raise
-    finally:
-        if owned:
-            os.close(dir_fd)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.rename(temp, name, src_dir_fd=directory_fd, dst_dir_fd=directory_fd)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temp, dir_fd=directory_fd)
+        raise
 
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC

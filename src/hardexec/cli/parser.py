@@ -88,12 +88,12 @@ def parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser
     checking.add_argument(
         "--json", action="store_true", help="one JSON document (schema version 1)"
     )
+    from .check import FEATURES  # the one list of what --need takes
+
     checking.add_argument(
         "--need",
         metavar="FEATURE,...",
-        help="exit 1 unless each is usable: landlock, landlock-tcp, seccomp, seccomp-notify, "
-        "cgroup, cgroup-kill, cgroup-memory, cgroup-pids, cgroup-cpu, ns-user, ns-net, ns-pid, "
-        "ns-ipc, ns-uts",
+        help=f"exit 1 unless each is usable: {', '.join(FEATURES)}",
     )
     return top, {
         "run": run,
