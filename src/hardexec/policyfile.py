@@ -365,18 +365,17 @@ def file_plain(data: object, name: str = "<policy>") -> dict[str, Any]:
 
 def from_plain(data: dict[str, Any], name: str = "<policy>") -> PolicyFile:
     """A :class:`PolicyFile` from :func:`file_plain`'s form (files and options combined)."""
+    known = ["run", *(item.name for item in fields(Policy) if item.init)]
+    for key in data:
+        if key != "version" and key not in known:  # a file's top level has run, serial's not
+            raise PolicyError(
+                f"{name}: {serial.key_shown(key)}: unknown key (known here: {', '.join(known)})"
+            )
     body = {key: value for key, value in data.items() if key != "run"}
     try:
         policy = serial.policy_from_dict(body)
     except PolicyError as err:
-        message = str(err)
-        if (
-            ": unknown key (known here: " in message
-            and message.startswith("policy.")
-            and (message.count(".", 0, message.index(":")) == 1)
-        ):
-            message = message.replace("(known here: ", "(known here: run, ", 1)
-        raise PolicyError(f"{name}: {_renamed(message, 'policy.', '')}") from None
+        raise PolicyError(f"{name}: {_renamed(str(err), 'policy.', '')}") from None
     try:
         run = _run_settings(data.get("run", {}))
     except PolicyError as err:
