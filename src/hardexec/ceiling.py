@@ -304,10 +304,10 @@ def _security(top: SecurityConfig, asked: SecurityConfig, out: list[str]) -> Sec
             extra = [gid for gid in given if gid not in mine.groups]
             if extra:
                 shown_extra = [_group_shown(given[gid], gid) for gid in extra]
-                ceiling_groups = ", ".join(str(gid) for gid in mine.groups) or "none"
+                ids = ", ".join(str(gid) for gid in mine.groups)
                 out.append(
                     f"security.supplementary_groups: {', '.join(shown_extra)} {_is(extra)} not "
-                    f"among the ceiling's supplementary groups (gid {ceiling_groups})"
+                    f"among the ceiling's supplementary groups ({f'gid {ids}' if ids else 'none'})"
                 )
     return SecurityConfig(
         drop_all_caps=drop,
@@ -327,7 +327,9 @@ def _group_shown(given: str | int, gid: int) -> str:
 # --- limits --------------------------------------------------------------------------------
 
 
-def _lower(name: str, top: int | float | None, asked: int | float | None, out: list[str]):
+def _lower(
+    name: str, top: int | float | None, asked: int | float | None, out: list[str]
+) -> int | float | None:
     """The lower of two optional limits; asking above the ceiling's is a violation."""
     if top is None:
         return asked

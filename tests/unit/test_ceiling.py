@@ -312,6 +312,14 @@ def test_supplementary_groups_beyond_the_ceilings_are_refused():
     )
 
 
+def test_a_ceiling_without_supplementary_groups_refuses_any():
+    top = ceiling("strict", security={"user": "nobody", "supplementary_groups": []})
+    assert refused(top, Policy(security=SecurityConfig(supplementary_groups=["nogroup"]))) == (
+        "security.supplementary_groups: 'nogroup' (gid 65534) is not among the ceiling's "
+        "supplementary groups (none)",
+    )
+
+
 def test_a_ceilings_group_alone_keeps_a_tasks_user_from_bringing_its_groups():
     # The ceiling sets the group (so no supplementary groups); the task's user would bring its
     # own from the group database if the ceiling did not say "none" explicitly.
