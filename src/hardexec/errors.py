@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 
 __all__ = [
+    "CeilingError",
     "CgroupError",
     "HardexecError",
     "PolicyError",
@@ -30,6 +31,34 @@ class PolicyError(HardexecError, ValueError):
 
     Raised before anything is spawned. The message names the field and the value.
     """
+
+
+class CeilingError(PolicyError):
+    """A submitted task asks for more than the worker's ceiling allows (see
+    :mod:`hardexec.ceiling`); it is not run.
+
+    Attributes:
+        violations: one line per field that asks for more, such as
+            ``rlimits.max_open_files: 4096 is above the ceiling's 1024``.
+
+    ``str(err)`` is ``the task asks for more than this worker allows: `` and the violations
+    joined by ``; ``. Built from that message alone (``CeilingError(message)``, as Celery
+    rebuilds an exception from its type and args on the client's side), ``violations`` is
+    read back from it.
+    """
+
+    PREFIX = "the task asks for more than this worker allows: "
+
+    def __init__(self, message: str, *, violations: tuple[str, ...] | None = None) -> None:
+        super().__init__(message)
+        if violations is None:
+            text = str(message)
+            body = text[len(self.PREFIX) :] if text.startswith(self.PREFIX) else text
+            violations = tuple(body.split("; "))
+        self.violations = tuple(violations)
+
+    # Pickling needs nothing of its own: the default keeps args (the message) and __dict__
+    # (the violations as they were, even one holding "; ").
 
 
 class StageError(HardexecError, OSError):
