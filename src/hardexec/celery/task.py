@@ -1,0 +1,201 @@
+"""The worker's side of one task: from the message's plain data to a dead tree and a Result.
+
+A message carries a :class:`~hardexec.runner.TaskSpec` and a :class:`~hardexec.Policy` in
+:mod:`hardexec.serial`'s plain form. The queue is a trust boundary, so the worker reads them
+strictly, narrows them to its ceiling (:func:`hardexec.ceiling.narrow`: a task asking for more
+is refused, never run), puts the tree in a group of the worker's directory
+(:mod:`hardexec.treeguard`) and runs it with the runner, on one event loop per pool process.
+
+Signals a pool process receives while a task runs:
+
+- SIGTERM (``revoke(terminate=True)``, Celery's hard time limit, a cold shutdown): the task's
+  groups are killed at once, then the pool's own handler ends the process as it would have;
+- SIGUSR1 (Celery's soft time limit): the task is cancelled the runner's way (SIGTERM to the
+  tree, ``kill_after``, SIGKILL), then :class:`SoftTimeLimitExceeded` is raised as Celery does.
+
+Nothing here imports Celery at module level except the soft-limit exception, when it fires.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import os
+import signal
+import threading
+
+from .._record import replace
+from ..ceiling import narrow
+from ..errors import CgroupError
+from ..policy import CgroupLimits, Policy
+from ..runner import LogConfig, OutputLimits, Runner
+from ..serial import policy_from_dict, result_to_dict, task_from_dict
+from ..treeguard import Guard, kill_groups_of
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from pathlib import Path
+    from typing import Any
+
+    from ..policyfile import PolicyFile
+    from ..runner import Result
+
+__all__ = ["DEFAULT_MAX_OUTPUT", "WorkerSettings", "execute"]
+
+#: Bytes of each stream a result keeps when the ceiling sets no ``run.max_output``: a result
+#: lives in the backend (Redis: one value), so it is bounded however much a task prints.
+DEFAULT_MAX_OUTPUT = 1 << 20
+logger = logging.getLogger("hardexec")
+
+
+class WorkerSettings:
+    """What a worker's pool processes need to run tasks: set once in the main process, before
+    the pool forks (each pool process makes its own loop and runner on its first task).
+
+    Args:
+        ceiling: the most any task may get (:class:`~hardexec.policyfile.PolicyFile`).
+        directory: the worker's cgroup directory (:attr:`hardexec.treeguard.Guard.path`), or
+            ``None`` until the guard starts (or when the worker runs without it).
+        name: the worker's name in logs and results' warnings.
+    """
+
+    def __init__(
+        self, ceiling: PolicyFile, directory: Path | None, name: str, *, guard: bool = True
+    ) -> None:
+        self.ceiling = ceiling
+        self.directory = directory
+        self.name = name
+        self.guard = guard
+        self.refusal: str | None = None  # why the guard could not start: tasks are refused
+        self._guard: Guard | None = None
+        self._guard_pid = -1
+        limit = ceiling.run.max_output
+        self.output = OutputLimits(max_bytes=DEFAULT_MAX_OUTPUT if limit is None else limit)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._runner: Runner | None = None
+        self._pid = -1
+
+    def start_guard(self) -> None:
+        """In the worker's main process, before the pool forks: make the worker's cgroup
+        directory and start its keeper (:class:`~hardexec.treeguard.Guard`). Raises
+        :class:`CgroupError` when either cannot be had (and records why: every task is refused
+        from then on)."""
+        if not self.guard or self._guard is not None:
+            return
+        guard = Guard(self.ceiling.policy.cgroup_parent)
+        try:
+            self.directory = guard.start()
+        except CgroupError as err:
+            self.refusal = str(err)
+            logger.error("hardexec: this worker refuses tasks: %s", err)
+            raise
+        self._guard = guard
+        self._guard_pid = os.getpid()
+        logger.info("hardexec: tasks' groups go in %s", self.directory)
+
+    def stop_guard(self) -> None:
+        """At the worker's end, in its main process: stop the keeper, end and remove what is
+        left in the directory. A no-op elsewhere (a pool process's exit)."""
+        if self._guard is None or self._guard_pid != os.getpid():
+            return
+        self._guard.stop()
+        self._guard = None
+
+    def check_guard(self) -> None:
+        """Refuse the task (CgroupError) unless the guard runs: nothing would end its tree."""
+        if not self.guard:
+            return
+        if self._guard is None or self.directory is None:
+            why = self.refusal or "its main process never made its cgroup directory"
+        elif not self._guard.keeper_alive():
+            why = "its keeper (the process that ends the trees a dead worker leaves) is gone"
+        else:
+            return
+        raise CgroupError(errno.EAGAIN, f"this worker's tree guard is not running: {why}")
+
+    def runner(self) -> tuple[asyncio.AbstractEventLoop, Runner]:
+        """This process's loop and runner (made anew in a process forked since)."""
+        if self._pid != os.getpid() or self._loop is None or self._runner is None:
+            self._loop = asyncio.new_event_loop()
+            # Lines are the task's data, for its result: not the worker's log.
+            log = LogConfig(log_lines=False)
+            self._runner = Runner(output=self.output, log=log, concurrency=1, name=self.name)
+            self._pid = os.getpid()
+        return self._loop, self._runner
+
+
+def execute(settings: WorkerSettings, spec_data: object, policy_data: object) -> dict[str, Any]:
+    """Run one task from its message and return its Result in plain form.
+
+    Raises :class:`~hardexec.errors.PolicyError` for a message that is not a task,
+    :class:`~hardexec.errors.CeilingError` for a task asking for more than the ceiling (nothing
+    runs in either case), and the spawn error of a task that could not start.
+    """
+    settings.check_guard()
+    spec = task_from_dict(spec_data)
+    policy = None if policy_data is None else policy_from_dict(policy_data)
+    spec, policy = narrow(settings.ceiling, spec, policy)
+    policy = _guarded(policy, settings.directory)
+    return result_to_dict(_run(settings, spec, policy))
+
+
+def _guarded(policy: Policy, directory: Path | None) -> Policy:
+    """The policy with its tree in a group of the worker's directory, enforced: the guard is
+    what ends a tree whose pool process was killed, so a group that cannot be made refuses the
+    task rather than run it unguarded."""
+    if directory is None:
+        return replace(policy, die_with_parent=True)
+    group = policy.cgroups if policy.cgroups is not None else CgroupLimits()
+    return replace(
+        policy,
+        cgroups=replace(group, fail_on_error=True, keep_at_exit=False),
+        cgroup_parent=str(directory),
+        die_with_parent=True,
+    )
+
+
+def _run(settings: WorkerSettings, spec: Any, policy: Policy) -> Result:
+    loop, runner = settings.runner()
+    if threading.current_thread() is not threading.main_thread():
+        # A threads pool: signals are the main thread's; Celery's own handling applies.
+        return loop.run_until_complete(runner.run(spec, policy=policy))
+    soft = _SoftLimit(loop, runner)
+    directory = settings.directory
+    previous_term = signal.getsignal(signal.SIGTERM)
+
+    def on_term(signum: int, frame: Any) -> None:
+        if directory is not None:
+            kill_groups_of(directory, os.getpid())
+        signal.signal(signal.SIGTERM, previous_term)
+        if callable(previous_term):
+            previous_term(signum, frame)
+        else:
+            os.kill(os.getpid(), signum)
+
+    previous_soft = signal.signal(signal.SIGUSR1, soft.fired)
+    signal.signal(signal.SIGTERM, on_term)
+    try:
+        result = loop.run_until_complete(runner.run(spec, policy=policy))
+    finally:
+        signal.signal(signal.SIGTERM, previous_term)
+        signal.signal(signal.SIGUSR1, previous_soft)
+    if soft.hit:
+        from celery.exceptions import SoftTimeLimitExceeded
+
+        raise SoftTimeLimitExceeded(f"soft time limit exceeded: {result.describe()}")
+    return result
+
+
+class _SoftLimit:
+    """Celery's soft time limit, turned into the runner's cancel (run on the loop, not raised
+    into whatever line the task's code was at)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, runner: Runner) -> None:
+        self.loop = loop
+        self.runner = runner
+        self.hit = False
+
+    def fired(self, signum: int, frame: Any) -> None:
+        self.hit = True
+        self.loop.call_soon_threadsafe(self.runner.cancel)
