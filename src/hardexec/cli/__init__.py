@@ -91,6 +91,14 @@ def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0911  (one per c
 
                 return current(ns)
             return _caps(ns.decode)
+        if ns.command == "worker":
+            from .fleet import worker_command
+
+            return worker_command(ns)
+        if ns.command == "submit":
+            from .fleet import submit_command
+
+            return submit_command(request(ns), ns)
         if ns.command == "explain":
             from .explain import explain_command
 

@@ -79,6 +79,7 @@ def parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser
     )
     add_run_options(learning)
 
+    working, submitting = _fleet_parsers(sub)
     listing = _caps_parser(sub)
     checking = sub.add_parser(
         "check",
@@ -101,7 +102,67 @@ def parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser
         "learn": learning,
         "caps": listing,
         "check": checking,
+        "worker": working,
+        "submit": submitting,
     }
+
+
+def _fleet_parsers(sub: Any) -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
+    """``worker`` and ``submit`` (:mod:`hardexec.cli.fleet`)."""
+    working: argparse.ArgumentParser = sub.add_parser(
+        "worker",
+        help="a Celery worker that runs submitted tasks within a ceiling policy",
+        usage="hardexec worker --broker URL (--ceiling FILE | --profile NAME) [OPTIONS]",
+        description="Run a Celery worker (prefork pool) whose tasks run through hardexec's "
+        "runner. A submitted policy may only narrow the ceiling: a task asking for more is "
+        "refused, never run. Each task's tree lives in a cgroup of the worker's own, and ends "
+        "when the process running it dies.",
+    )
+    _broker_options(working)
+    working.add_argument(
+        "--ceiling", metavar="FILE", help="the most a task may get (a policy file)"
+    )
+    working.add_argument(
+        "--profile", metavar="NAME", help="a profile as the ceiling (--ceiling goes over it)"
+    )
+    working.add_argument(
+        "--concurrency", type=int, default=2, metavar="N", help="tasks at once (default 2)"
+    )
+    working.add_argument("--name", metavar="NAME", help="the worker's name (Celery's hostname)")
+    working.add_argument("--loglevel", default="warning", metavar="LEVEL", help="Celery's")
+    working.add_argument(
+        "--no-guard",
+        action="store_true",
+        help="no cgroup per task: only the program itself dies with its pool process, not "
+        "what it started (for hosts without a writable cgroup v2)",
+    )
+    submitting: argparse.ArgumentParser = sub.add_parser(
+        "submit",
+        help="send a command to the fleet under a policy; print its output and exit as it did",
+        usage="hardexec submit --broker URL [OPTIONS] -- COMMAND [ARG...]",
+        description="Send COMMAND, with the policy the run options ask for, to a worker; wait "
+        "for it and print its output. Exit status: the command's own; 124 timed out; 125 "
+        "refused by the worker (its ceiling, a bad policy) or it could not start.",
+    )
+    _broker_options(submitting)
+    submitting.add_argument("--json", action="store_true", help="print the Result as JSON")
+    submitting.add_argument(
+        "--no-wait", action="store_true", help="print the task id and exit at once"
+    )
+    submitting.add_argument(
+        "--wait",
+        type=float,
+        metavar="SECONDS",
+        help="how long to wait for the result (default: as long as it takes)",
+    )
+    add_run_options(submitting)
+    return working, submitting
+
+
+def _broker_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--broker", required=True, metavar="URL", help="redis://host:port/db")
+    p.add_argument("--backend", metavar="URL", help="the result backend (default: the broker)")
+    p.add_argument("--queue", metavar="NAME", help="the queue (default: Celery's, 'celery')")
 
 
 def add_run_options(p: argparse.ArgumentParser) -> None:

@@ -1,0 +1,140 @@
+"""``hardexec worker`` and ``hardexec submit``: the fleet on Celery, from the shell.
+
+``hardexec worker --broker URL --ceiling FILE [--concurrency N]`` is a Celery worker (prefork
+pool) that runs each task through the runner within the ceiling (``--ceiling`` a policy file,
+``--profile`` a profile, or both: the file over the profile). One of them is required: a worker
+with no ceiling would run whatever the queue asks as root, so ``--profile none`` must say so.
+
+``hardexec submit --broker URL [run options] -- COMMAND [ARG...]`` sends COMMAND with the policy
+the run options ask for (the same options as ``hardexec run``, ``--policy`` and ``--profile``
+included), waits for its result, prints the program's output on stdout and stderr, and exits
+with its status, as ``run`` does: 124 timed out, 125 refused (the worker's ceiling, a bad
+policy, a spawn that failed). ``--json`` prints the Result as JSON instead; ``--no-wait`` prints
+the task id and exits 0.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from .options import EXIT_FAILURE, fail
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from argparse import Namespace
+
+    from ..policyfile import PolicyFile
+    from .options import Request
+
+__all__ = ["submit_command", "worker_command"]
+
+_EXIT_TIMEOUT = 124
+
+
+def ceiling(ns: Namespace) -> PolicyFile:
+    """The worker's ceiling from ``--profile`` and ``--ceiling`` (or exit 125 saying why)."""
+    from ..errors import PolicyError
+    from ..policyfile import PROFILES, file_plain, from_plain, load_dict, merge
+
+    if ns.ceiling is None and ns.profile is None:
+        fail(
+            "worker: no ceiling: give --ceiling FILE or --profile NAME (a worker with no ceiling "
+            "runs whatever its queue asks, with this worker's privileges; say --profile none "
+            "to mean that)"
+        )
+    base: dict[str, object] = {"version": 1}
+    if ns.profile is not None:
+        if ns.profile not in PROFILES:
+            fail(f"--profile: {ns.profile!r} is not a profile ({', '.join(PROFILES)})")
+        base = PROFILES[ns.profile]
+    name = ns.ceiling or f"--profile {ns.profile}"
+    try:
+        if ns.ceiling is not None:
+            base = merge(base, file_plain(load_dict(ns.ceiling), ns.ceiling))
+        return from_plain(base, name)  # type: ignore[arg-type]
+    except PolicyError as err:
+        fail(f"--ceiling: {err}")
+
+
+def worker_command(ns: Namespace) -> int:
+    """Run a Celery worker for hardened tasks until it is stopped; its exit status."""
+    from ..errors import CgroupError
+
+    limits = ceiling(ns)
+    if ns.concurrency < 1:
+        fail(f"--concurrency: {ns.concurrency} is not a positive number")
+    try:
+        from ..celery import install, make_app
+    except ImportError as err:
+        fail(str(err))
+    app = make_app(ns.broker, ns.backend)
+    settings = install(app, limits, guard=not ns.no_guard, name=ns.name)
+    try:
+        settings.start_guard()
+    except CgroupError as err:
+        fail(f"worker: {err}")
+    argv = [
+        "worker",
+        f"--concurrency={ns.concurrency}",
+        "--pool=prefork",
+        f"--loglevel={ns.loglevel}",
+        "--without-gossip",
+        "--without-mingle",
+    ]
+    if ns.name:
+        argv.append(f"--hostname={ns.name}")
+    if ns.queue:
+        argv.append(f"--queues={ns.queue}")
+    try:
+        app.worker_main(argv)
+    except SystemExit as end:
+        return end.code if isinstance(end.code, int) else EXIT_FAILURE
+    finally:
+        settings.stop_guard()
+    return 0
+
+
+def submit_command(req: Request, ns: Namespace) -> int:
+    """Send the request's command to the fleet; its exit status, as ``run`` would give it."""
+    from ..errors import HardexecError
+
+    if req.verify:
+        fail("submit: --verify: the worker decides how it runs tasks (not a per-task option)")
+    if req.max_output:
+        fail(
+            "submit: --max-output: a worker caps every result by its ceiling's "
+            "run.max_output (not a per-task option)"
+        )
+    if req.json_result:
+        fail("submit: --json-result: use --json, which prints the result on stdout")
+    try:
+        from ..celery import submit
+    except ImportError as err:
+        fail(str(err))
+    assert req.task is not None  # request() always builds one
+    handle = submit(req.task, req.declared, broker=ns.broker, backend=ns.backend, queue=ns.queue)
+    if ns.no_wait:
+        print(handle.id)
+        return 0
+    try:
+        result = handle.get(timeout=ns.wait)
+    except (HardexecError, OSError) as err:  # refused by the worker, or the spawn failed
+        print(f"hardexec: submit: task {handle.id}: {err}", file=sys.stderr)
+        return EXIT_FAILURE
+    except Exception as err:  # Celery's own: a time limit, a revoke, a timeout waiting
+        print(f"hardexec: submit: task {handle.id}: {type(err).__name__}: {err}", file=sys.stderr)
+        return EXIT_FAILURE
+    if ns.json:
+        print(json.dumps(result.to_dict(), indent=2))
+    else:
+        sys.stdout.write(result.stdout)
+        sys.stdout.flush()
+        sys.stderr.write(result.stderr)
+        for warning in result.warnings:
+            print(f"hardexec: warning: {warning}", file=sys.stderr)
+    if result.timed_out:
+        return _EXIT_TIMEOUT
+    if result.signal is not None:
+        return 128 + result.signal
+    return result.exit_code if result.exit_code is not None else EXIT_FAILURE
