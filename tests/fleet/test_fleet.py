@@ -1,0 +1,377 @@
+"""Hardened tasks through real Celery workers and a real Redis server: what each task's program
+received, what the submitter gets back, and that no tree outlives the process running it.
+
+The workers' ceiling (conftest.CEILING): all capabilities dropped but CHOWN and
+NET_BIND_SERVICE, no_new_privs, 512 open files, the environment cleared but FLEET=yes,
+4096 bytes of output per stream, 120 s at most.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+
+import pytest
+
+from fleet_helpers import HARDEXEC, gone, kill_all, pids_in, ppid, start_worker
+from hardexec import Policy, RlimitConfig, SecurityConfig
+from hardexec.caps import CapSet
+from hardexec.confine import Confinement, SyscallFilter
+from hardexec.errors import CeilingError, PolicyError
+from hardexec.runner import TaskSpec
+from helpers import wait_until
+
+PROBE = (
+    'echo "token=$1"; grep -E "^(CapEff|NoNewPrivs|Uid):" /proc/self/status; '
+    'echo "nofile=$(ulimit -n)"; echo "fleet=${FLEET:-unset} home=${HOME:-unset}"'
+)
+
+
+def probe(token: str, **fields) -> TaskSpec:
+    return TaskSpec.command(["sh", "-c", PROBE, "probe", token], **fields)
+
+
+def lines(stdout: str) -> dict[str, str]:
+    found = {}
+    for line in stdout.splitlines():
+        if ":" in line and "=" not in line:
+            key, _, value = line.partition(":")
+            found[key] = value.split()[0]
+        else:
+            for word in line.split():
+                key, _, value = word.partition("=")
+                found[key] = value
+    return found
+
+
+def mask(*names: str) -> str:
+    return CapSet.of(*names).to_hex()
+
+
+def keep(*caps: str, **more) -> Policy:
+    return Policy(security=SecurityConfig(drop_all_caps=True, keep_caps=caps, **more))
+
+
+# --- 200 tasks of mixed policies, over both workers ---------------------------------------------
+
+KINDS = {
+    # name: (policy, what the program must have received)
+    "ceiling": (None, {"CapEff": mask("CHOWN", "NET_BIND_SERVICE"), "NoNewPrivs": "1"}),
+    "chown-only": (keep("CHOWN"), {"CapEff": mask("CHOWN"), "nofile": "512"}),
+    "nobody": (keep(user="nobody"), {"CapEff": mask(), "Uid": "65534"}),
+    "fewer-files": (Policy(rlimits=RlimitConfig(max_open_files=64)), {"nofile": "64"}),
+}
+
+
+def _expected_kind(i: int) -> str:
+    return ("ceiling", "chown-only", "nobody", "fewer-files", "exit", "script", "big", "above")[
+        i % 8
+    ]
+
+
+def test_200_mixed_tasks_each_get_exactly_their_policy(workers, broker, tmp_path):
+    from hardexec.celery import submit
+
+    marker = tmp_path / "ran-above-ceiling"
+    sent = []
+    for i in range(200):
+        kind = _expected_kind(i)
+        token = f"t{i}"
+        if kind in KINDS:
+            spec, policy = probe(token), KINDS[kind][0]
+        elif kind == "exit":
+            spec, policy = (
+                TaskSpec.command(["sh", "-c", f"echo {token} >&2; exit {i % 7 + 1}"]),
+                None,
+            )
+        elif kind == "script":
+            spec, policy = (
+                TaskSpec.script("python", f"import os; print('{token}', os.getuid())"),
+                None,
+            )
+        elif kind == "big":
+            spec = TaskSpec.command(["sh", "-c", f"echo {token}; seq 1 20000"])
+            policy = None
+        else:
+            spec = TaskSpec.command(["touch", str(marker)])
+            policy = Policy(
+                security=SecurityConfig(drop_all_caps=True, keep_caps=["SYS_ADMIN"]),
+                rlimits=RlimitConfig(max_open_files=4096),
+            )
+        sent.append((i, kind, token, submit(spec, policy, broker=broker)))
+
+    ran_on = set()
+    for i, kind, token, handle in sent:
+        if kind == "above":
+            with pytest.raises(CeilingError) as refused:
+                handle.get(timeout=120)
+            text = str(refused.value)
+            assert "SYS_ADMIN" in text and "security.keep_caps" in text, text
+            assert "rlimits.max_open_files" in text and "4096" in text, text
+            continue
+        result = handle.get(timeout=120)
+        ran_on.add(handle.async_result.worker)
+        if kind in KINDS:
+            got = lines(result.stdout)
+            assert got["token"] == token, result.stdout
+            for key, value in KINDS[kind][1].items():
+                assert got[key] == value, (kind, key, result.stdout)
+            # The ceiling's environment: cleared, its own FLEET set; the worker's HOME is not.
+            assert got["fleet"] == "yes" and got["home"] == "unset", result.stdout
+            assert result.exit_code == 0 and result.usage is not None
+            assert result.usage.source == "cgroup"  # every task's tree is in a worker group
+        elif kind == "exit":
+            assert result.exit_code == i % 7 + 1 and result.stderr == f"{token}\n"
+        elif kind == "script":
+            assert result.stdout == f"{token} 0\n" and result.ok
+        elif kind == "big":
+            # The ceiling's max_output (4096 bytes a stream) holds on the worker.
+            assert len(result.stdout.encode()) <= 4096
+            assert result.stdout.startswith(f"{token}\n1\n")
+            assert result.truncated.stdout_bytes > 0 and result.ok
+    assert not marker.exists(), "a task above the ceiling ran"
+    assert ran_on == {"w1@fleet", "w2@fleet"}, ran_on
+
+
+def test_a_task_above_the_ceiling_is_refused_with_each_reason_and_never_runs(
+    workers, broker, tmp_path
+):
+    from hardexec.celery import submit
+
+    marker = tmp_path / "ran"
+    policy = Policy(
+        security=SecurityConfig(drop_all_caps=True, keep_caps=["NET_ADMIN", "CHOWN"]),
+        rlimits=RlimitConfig(max_open_files=100_000),
+    )
+    spec = TaskSpec.command(["touch", str(marker)], env_policy=("HOME",), timeout=500)
+    with pytest.raises(CeilingError) as refused:
+        submit(spec, policy, broker=broker).get(timeout=60)
+    text = str(refused.value)
+    for part in ("NET_ADMIN", "max_open_files", "100000", "HOME", "timeout"):
+        assert part in text, text
+    assert "CHOWN" not in text.split("NET_ADMIN", 1)[0]  # what is within is not named
+    assert not marker.exists()
+
+
+def test_a_message_that_is_not_a_task_is_refused(workers, app):
+    from hardexec.celery import TASK_NAME
+
+    bad = app.send_task(TASK_NAME, args=[{"version": 1, "argv": []}, None])
+    with pytest.raises(PolicyError, match="task.argv"):
+        bad.get(timeout=60)
+    worse = app.send_task(TASK_NAME, args=[{"version": 1, "argv": ["true"], "shell": True}, None])
+    with pytest.raises(PolicyError, match="shell"):
+        worse.get(timeout=60)
+
+
+def test_a_denied_syscall_is_counted_in_the_result(workers, broker):
+    from hardexec.celery import submit
+
+    policy = Policy(confinement=Confinement(syscalls=SyscallFilter(deny=("fchmodat", "fchmodat2"))))
+    result = submit(TaskSpec.command(["chmod", "700", "/tmp/."]), policy, broker=broker).get(60)
+    assert result.exit_code != 0
+    assert sum(result.denied_syscalls.values()) >= 1, result
+
+
+# --- lifetimes -----------------------------------------------------------------------------------
+
+FIRST_THEN_QUICK = (
+    'if [ -s "$1" ]; then echo second; echo $$ >> "$1"; exit 0; fi; '
+    'echo $$ >> "$1"; sleep 300 & echo $! >> "$1"; wait'
+)
+
+
+def test_a_killed_pool_process_takes_its_tree_and_the_task_runs_again_from_scratch(
+    workers, broker, tmp_path
+):
+    from hardexec.celery import submit
+
+    record = tmp_path / "pids"
+    handle = submit(
+        TaskSpec.command(["sh", "-c", FIRST_THEN_QUICK, "t", str(record)]), broker=broker
+    )
+    first = pids_in(record, 2)
+    try:
+        pool = ppid(first[0])
+        os.kill(pool, 9)  # the Celery pool process running the task
+        result = handle.get(timeout=60)
+        assert result.ok and result.stdout == "second\n"
+        # The first attempt's program and the process it left are gone, a second ran.
+        assert wait_until(lambda: gone(first), timeout=10), first
+        runs = record.read_text().split()
+        assert len(runs) == 3 and int(runs[2]) not in first
+        # Nothing of the first attempt's group is left in either worker's directory.
+        for worker in workers:
+            directory = worker.directory()
+            assert directory is not None
+            assert wait_until(
+                lambda d=directory: (
+                    not any(p.name.startswith(f"hardexec-{pool}-") for p in d.iterdir())
+                ),
+                timeout=10,
+            )
+        assert b"ending its tree" in b"".join(w.log.read_bytes() for w in workers)
+    finally:
+        kill_all(first)
+
+
+def test_revoke_with_terminate_ends_the_whole_tree(workers, broker, tmp_path):
+    from celery.exceptions import TaskRevokedError
+
+    from hardexec.celery import submit
+
+    record = tmp_path / "pids"
+    script = (
+        'echo $$ >> "$1"; sleep 300 & echo $! >> "$1"; setsid sleep 301 & echo $! >> "$1"; wait'
+    )
+    handle = submit(TaskSpec.command(["sh", "-c", script, "t", str(record)]), broker=broker)
+    tree = pids_in(record, 3)
+    try:
+        handle.revoke(terminate=True)
+        with pytest.raises(TaskRevokedError):
+            handle.get(timeout=60)
+        assert wait_until(lambda: gone(tree), timeout=10), tree
+    finally:
+        kill_all(tree)
+
+
+def test_celerys_hard_time_limit_ends_the_whole_tree(workers, broker, tmp_path):
+    from celery.exceptions import TimeLimitExceeded
+
+    from hardexec.celery import submit
+
+    record = tmp_path / "pids"
+    script = 'echo $$ >> "$1"; sleep 300 & echo $! >> "$1"; wait'
+    handle = submit(
+        TaskSpec.command(["sh", "-c", script, "t", str(record)]), broker=broker, time_limit=2
+    )
+    tree = pids_in(record, 2)
+    try:
+        with pytest.raises(TimeLimitExceeded):
+            handle.get(timeout=60)
+        assert wait_until(lambda: gone(tree), timeout=10), tree
+    finally:
+        kill_all(tree)
+
+
+def test_celerys_soft_time_limit_ends_the_tree_the_runners_way(workers, app, tmp_path):
+    from celery.exceptions import SoftTimeLimitExceeded
+
+    from hardexec.celery import TASK_NAME
+    from hardexec.serial import task_to_dict
+
+    record = tmp_path / "pids"
+    told = tmp_path / "told"
+    # The program is told (SIGTERM) before it is killed: the runner's end, not a bare SIGKILL.
+    script = f'trap "echo term > {told}; exit 3" TERM; echo $$ >> "$1"; sleep 300 & wait'
+    spec = TaskSpec.command(["sh", "-c", script, "t", str(record)], kill_after=5)
+    handle = app.send_task(TASK_NAME, args=[task_to_dict(spec), None], soft_time_limit=1)
+    tree = pids_in(record, 1)
+    try:
+        with pytest.raises(SoftTimeLimitExceeded, match="cancelled"):
+            handle.get(timeout=60)
+        assert told.read_text() == "term\n"
+        assert wait_until(lambda: gone(tree), timeout=10)
+    finally:
+        kill_all(tree)
+
+
+def test_a_killed_worker_takes_every_tree_and_its_directory(
+    broker, ceiling_file, fleet_dir, tmp_path
+):
+    from hardexec.celery import submit
+
+    worker = start_worker(broker, ceiling_file, fleet_dir, "doomed", concurrency=2, queue="doomed")
+    record = tmp_path / "pids"
+    tree: list[int] = []
+    try:
+        directory, keeper = worker.directory(), worker.keeper()
+        assert directory is not None and keeper is not None
+        script = (
+            'echo $$ >> "$1"; sleep 300 & echo $! >> "$1"; setsid sleep 301 & echo $! >> "$1"; wait'
+        )
+        submit(
+            TaskSpec.command(["sh", "-c", script, "t", str(record)]), broker=broker, queue="doomed"
+        )
+        tree = pids_in(record, 3)
+        worker.process.kill()  # kill -9 of the whole worker (its main process)
+        worker.process.wait(10)
+        assert wait_until(lambda: gone(tree), timeout=10), tree
+        assert wait_until(lambda: not directory.exists(), timeout=10)
+        assert wait_until(lambda: gone([keeper]), timeout=10)
+    finally:
+        kill_all(tree)
+        worker.stop()
+
+
+def test_a_worker_whose_keeper_is_gone_refuses_tasks(broker, ceiling_file, fleet_dir, tmp_path):
+    from fleet_helpers import check_gone
+    from hardexec.celery import submit
+    from hardexec.errors import CgroupError
+
+    worker = start_worker(broker, ceiling_file, fleet_dir, "keeperless", concurrency=1, queue="kl")
+    marker = tmp_path / "ran"
+    try:
+        keeper = worker.keeper()
+        assert keeper is not None
+        os.kill(keeper, 9)
+        with pytest.raises(CgroupError, match="keeper"):
+            submit(TaskSpec.command(["touch", str(marker)]), broker=broker, queue="kl").get(60)
+        assert not marker.exists()
+    finally:
+        status = worker.stop()
+    assert status == 0
+    check_gone(worker)
+
+
+# --- the command line ----------------------------------------------------------------------
+
+
+def hx(*args, **kwargs):
+    return subprocess.run([*HARDEXEC, *args], capture_output=True, text=True, **kwargs)
+
+
+def test_submit_prints_the_output_and_exits_as_the_program_did(workers, broker, tmp_path):
+    job = tmp_path / "job.toml"
+    job.write_text('version = 1\n[security]\ndrop_all_caps = true\nkeep_caps = ["CHOWN"]\n')
+    script = "grep CapEff /proc/self/status; echo oops >&2; exit 3"
+    done = hx("submit", "--broker", broker, "--policy", str(job), "--", "sh", "-c", script)
+    assert done.returncode == 3, done.stderr
+    assert done.stdout == f"CapEff:\t{mask('CHOWN')}\n"
+    assert done.stderr == "oops\n"
+    as_json = hx("submit", "--broker", broker, "--json", "--", "sh", "-c", "echo hi")
+    assert as_json.returncode == 0, as_json.stderr
+    assert json.loads(as_json.stdout)["stdout"] == "hi\n"
+
+
+def test_submit_of_a_task_above_the_ceiling_exits_125_saying_why(workers, broker, tmp_path):
+    marker = tmp_path / "ran"
+    done = hx(
+        "submit",
+        "--broker",
+        broker,
+        "--drop-all-caps",
+        "--keep-cap",
+        "SYS_PTRACE",
+        "--",
+        "touch",
+        str(marker),
+    )
+    assert done.returncode == 125
+    assert "security.keep_caps: SYS_PTRACE" in done.stderr, done.stderr
+    assert done.stdout == "" and not marker.exists()
+
+
+def test_a_worker_without_a_ceiling_refuses_to_start():
+    done = hx("worker", "--broker", "redis+socket:///nonexistent/redis.sock")
+    assert done.returncode == 125
+    assert "no ceiling: give --ceiling FILE or --profile NAME" in done.stderr
+
+
+def test_a_worker_with_a_bad_ceiling_names_the_key(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('version = 1\n[security]\ndrop_all_caps = true\nkeep_caps = ["NET_BIND"]\n')
+    done = hx("worker", "--broker", "redis+socket:///nonexistent/redis.sock", "--ceiling", str(bad))
+    assert done.returncode == 125
+    assert "security.keep_caps[0]: unknown capability 'NET_BIND'" in done.stderr, done.stderr
