@@ -375,3 +375,38 @@ def test_a_worker_with_a_bad_ceiling_names_the_key(tmp_path):
     done = hx("worker", "--broker", "redis+socket:///nonexistent/redis.sock", "--ceiling", str(bad))
     assert done.returncode == 125
     assert "security.keep_caps[0]: unknown capability 'NET_BIND'" in done.stderr, done.stderr
+
+
+def test_a_streamed_task_sends_its_lines_as_they_come_within_the_cap(workers, broker, tmp_path):
+    from hardexec.celery import submit
+
+    go = tmp_path / "go"
+    # The second line waits for the test to have seen the first: it was sent while running.
+    script = f"echo first; echo warn >&2; while [ ! -e {go} ]; do sleep 0.05; done; seq 1 3000"
+    seen: list[tuple[str, str]] = []
+
+    def on_line(stream: str, text: str) -> None:
+        seen.append((stream, text))
+        if text == "first":
+            go.touch()
+
+    handle = submit(TaskSpec.command(["sh", "-c", script], timeout=60), broker=broker, stream=True)
+    result = handle.get(timeout=60, on_line=on_line)
+    assert result.ok
+    assert seen[:2] == [("stdout", "first"), ("stderr", "warn")] or seen[:2] == [
+        ("stderr", "warn"),
+        ("stdout", "first"),
+    ]
+    streamed = "".join(text + "\n" for stream, text in seen if stream == "stdout")
+    # Cut at the ceiling's 4096 bytes a stream, as the result is, and said so.
+    assert len(streamed.encode()) <= 4096 + 100
+    assert streamed.startswith("first\n1\n2\n")
+    assert seen[-1] == ("stdout", "[hardexec: the rest is in the result]")
+
+
+def test_submit_stream_prints_lines_live_and_exits_as_the_program_did(workers, broker):
+    done = hx(
+        "submit", "--broker", broker, "--stream", "--", "sh", "-c", "echo a; echo b >&2; exit 4"
+    )
+    assert done.returncode == 4, done.stderr
+    assert done.stdout == "a\n" and done.stderr == "b\n"

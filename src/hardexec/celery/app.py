@@ -26,10 +26,12 @@ if TYPE_CHECKING:
 
     from ..policyfile import PolicyFile
 
-__all__ = ["TASK_NAME", "install", "make_app"]
+__all__ = ["OUTPUT_STATE", "TASK_NAME", "install", "make_app"]
 
 #: The name hardened tasks are sent and registered under.
 TASK_NAME = "hardexec.run"
+#: The state a streaming task's lines come in (``meta = {"lines": [[stream, text], ...]}``).
+OUTPUT_STATE = "OUTPUT"
 logger = logging.getLogger("hardexec")
 
 _CONFIG: dict[str, Any] = {
@@ -79,8 +81,16 @@ def install(
     settings = WorkerSettings(ceiling, None, name or app.main or "hardexec", guard=guard)
 
     @app.task(name=TASK_NAME, bind=True)
-    def run_task(self: Any, spec: object, policy: object = None) -> dict[str, Any]:
-        return execute(settings, spec, policy)
+    def run_task(
+        self: Any, spec: object, policy: object = None, stream: bool = False
+    ) -> dict[str, Any]:
+        if stream is not True:
+            return execute(settings, spec, policy)
+
+        def publish(lines: list[list[str]]) -> None:
+            self.update_state(state=OUTPUT_STATE, meta={"lines": lines})
+
+        return execute(settings, spec, policy, publish)
 
     del run_task
     # worker_init runs in the main process before the pool forks; worker_shutdown at its end.

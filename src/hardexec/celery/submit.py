@@ -13,10 +13,11 @@ import threading
 from ..errors import PolicyError
 from ..runner import Result, TaskSpec
 from ..serial import policy_to_dict, task_to_dict
-from .app import TASK_NAME, make_app
+from .app import OUTPUT_STATE, TASK_NAME, make_app
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any
 
     from celery import Celery
@@ -45,15 +46,34 @@ class Submission:
         self.async_result = async_result
         self.id: str = async_result.id
 
-    def get(self, timeout: float | None = None) -> Result:
+    def get(
+        self,
+        timeout: float | None = None,
+        *,
+        on_line: Callable[[str, str], Any] | None = None,
+    ) -> Result:
         """Wait for the task and return its :class:`~hardexec.runner.Result`.
+
+        ``on_line(stream, text)`` is called with each line as it comes (``"stdout"`` or
+        ``"stderr"``, the line without its newline) when the task was submitted with
+        ``stream=True``; each stream is cut at the worker's output cap, as the result is.
 
         Raises what the worker raised: :class:`~hardexec.errors.CeilingError` (the task asked
         for more than the worker allows; it did not run), :class:`~hardexec.errors.PolicyError`
         (the message was not a valid task), the spawn error, Celery's ``TimeLimitExceeded`` or
         ``TaskRevokedError``; and Celery's ``TimeoutError`` when ``timeout`` passes first.
         """
-        data = self.async_result.get(timeout=timeout, propagate=True)
+        if on_line is None:
+            data = self.async_result.get(timeout=timeout, propagate=True)
+            return Result.from_dict(data)
+
+        def on_message(meta: dict[str, Any]) -> None:
+            if meta.get("status") != OUTPUT_STATE:
+                return
+            for stream, text in (meta.get("result") or {}).get("lines", ()):
+                on_line(stream, text)
+
+        data = self.async_result.get(timeout=timeout, propagate=True, on_message=on_message)
         return Result.from_dict(data)
 
     def ready(self) -> bool:
@@ -77,6 +97,7 @@ def submit(
     backend: str | None = None,
     queue: str | None = None,
     time_limit: float | None = None,
+    stream: bool = False,
 ) -> Submission:
     """Send ``spec`` to run under ``policy`` (narrowed to the worker's ceiling there).
 
@@ -89,6 +110,8 @@ def submit(
         queue: the queue to send to (default: Celery's, ``celery``).
         time_limit: Celery's hard time limit in seconds; default: the task's timeout plus its
             ``kill_after`` and ``drain_timeout`` and a margin (none without a timeout).
+        stream: send the program's lines as they come, for :meth:`Submission.get`'s
+            ``on_line`` (the result carries them all the same).
     """
     if not isinstance(spec, TaskSpec):
         raise PolicyError(f"submit: spec: expected a TaskSpec, got {type(spec).__name__}")
@@ -104,7 +127,8 @@ def submit(
     if queue is not None:
         options["queue"] = queue
     args = [task_to_dict(spec), None if policy is None else policy_to_dict(policy)]
-    return Submission(app.send_task(TASK_NAME, args=args, **options))
+    kwargs = {"stream": True} if stream else {}
+    return Submission(app.send_task(TASK_NAME, args=args, kwargs=kwargs, **options))
 
 
 def _app(broker: str, backend: str | None) -> Celery:

@@ -35,18 +35,22 @@ from ..treeguard import Guard, kill_groups_of
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from pathlib import Path
     from typing import Any
 
     from ..policyfile import PolicyFile
-    from ..runner import Result
+    from ..runner import Event, Result
 
-__all__ = ["DEFAULT_MAX_OUTPUT", "WorkerSettings", "execute"]
+__all__ = ["DEFAULT_MAX_OUTPUT", "STREAM_DELAY", "Stream", "WorkerSettings", "execute"]
 
 #: Bytes of each stream a result keeps when the ceiling sets no ``run.max_output``: a result
 #: lives in the backend (Redis: one value), so it is bounded however much a task prints.
 DEFAULT_MAX_OUTPUT = 1 << 20
 logger = logging.getLogger("hardexec")
+#: Seconds a streamed line waits at most for others to go with it.
+STREAM_DELAY = 0.1
+_STREAM_BATCH = 200  # lines in one message at most
 
 
 class WorkerSettings:
@@ -75,6 +79,11 @@ class WorkerSettings:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._runner: Runner | None = None
         self._pid = -1
+        self.streaming: Stream | None = None  # the running task's, when its submitter asked
+
+    def _event(self, event: Event) -> None:
+        if self.streaming is not None:
+            self.streaming.add(event)
 
     def start_guard(self) -> None:
         """In the worker's main process, before the pool forks: make the worker's cgroup
@@ -120,13 +129,24 @@ class WorkerSettings:
             self._loop = asyncio.new_event_loop()
             # Lines are the task's data, for its result: not the worker's log.
             log = LogConfig(log_lines=False)
-            self._runner = Runner(output=self.output, log=log, concurrency=1, name=self.name)
+            self._runner = Runner(
+                output=self.output, log=log, concurrency=1, name=self.name, sink=self._event
+            )
             self._pid = os.getpid()
         return self._loop, self._runner
 
 
-def execute(settings: WorkerSettings, spec_data: object, policy_data: object) -> dict[str, Any]:
+def execute(
+    settings: WorkerSettings,
+    spec_data: object,
+    policy_data: object,
+    publish: Callable[[list[list[str]]], None] | None = None,
+) -> dict[str, Any]:
     """Run one task from its message and return its Result in plain form.
+
+    With ``publish``, the program's lines are sent through it as they come, in batches of
+    ``[stream, text]`` pairs (at most :data:`STREAM_DELAY` seconds late), up to the ceiling's
+    output cap per stream.
 
     Raises :class:`~hardexec.errors.PolicyError` for a message that is not a task,
     :class:`~hardexec.errors.CeilingError` for a task asking for more than the ceiling (nothing
@@ -137,7 +157,16 @@ def execute(settings: WorkerSettings, spec_data: object, policy_data: object) ->
     policy = None if policy_data is None else policy_from_dict(policy_data)
     spec, policy = narrow(settings.ceiling, spec, policy)
     policy = _guarded(policy, settings.directory)
-    return result_to_dict(_run(settings, spec, policy))
+    if publish is None:
+        return result_to_dict(_run(settings, spec, policy))
+    loop, _ = settings.runner()
+    settings.streaming = Stream(loop, publish, settings.output.max_bytes)
+    try:
+        result = _run(settings, spec, policy)
+    finally:
+        settings.streaming.flush()
+        settings.streaming = None
+    return result_to_dict(result)
 
 
 def _guarded(policy: Policy, directory: Path | None) -> Policy:
@@ -185,6 +214,53 @@ def _run(settings: WorkerSettings, spec: Any, policy: Policy) -> Result:
 
         raise SoftTimeLimitExceeded(f"soft time limit exceeded: {result.describe()}")
     return result
+
+
+class Stream:
+    """The running task's lines on their way to its submitter: batched (a message per line
+    would cost the backend more than the line), each stream cut at ``limit`` bytes, as the
+    result is."""
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        publish: Callable[[list[list[str]]], None],
+        limit: int | None,
+    ) -> None:
+        self.loop = loop
+        self.publish = publish
+        self.left = {"stdout": limit, "stderr": limit}
+        self.batch: list[list[str]] = []
+        self.timer: asyncio.TimerHandle | None = None
+
+    def add(self, event: Event) -> None:
+        if event.kind != "line" or event.stream is None:
+            return
+        left = self.left[event.stream]
+        size = len(event.text.encode(errors="replace")) + 1
+        if left is not None:
+            if left < size:
+                if left >= 0:
+                    self.batch.append([event.stream, "[hardexec: the rest is in the result]"])
+                    self.left[event.stream] = -1
+                return
+            self.left[event.stream] = left - size
+        self.batch.append([event.stream, event.text])
+        if len(self.batch) >= _STREAM_BATCH:
+            self.flush()
+        elif self.timer is None:
+            self.timer = self.loop.call_later(STREAM_DELAY, self.flush)
+
+    def flush(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        if self.batch:
+            batch, self.batch = self.batch, []
+            try:
+                self.publish(batch)
+            except Exception as err:  # the result still carries the output
+                logger.warning("hardexec: could not stream a task's lines: %s", err)
 
 
 class _SoftLimit:

@@ -9,8 +9,9 @@ with no ceiling would run whatever the queue asks as root, so ``--profile none``
 the run options ask for (the same options as ``hardexec run``, ``--policy`` and ``--profile``
 included), waits for its result, prints the program's output on stdout and stderr, and exits
 with its status, as ``run`` does: 124 timed out, 125 refused (the worker's ceiling, a bad
-policy, a spawn that failed). ``--json`` prints the Result as JSON instead; ``--no-wait`` prints
-the task id and exits 0.
+policy, a spawn that failed). ``--stream`` prints the program's lines as they come (each stream
+cut at the worker's output cap); ``--json`` prints the Result as JSON instead; ``--no-wait``
+prints the task id and exits 0.
 """
 
 from __future__ import annotations
@@ -95,6 +96,11 @@ def worker_command(ns: Namespace) -> int:
     return 0
 
 
+def _print_line(stream: str, text: str) -> None:
+    out = sys.stdout if stream == "stdout" else sys.stderr
+    print(text, file=out, flush=True)
+
+
 def submit_command(req: Request, ns: Namespace) -> int:
     """Send the request's command to the fleet; its exit status, as ``run`` would give it."""
     from ..errors import HardexecError
@@ -113,12 +119,21 @@ def submit_command(req: Request, ns: Namespace) -> int:
     except ImportError as err:
         fail(str(err))
     assert req.task is not None  # request() always builds one
-    handle = submit(req.task, req.declared, broker=ns.broker, backend=ns.backend, queue=ns.queue)
+    if ns.stream and (ns.no_wait or ns.json):
+        fail("submit: --stream: prints lines as they come; not with --no-wait or --json")
+    handle = submit(
+        req.task,
+        req.declared,
+        broker=ns.broker,
+        backend=ns.backend,
+        queue=ns.queue,
+        stream=ns.stream,
+    )
     if ns.no_wait:
         print(handle.id)
         return 0
     try:
-        result = handle.get(timeout=ns.wait)
+        result = handle.get(timeout=ns.wait, on_line=_print_line if ns.stream else None)
     except (HardexecError, OSError) as err:  # refused by the worker, or the spawn failed
         print(f"hardexec: submit: task {handle.id}: {err}", file=sys.stderr)
         return EXIT_FAILURE
@@ -127,10 +142,11 @@ def submit_command(req: Request, ns: Namespace) -> int:
         return EXIT_FAILURE
     if ns.json:
         print(json.dumps(result.to_dict(), indent=2))
-    else:
+    elif not ns.stream:
         sys.stdout.write(result.stdout)
         sys.stdout.flush()
         sys.stderr.write(result.stderr)
+    if not ns.json:
         for warning in result.warnings:
             print(f"hardexec: warning: {warning}", file=sys.stderr)
     if result.timed_out:

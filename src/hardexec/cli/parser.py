@@ -150,6 +150,9 @@ def _fleet_parsers(sub: Any) -> tuple[argparse.ArgumentParser, argparse.Argument
         "--no-wait", action="store_true", help="print the task id and exit at once"
     )
     submitting.add_argument(
+        "--stream", action="store_true", help="print the program's lines as they come"
+    )
+    submitting.add_argument(
         "--wait",
         type=float,
         metavar="SECONDS",
