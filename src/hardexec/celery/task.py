@@ -27,7 +27,7 @@ import threading
 
 from .._record import replace
 from ..ceiling import narrow
-from ..errors import CgroupError
+from ..errors import CgroupError, HardexecError
 from ..policy import CgroupLimits, Policy
 from ..runner import LogConfig, OutputLimits, Runner
 from ..serial import policy_from_dict, result_to_dict, task_from_dict
@@ -95,7 +95,7 @@ class WorkerSettings:
         guard = Guard(self.ceiling.policy.cgroup_parent)
         try:
             self.directory = guard.start()
-        except CgroupError as err:
+        except HardexecError as err:  # CgroupError; PolicyError for a parent that is no group
             self.refusal = str(err)
             logger.error("hardexec: this worker refuses tasks: %s", err)
             raise

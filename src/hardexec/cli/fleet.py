@@ -60,7 +60,7 @@ def ceiling(ns: Namespace) -> PolicyFile:
 
 def worker_command(ns: Namespace) -> int:
     """Run a Celery worker for hardened tasks until it is stopped; its exit status."""
-    from ..errors import CgroupError
+    from ..errors import HardexecError
 
     limits = ceiling(ns)
     if ns.concurrency < 1:
@@ -73,7 +73,7 @@ def worker_command(ns: Namespace) -> int:
     settings = install(app, limits, guard=not ns.no_guard, name=ns.name)
     try:
         settings.start_guard()
-    except CgroupError as err:
+    except HardexecError as err:
         fail(f"worker: {err}")
     argv = [
         "worker",
