@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 
+from ..errors import HardexecError
 from .task import WorkerSettings, execute
 
 TYPE_CHECKING = False
@@ -80,7 +81,8 @@ def install(
             )
     settings = WorkerSettings(ceiling, None, name or app.main or "hardexec", guard=guard)
 
-    @app.task(name=TASK_NAME, bind=True)
+    # Refusals are expected outcomes: Celery logs them in a line, not with a traceback.
+    @app.task(name=TASK_NAME, bind=True, throws=(HardexecError,))
     def run_task(
         self: Any, spec: object, policy: object = None, stream: bool = False
     ) -> dict[str, Any]:

@@ -75,7 +75,17 @@ def worker_command(ns: Namespace) -> int:
         settings.start_guard()
     except HardexecError as err:
         fail(f"worker: {err}")
+    import warnings
+
+    from celery.exceptions import SecurityWarning
+
+    # Celery discourages a root worker because a pickled message runs code as it is read; this
+    # worker accepts JSON only, and is root to give each task the identity its policy names.
+    warnings.filterwarnings("ignore", category=SecurityWarning)
+    # Celery's banner only when its log is asked for in detail.
+    quiet = [] if ns.loglevel.lower() in ("info", "debug") else ["--quiet"]
     argv = [
+        *quiet,
         "worker",
         f"--concurrency={ns.concurrency}",
         "--pool=prefork",
