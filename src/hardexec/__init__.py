@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from .cgroups import Cgroup
     from .confine import Confinement, PathRule, SyscallFilter
     from .errors import (
+        CeilingError,
         CgroupError,
         HardexecError,
         PolicyError,
@@ -50,6 +51,7 @@ _WHERE = {
     "CapSet": "caps",
     "Capability": "capability",
     "Cgroup": "cgroups",
+    "CeilingError": "errors",
     "CgroupError": "errors",
     "CgroupLimits": "policy",
     "CompletedProcess": "spawn",
@@ -88,6 +90,7 @@ _WHERE = {
 __all__ = [
     "CapSet",
     "Capability",
+    "CeilingError",
     "Cgroup",
     "CgroupError",
     "CgroupLimits",

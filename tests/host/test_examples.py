@@ -403,6 +403,21 @@ def check_learn(result) -> None:
     ), result.stderr
 
 
+def check_fleet(result):
+    _ok(result)
+    out = result.stdout.splitlines()
+    # The ceiling as given; exit status 3 came back.
+    assert out[:3] == ["CapEff:\t0000000000000400", "NoNewPrivs:\t1", "exit status 3"], out
+    # Narrowed: nobody, nothing kept.
+    assert out[3:5] == ["nobody", "CapEff:\t0000000000000000"], out
+    # Widened: refused with the reason, and the program never ran.
+    assert out[5] == "refused (exit 125)", out
+    assert "security.keep_caps: SYS_ADMIN is not kept by this worker's ceiling" in result.stderr
+    # From Python: the Result, its streams, and usage from the worker's group for the task.
+    assert out[6].startswith("'sh' exited with status 0 after "), out
+    assert out[7] == "stdout: 64 | stderr: to stderr | usage from cgroup", out
+
+
 CHECKS: dict[str, Callable[[subprocess.CompletedProcess[str]], None]] = {
     "what_the_program_gets.sh": check_what_the_program_gets,
     "unprivileged_user.sh": check_unprivileged_user,
@@ -428,8 +443,10 @@ CHECKS: dict[str, Callable[[subprocess.CompletedProcess[str]], None]] = {
     "explain.sh": check_explain,
     "verify.sh": check_verify,
     "learn.sh": check_learn,
+    "fleet.sh": check_fleet,
 }
 OWN_NETWORK = {"web_server.sh", "profiles.sh"}  # they bind port 80
+NEEDS = {"fleet.sh": "redis-server"}  # a command the example starts (./run-tests installs it)
 
 
 @pytest.mark.parametrize("name", sorted(p.name for p in EXAMPLES.iterdir() if p.is_file()))
@@ -437,6 +454,8 @@ def test_example_runs_and_shows_what_it_says(name, tmp_path):
     check = CHECKS.get(name)
     assert check is not None, f"examples/{name} has no check in {Path(__file__).name}"
     own_network = name in OWN_NETWORK
+    if name in NEEDS and not shutil.which(NEEDS[name]):
+        pytest.skip(f"needs {NEEDS[name]} (apt-get install {NEEDS[name]}; ./run-tests does)")
     if own_network and not (shutil.which("unshare") and shutil.which("ip")):
         pytest.skip("needs unshare and ip to give the example a loopback of its own")
     check(run_example(name, tmp_path, own_network))
