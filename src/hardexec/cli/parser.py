@@ -95,12 +95,16 @@ def parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser
         metavar="FEATURE,...",
         help=f"exit 1 unless each is usable: {', '.join(FEATURES)}",
     )
+    from .export import add_parser as add_export_parser
+
+    exporting = add_export_parser(sub)
     return top, {
         "run": run,
         "explain": explaining,
         "learn": learning,
         "caps": listing,
         "check": checking,
+        "export": exporting,
     }
 
 
