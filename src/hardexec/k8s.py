@@ -42,10 +42,12 @@ __all__ = ["ENFORCED_ANYWAY", "KINDS", "Export", "export", "is_dns_label", "to_y
 #: The manifest kinds :func:`export` writes.
 KINDS = ("pod", "job")
 
-#: Fields a pod enforces whatever their value says: they choose between failing closed and
-#: warning, and a container runtime always fails closed (a capability, limit or seccomp
-#: profile it cannot apply fails the container). Each is "expressed" by the pod as it is.
+#: Fields a pod gives whatever their value says, so that no key of the manifest says them:
+#: those that choose between failing closed and warning (a container runtime always fails
+#: closed: a capability, limit or seccomp profile it cannot apply fails the container), and a
+#: cgroup of the program's own (every container has one).
 ENFORCED_ANYWAY = {
+    "cgroups": "a container always has a cgroup of its own, ended as a whole with it",
     "security.fail_on_cap_error": "the runtime fails the container when it cannot set capabilities",
     "cgroups.fail_on_error": "the kubelet and runtime apply a container's limits or fail it",
     "confinement.best_effort": "the runtime fails the container when it cannot apply its "
