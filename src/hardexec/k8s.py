@@ -313,13 +313,18 @@ class _Builder:
             )
         uid = sec.identity.uid
         if kept and uid is not None and uid != 0:
+            sysctl = (
+                "; the pod sysctl net.ipv4.ip_unprivileged_port_start does what "
+                "NET_BIND_SERVICE would"
+                if "NET_BIND_SERVICE" in kept
+                else ""
+            )
             self.lost(
                 "security.keep_caps",
                 _listed(sorted(kept)),
-                f"for uid {uid} hardexec raises them as ambient capabilities; Kubernetes has no "
-                "ambient capabilities, so a program not run as root holds them only through file "
-                "capabilities (for NET_BIND_SERVICE the pod sysctl "
-                "net.ipv4.ip_unprivileged_port_start does the same)",
+                f"for uid {uid} hardexec raises them as ambient capabilities, which Kubernetes "
+                "has not: a program that is not root holds them only through file capabilities, "
+                f"and not at all without privilege escalation{sysctl}",
             )
         elif kept and uid is None:
             self.note(
