@@ -712,6 +712,12 @@ class _Builder:
             "another ABI (i386's int 0x80, x32), the runtime gives it its bad-architecture "
             "action"
         )
+        if allowed is not None:
+            self.note(
+                "an allow-list profile also judges the runtime's own last steps between loading "
+                "it and the exec (runc's Go runtime makes a few calls there): a container that "
+                "fails to start with it needs those calls allowed too"
+            )
         if f.default and allowed is None:
             self.lost(
                 "confinement.syscalls.default",
