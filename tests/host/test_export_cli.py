@@ -6,7 +6,6 @@ as it is; what a pod cannot say is one line each on stderr; mistakes exit 2 (usa
 import json
 import os
 import pwd
-import re
 import signal
 import subprocess
 import sys
@@ -290,7 +289,7 @@ def run_example(tmp_path):
 def test_the_example_shows_what_it_says(tmp_path):
     status, out, err = run_example(tmp_path)
     assert status == 0, err
-    manifest_text, rest = out.split("SCMP_ACT_ALLOW SCMP_ARCH_X86_64\n")
+    manifest_text, rest = out.split("SCMP_ACT_ALLOW SCMP_ACT_ERRNO\n")  # ptrace: refused
     pod = manifest_of(manifest_text)
     [c] = pod["spec"]["containers"]
     ctx = c["securityContext"]
@@ -300,10 +299,7 @@ def test_the_example_shows_what_it_says(tmp_path):
     assert ctx["seccompProfile"] == {"type": "Localhost", "localhostProfile": "hardexec/web.json"}
     assert c["resources"] == {"limits": {"cpu": "500m", "memory": "256Mi"}}
     assert pod["spec"]["activeDeadlineSeconds"] == 3600
-    lines = rest.splitlines()
-    assert re.fullmatch(r"SCMP_ACT_ERRNO 1 [1-9]\d* calls: _sysctl acct add_key adjtimex", lines[0])
-    assert lines[1] == "SCMP_ACT_ERRNO 38 1 calls: clone3"
-    assert lines[2:] == [
+    assert rest.splitlines() == [
         'kind: "Job"',
         "  backoffLimit: 0",
         "  activeDeadlineSeconds: 600",
