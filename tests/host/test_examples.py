@@ -447,9 +447,14 @@ CHECKS: dict[str, Callable[[subprocess.CompletedProcess[str]], None]] = {
 }
 OWN_NETWORK = {"web_server.sh", "profiles.sh"}  # they bind port 80
 NEEDS = {"fleet.sh": "redis-server"}  # a command the example starts (./run-tests installs it)
+# Examples run and checked by their own command's tests instead, in the file named.
+CHECKED_ELSEWHERE = {"export_k8s.sh": "test_export_cli.py"}
 
 
-@pytest.mark.parametrize("name", sorted(p.name for p in EXAMPLES.iterdir() if p.is_file()))
+@pytest.mark.parametrize(
+    "name",
+    sorted(p.name for p in EXAMPLES.iterdir() if p.is_file() and p.name not in CHECKED_ELSEWHERE),
+)
 def test_example_runs_and_shows_what_it_says(name, tmp_path):
     check = CHECKS.get(name)
     assert check is not None, f"examples/{name} has no check in {Path(__file__).name}"
@@ -459,6 +464,12 @@ def test_example_runs_and_shows_what_it_says(name, tmp_path):
     if own_network and not (shutil.which("unshare") and shutil.which("ip")):
         pytest.skip("needs unshare and ip to give the example a loopback of its own")
     check(run_example(name, tmp_path, own_network))
+
+
+@pytest.mark.parametrize("name", sorted(CHECKED_ELSEWHERE))
+def test_an_example_checked_elsewhere_is_run_there(name):
+    assert (EXAMPLES / name).is_file()
+    assert f'"examples" / "{name}"' in (Path(__file__).parent / CHECKED_ELSEWHERE[name]).read_text()
 
 
 # --- the README and the documentation pages quote the examples ---------------------------------

@@ -18,7 +18,8 @@ names a mask's caps; ``hardexec caps current [--pid N] [--json]`` decodes what a
 ``hardexec check [--json] [--need FEATURE,...]`` says what this host can enforce;
 ``hardexec explain [OPTIONS] [--json] -- COMMAND`` says what ``run`` would give COMMAND;
 ``hardexec learn -o FILE [OPTIONS] -- COMMAND`` writes the policy a run of COMMAND needed
-(:mod:`hardexec.cli.learn`).
+(:mod:`hardexec.cli.learn`); ``hardexec export k8s [OPTIONS] --image IMAGE -- COMMAND`` writes
+the Kubernetes Pod or Job of that policy (:mod:`hardexec.cli.export`).
 
 Start-up matters (the command is a prefix to other commands), so this package imports only
 argparse up front and the rest of hardexec when, and as far as, a command needs it.
@@ -103,6 +104,10 @@ def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0911  (one per c
             from .explain import explain_command
 
             return explain_command(request(ns), ns.json)
+        if ns.command == "export":
+            from .export import export_command
+
+            return export_command(ns)
     if getattr(ns, "command", "run") == "learn":
         from .learn import learn_command
 

@@ -96,6 +96,9 @@ def parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser
         metavar="FEATURE,...",
         help=f"exit 1 unless each is usable: {', '.join(FEATURES)}",
     )
+    from .export import add_parser as add_export_parser
+
+    exporting = add_export_parser(sub)
     return top, {
         "run": run,
         "explain": explaining,
@@ -104,6 +107,7 @@ def parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser
         "check": checking,
         "worker": working,
         "submit": submitting,
+        "export": exporting,
     }
 
 
