@@ -101,9 +101,12 @@ def made_by_another_process(group: str) -> bool:
     one nor one of its descendants: another test run on this machine, not a leak of ours.
 
     A group whose maker has exited is counted as ours (a hardexec command a test started, say).
+    A fleet worker's directory (``hardexec-worker-<pid>-…``) and every group in it are judged by
+    the worker's pid: its pool processes come and go, the worker stays.
     """
+    worker = re.search(r"/hardexec-worker-([0-9]+)-", group + "/")
     try:
-        maker = int(os.path.basename(group).split("-")[1])
+        maker = int(worker[1]) if worker else int(os.path.basename(group).split("-")[1])
     except (IndexError, ValueError):
         return False
     pid = maker
