@@ -15,7 +15,14 @@ from pathlib import Path
 import pytest
 
 from fleet_helpers import check_gone, start_worker
-from helpers import IS_LINUX, IS_ROOT, wait_until
+from helpers import (
+    IS_LINUX,
+    IS_ROOT,
+    children,
+    hardexec_groups,
+    hardexec_temp_files,
+    wait_until,
+)
 
 CEILING = """\
 version = 1
@@ -47,12 +54,24 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.skip(reason=why))
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module", autouse=True)
+def _nothing_left():
+    """After the module (its workers and Redis stopped): no child, cgroup or temp file left."""
+    groups, temp = hardexec_groups(), hardexec_temp_files()
+    yield
+    assert wait_until(lambda: not children(), timeout=10), f"children left: {children()}"
+    assert wait_until(lambda: hardexec_groups() <= groups, timeout=10), hardexec_groups() - groups
+    assert hardexec_temp_files() <= temp, hardexec_temp_files() - temp
+
+
+# Module scope, all of it: the Redis server and the workers are this process's children, which
+# the host tier's leak check (run after this tier) would count as leaks if they lived on.
+@pytest.fixture(scope="module")
 def fleet_dir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("fleet")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def broker(fleet_dir) -> str:
     """A Redis server of the tier's own on a unix socket; its URL (stopped at the end)."""
     import redis
@@ -89,7 +108,7 @@ def broker(fleet_dir) -> str:
         log.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def ceiling_file(fleet_dir) -> Path:
     path = fleet_dir / "worker.toml"
     path.write_text(CEILING)

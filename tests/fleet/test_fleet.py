@@ -20,7 +20,7 @@ from hardexec.caps import CapSet
 from hardexec.confine import Confinement, SyscallFilter
 from hardexec.errors import CeilingError, PolicyError
 from hardexec.runner import TaskSpec
-from helpers import wait_until
+from helpers import hardexec_temp_files, wait_until
 
 PROBE = (
     'echo "token=$1"; grep -E "^(CapEff|NoNewPrivs|Uid):" /proc/self/status; '
@@ -188,6 +188,7 @@ def test_a_killed_pool_process_takes_its_tree_and_the_task_runs_again_from_scrat
     from hardexec.celery import submit
 
     record = tmp_path / "pids"
+    temp_before = hardexec_temp_files()
     handle = submit(
         TaskSpec.command(["sh", "-c", FIRST_THEN_QUICK, "t", str(record)]), broker=broker
     )
@@ -212,6 +213,7 @@ def test_a_killed_pool_process_takes_its_tree_and_the_task_runs_again_from_scrat
                 timeout=10,
             )
         assert b"ending its tree" in b"".join(w.log.read_bytes() for w in workers)
+        assert hardexec_temp_files() == temp_before
     finally:
         kill_all(first)
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import sys
 
-from .options import EXIT_FAILURE, fail
+from .options import EXIT_FAILURE, fail, format_size
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -119,8 +119,9 @@ def submit_command(req: Request, ns: Namespace) -> int:
         fail("submit: --verify: the worker decides how it runs tasks (not a per-task option)")
     if req.max_output:
         fail(
-            "submit: --max-output: a worker caps every result by its ceiling's "
-            "run.max_output (not a per-task option)"
+            f"submit: max_output ({format_size(req.max_output)}, from --max-output or the "
+            "policy file's run.max_output): a worker caps every result by its ceiling's "
+            "run.max_output, not per task"
         )
     if req.json_result:
         fail("submit: --json-result: use --json, which prints the result on stdout")
