@@ -87,13 +87,17 @@ through: :data:`FIELDS` names each field of each record and what is done with it
 itself (user and group names are resolved, a ``cgroup_parent`` is checked). Its result is built
 by the records' own constructors, so it is a policy hardexec validated.
 
-Not caught here: a ceiling path rule's directory that tasks may write to (``rw``) may get a
-symlink made in it, and a later task's rule naming that link is, to the kernel, a rule for
-where the link points (the exec stage opens rule paths following links). Give such
+Not caught by :func:`narrow`: a ceiling path rule's directory that tasks may write to (``rw``)
+may get a symlink made in it, and a later task's rule naming that link is, to the kernel, a rule
+for where the link points (the exec stage opens rule paths following links). The worker calls
+:func:`check_resolved` just before the run, which resolves each rule's links and checks again;
+a link swapped between that check and the stage's open still wins the race, so give such
 directories to one task each, or no task rules beneath them.
 """
 
 from __future__ import annotations
+
+import os
 
 from ._record import replace
 from .confine.config import ACCESS, Confinement, PathRule, SyscallFilter
@@ -109,7 +113,7 @@ from .policy import (
 from .policyfile import PolicyFile, RunSettings
 from .runner.spec import TaskSpec
 
-__all__ = ["FIELDS", "narrow"]
+__all__ = ["FIELDS", "check_resolved", "narrow"]
 
 #: Every field of every record :func:`narrow` reads, and what it does with it (a test fails when
 #: a record gains a field this does not name: a new field must get a rule, or be passed through
@@ -251,6 +255,35 @@ def narrow(
         die_with_parent=top.die_with_parent or policy.die_with_parent,
         confinement=confinement,
     )
+
+
+def check_resolved(ceiling: PolicyFile, policy: Policy) -> None:
+    """Check the effective policy's path rules again with their symlinks resolved (this reads
+    the filesystem, so the worker calls it just before the run, after :func:`narrow`).
+
+    Raises:
+        CeilingError: a task's rule resolves beyond the ceiling's rules (themselves resolved).
+    """
+    top, mine = ceiling.policy.confinement, policy.confinement
+    if top is None or not top.fs or mine is None or mine.fs == top.fs:
+        return  # the ceiling's own rules, or none: nothing the task chose
+    real = Confinement(
+        fs=tuple(PathRule(os.path.realpath(r.path), r.access) for r in top.fs),
+        fs_dependencies=top.fs_dependencies,
+    )
+    out: list[str] = []
+    for index, rule in enumerate(mine.fs):
+        target = os.path.realpath(rule.path)
+        one = Confinement(fs=(PathRule(target, rule.access),), fs_dependencies=False)
+        beyond: list[str] = []
+        _fs(real, one, beyond)
+        if beyond:
+            out.append(
+                f"confinement.fs[{index}]: {shown(rule.path, _PATH)} ({rule.access}) resolves "
+                f"to {shown(target, _PATH)}, beyond the ceiling's path rules"
+            )
+    if out:
+        raise CeilingError(CeilingError.PREFIX + "; ".join(out), violations=tuple(out))
 
 
 # --- security ------------------------------------------------------------------------------

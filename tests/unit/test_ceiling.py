@@ -724,3 +724,29 @@ def test_the_rest_of_the_task_is_passed_through():
     for name, rule in FIELDS[TaskSpec].items():
         if rule.startswith("passed through"):
             assert getattr(got, name) == getattr(spec, name), name
+
+
+# --- check_resolved: links in the task's path rules ------------------------------------------
+
+
+def test_a_rule_through_a_link_out_of_the_ceilings_rules_is_refused(tmp_path):
+    from hardexec.ceiling import check_resolved
+    from hardexec.policyfile import PolicyFile
+
+    jobs = tmp_path / "jobs"
+    jobs.mkdir()
+    (jobs / "mine").mkdir()
+    (jobs / "x").symlink_to("/etc")
+    top = PolicyFile(policy=Policy(confinement=Confinement(fs=((str(jobs), "rw"),))))
+    asked = Policy(confinement=Confinement(fs=((str(jobs / "x"), "rw"),)))
+    _, effective = narrow(top, TaskSpec.command(["true"]), asked)  # as written: within
+    with pytest.raises(CeilingError) as refused:
+        check_resolved(top, effective)
+    assert str(refused.value).endswith(
+        f"confinement.fs[0]: {str(jobs / 'x')!r} (rw) resolves to '/etc', beyond the ceiling's "
+        "path rules"
+    )
+    # A real directory beneath, and the ceiling's own rules, pass.
+    inside = Policy(confinement=Confinement(fs=((str(jobs / "mine"), "ro"),)))
+    check_resolved(top, narrow(top, TaskSpec.command(["true"]), inside)[1])
+    check_resolved(top, narrow(top, TaskSpec.command(["true"]), None)[1])

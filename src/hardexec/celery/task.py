@@ -26,7 +26,7 @@ import signal
 import threading
 
 from .._record import replace
-from ..ceiling import narrow
+from ..ceiling import check_resolved, narrow
 from ..errors import CgroupError, HardexecError
 from ..policy import CgroupLimits, Policy
 from ..runner import LogConfig, OutputLimits, Runner
@@ -156,6 +156,7 @@ def execute(
     spec = task_from_dict(spec_data)
     policy = None if policy_data is None else policy_from_dict(policy_data)
     spec, policy = narrow(settings.ceiling, spec, policy)
+    check_resolved(settings.ceiling, policy)  # links in the task's path rules, resolved here
     policy = _guarded(policy, settings.directory)
     if publish is None:
         return result_to_dict(_run(settings, spec, policy))
