@@ -102,6 +102,12 @@ class WorkerSettings:
         self._guard = guard
         self._guard_pid = os.getpid()
         logger.info("hardexec: tasks' groups go in %s", self.directory)
+        if _tasks_may_leave_their_group(self.ceiling):
+            logger.warning(
+                "hardexec: this worker's tasks may run as uid 0, which may move itself out of "
+                "its cgroup and so out of the guard's reach: give the ceiling a user "
+                "(security.user) or a pid namespace (confinement.namespaces = [\"pid\"])"
+            )
 
     def stop_guard(self) -> None:
         """At the worker's end, in its main process: stop the keeper, end and remove what is
@@ -134,6 +140,16 @@ class WorkerSettings:
             )
             self._pid = os.getpid()
         return self._loop, self._runner
+
+
+def _tasks_may_leave_their_group(ceiling: PolicyFile) -> bool:
+    """A task as uid 0 can write its pid to a cgroup.procs root owns (cgroup v2 checks the
+    file's permissions), unless the worker itself is not root, or a pid namespace (which the
+    kernel ends with its relay) holds the tree whatever group it is in."""
+    security, confinement = ceiling.policy.security, ceiling.policy.confinement
+    if os.geteuid() != 0 or security.identity.uid not in (None, 0):
+        return False
+    return confinement is None or "pid" not in confinement.namespaces
 
 
 def execute(
