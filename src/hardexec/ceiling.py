@@ -258,30 +258,43 @@ def narrow(
 
 
 def check_resolved(ceiling: PolicyFile, policy: Policy) -> None:
-    """Check the effective policy's path rules again with their symlinks resolved (this reads
-    the filesystem, so the worker calls it just before the run, after :func:`narrow`).
+    """Check the task's own path rules against the filesystem (this reads it, so the worker
+    calls it just before the run, after :func:`narrow`).
+
+    :func:`narrow` compares rules as written; the exec stage opens them following links, with
+    the worker's privileges. So a rule the task chose (any that is not one of the ceiling's own,
+    as written) must name its target itself: no symlink on its path, which also refuses
+    ``/proc``'s magic links (``/proc/self/root`` is ``/``, ``/proc/self/cwd`` the task's
+    directory) and a system's own links (``/bin`` into ``/usr/bin``); and it must lie within
+    the ceiling's rules with theirs resolved.
 
     Raises:
-        CeilingError: a task's rule resolves beyond the ceiling's rules (themselves resolved).
+        CeilingError: naming each such rule and where it leads.
     """
     top, mine = ceiling.policy.confinement, policy.confinement
-    if top is None or not top.fs or mine is None or mine.fs == top.fs:
-        return  # the ceiling's own rules, or none: nothing the task chose
+    if top is None or not top.fs or mine is None:
+        return
+    own = {(rule.path, rule.access) for rule in top.fs}
     real = Confinement(
         fs=tuple(PathRule(os.path.realpath(r.path), r.access) for r in top.fs),
         fs_dependencies=top.fs_dependencies,
     )
     out: list[str] = []
     for index, rule in enumerate(mine.fs):
+        if (rule.path, rule.access) in own:
+            continue  # the operator's own rule, as the ceiling gives it
+        where = f"confinement.fs[{index}]: {shown(rule.path, _PATH)} ({rule.access})"
         target = os.path.realpath(rule.path)
-        one = Confinement(fs=(PathRule(target, rule.access),), fs_dependencies=False)
-        beyond: list[str] = []
-        _fs(real, one, beyond)
-        if beyond:
+        if target != os.path.normpath(rule.path):
             out.append(
-                f"confinement.fs[{index}]: {shown(rule.path, _PATH)} ({rule.access}) resolves "
-                f"to {shown(target, _PATH)}, beyond the ceiling's path rules"
+                f"{where} has a link on its path (it leads to {shown(target, _PATH)}): a task's "
+                "rule must name its target itself"
             )
+            continue
+        beyond: list[str] = []
+        _fs(real, Confinement(fs=(PathRule(target, rule.access),), fs_dependencies=False), beyond)
+        if beyond:
+            out.append(f"{where} is beyond the ceiling's path rules, their links resolved")
     if out:
         raise CeilingError(CeilingError.PREFIX + "; ".join(out), violations=tuple(out))
 

@@ -4,6 +4,7 @@ Each rule is checked both ways: a request within the ceiling gives the effective
 (or the ceiling's, for silence), a request above it is refused with a line naming the field,
 what was asked and what the ceiling allows."""
 
+import os
 import pickle
 
 import pytest
@@ -737,16 +738,44 @@ def test_a_rule_through_a_link_out_of_the_ceilings_rules_is_refused(tmp_path):
     jobs.mkdir()
     (jobs / "mine").mkdir()
     (jobs / "x").symlink_to("/etc")
-    top = PolicyFile(policy=Policy(confinement=Confinement(fs=((str(jobs), "rw"),))))
-    asked = Policy(confinement=Confinement(fs=((str(jobs / "x"), "rw"),)))
-    _, effective = narrow(top, TaskSpec.command(["true"]), asked)  # as written: within
-    with pytest.raises(CeilingError) as refused:
-        check_resolved(top, effective)
-    assert str(refused.value).endswith(
-        f"confinement.fs[0]: {str(jobs / 'x')!r} (rw) resolves to '/etc', beyond the ceiling's "
-        "path rules"
+    top = PolicyFile(
+        policy=Policy(confinement=Confinement(fs=((str(jobs), "rw"), ("/proc", "ro"))))
     )
-    # A real directory beneath, and the ceiling's own rules, pass.
-    inside = Policy(confinement=Confinement(fs=((str(jobs / "mine"), "ro"),)))
-    check_resolved(top, narrow(top, TaskSpec.command(["true"]), inside)[1])
+
+    def refused(path: str, access: str = "ro") -> str:
+        asked = Policy(confinement=Confinement(fs=((path, access),)))
+        _, effective = narrow(top, TaskSpec.command(["true"]), asked)  # as written: within
+        with pytest.raises(CeilingError) as err:
+            check_resolved(top, effective)
+        return str(err.value)
+
+    assert refused(str(jobs / "x"), "rw").endswith(
+        f"confinement.fs[0]: {str(jobs / 'x')!r} (rw) has a link on its path (it leads to "
+        "'/etc'): a task's rule must name its target itself"
+    )
+    # /proc's magic links: the whole filesystem, the task's own directory.
+    assert "(it leads to '/')" in refused("/proc/self/root")
+    assert "has a link on its path" in refused("/proc/self/cwd")
+    assert "has a link on its path" in refused(f"/proc/{os.getpid()}/root")
+    # A real directory beneath, the ceiling's own rules, and nothing asked: all pass.
+    for asked in ((str(jobs / "mine"), "ro"), ("/proc", "ro")):
+        policy = Policy(confinement=Confinement(fs=(asked,)))
+        check_resolved(top, narrow(top, TaskSpec.command(["true"]), policy)[1])
     check_resolved(top, narrow(top, TaskSpec.command(["true"]), None)[1])
+
+
+def test_a_ceiling_rule_that_is_itself_a_link_covers_its_target(tmp_path):
+    from hardexec.ceiling import check_resolved
+    from hardexec.policyfile import PolicyFile
+
+    (tmp_path / "real").mkdir()
+    (tmp_path / "real" / "sub").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    top = PolicyFile(policy=Policy(confinement=Confinement(fs=((str(tmp_path / "link"), "rw"),))))
+    asked = Policy(confinement=Confinement(fs=((str(tmp_path / "link" / "sub"), "ro"),)))
+    effective = narrow(top, TaskSpec.command(["true"]), asked)[1]
+    with pytest.raises(CeilingError, match="has a link on its path"):
+        check_resolved(top, effective)  # named through the link: refused, even if within
+    direct = Policy(confinement=Confinement(fs=((str(tmp_path / "real" / "sub"), "ro"),)))
+    with pytest.raises(CeilingError, match="beyond the ceiling's path rules"):
+        narrow(top, TaskSpec.command(["true"]), direct)  # as written, outside
