@@ -12,6 +12,7 @@ version = 1
 drop_all_caps = true
 keep_caps = ["NET_BIND_SERVICE"]
 no_new_privs = true
+user = "nobody"                 # never uid 0: it owns too much even without a capability
 
 [run]
 env_policy = "clear"            # the worker's environment never reaches a task
@@ -25,8 +26,8 @@ trap 'kill $worker; wait $worker; kill $redis; wait $redis; rm -rf "$dir"' EXIT
 # A task says nothing: it gets the ceiling. Its output and exit status come back.
 hardexec submit --broker "$broker" -- sh -c 'grep -E "^(CapEff|NoNewPrivs)" /proc/self/status; exit 3' ||
     echo "exit status $?"
-# A task may narrow the ceiling (run as nobody, no capability at all)...
-hardexec submit --broker "$broker" --drop-all-caps --user nobody -- sh -c 'id -un; grep CapEff /proc/self/status'
+# A task may narrow the ceiling (no capability at all)...
+hardexec submit --broker "$broker" --drop-all-caps -- sh -c 'id -un; grep CapEff /proc/self/status'
 # ... but not widen it: refused by the worker, never run.
 hardexec submit --broker "$broker" --drop-all-caps --keep-cap SYS_ADMIN -- true || echo "refused (exit $?)"
 

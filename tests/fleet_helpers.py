@@ -52,7 +52,9 @@ class Worker:
             return self.process.wait(10)
 
 
-def start_worker(broker, ceiling_file, fleet_dir, name, *, concurrency=4, queue=None, extra=()):
+def start_worker(
+    broker, ceiling_file, fleet_dir, name, *, concurrency=4, queue=None, extra=(), env=None
+):
     log = fleet_dir / f"{name}.log"
     args = [*HARDEXEC, "worker", "--broker", broker, "--ceiling", str(ceiling_file)]
     args += ["--concurrency", str(concurrency), "--name", f"{name}@fleet", "--loglevel", "info"]
@@ -60,7 +62,11 @@ def start_worker(broker, ceiling_file, fleet_dir, name, *, concurrency=4, queue=
         args += ["--queue", queue]
     with open(log, "ab") as out:  # the worker has its own copy
         process = subprocess.Popen(
-            [*args, *extra], stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+            [*args, *extra],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=None if env is None else {**os.environ, **env},
         )
     worker = Worker(name, process, log)
     if not wait_until(lambda: b" ready." in log.read_bytes() or process.poll() is not None, 60):

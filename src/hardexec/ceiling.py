@@ -189,7 +189,7 @@ FIELDS: dict[type, dict[str, str]] = {
         "input": "passed through",
         "timeout": "the lower of it and run.timeout",
         "kill_after": "not above run.kill_after",
-        "drain_timeout": "passed through (the ceiling has no field for it)",
+        "drain_timeout": "at most the ceiling's kill_after (5 s unsaid) when it bounds time",
         "retries": "passed through (the ceiling has no field for it)",
         "backoff": "passed through",
         "fail_on_non_zero": "passed through",
@@ -617,6 +617,11 @@ def _task(run: RunSettings, spec: TaskSpec, out: list[str]) -> TaskSpec:
             kill_after = bound  # the task left the default: the ceiling's grace applies
         else:
             kill_after = _lower("task.kill_after", bound, spec.kill_after, out)
+    drain = spec.drain_timeout
+    if bound is not None:
+        # How long a tree may outlive its program holding its output (a daemonised grandchild):
+        # the ceiling's time bound would mean nothing if a task could lengthen this at will.
+        drain = _lower("task.drain_timeout", max(bound, _DEFAULT_KILL_AFTER), drain, out)
     env_policy = spec.env_policy
     if spec.env_policy == "inherit":
         env_policy = run.env_policy  # asks for nothing: never more than the ceiling lets out
@@ -636,7 +641,12 @@ def _task(run: RunSettings, spec: TaskSpec, out: list[str]) -> TaskSpec:
     env = dict(spec.env)
     env.update(run.env)  # the worker has the last word
     return replace(
-        spec, timeout=timeout, kill_after=kill_after, env_policy=env_policy, env=tuple(env.items())
+        spec,
+        timeout=timeout,
+        kill_after=kill_after,
+        drain_timeout=drain,
+        env_policy=env_policy,
+        env=tuple(env.items()),
     )
 
 

@@ -13,6 +13,7 @@ import os
 __all__ = [
     "CeilingError",
     "CgroupError",
+    "SpawnFailed",
     "HardexecError",
     "PolicyError",
     "StageError",
@@ -59,6 +60,24 @@ class CeilingError(PolicyError):
 
     # Pickling needs nothing of its own: the default keeps args (the message) and __dict__
     # (the violations as they were, even one holding "; ").
+
+
+class SpawnFailed(HardexecError):
+    """A task's program could not be started where it was sent (a fleet worker): the spawn
+    error's whole message, as text, so that it survives the trip back (Celery rebuilds an
+    exception from its type and arguments, and an ``OSError``'s file name is not one).
+
+    Attributes:
+        errno: the spawn error's errno (``ENOENT``: not found, ``EACCES``: not executable), or
+            ``None``.
+    """
+
+    def __init__(self, message: str, errno: int | None = None) -> None:
+        super().__init__(message, errno)
+        self.errno = errno
+
+    def __str__(self) -> str:
+        return str(self.args[0])
 
 
 class StageError(HardexecError, OSError):

@@ -285,7 +285,8 @@ class Guard:
         if self.keeper is None:
             return False
         stat = _stat(self.keeper.pid)
-        return stat is not None and stat[0] not in "ZX" and stat[2] == self._keeper_start
+        # Stopped (T, t: SIGSTOP, a tracer) counts as gone: it would reap nothing meanwhile.
+        return stat is not None and stat[0] not in "ZXTt" and stat[2] == self._keeper_start
 
     def stop(self) -> None:
         """Stop the keeper, end every group left and remove the directory."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -31,6 +32,7 @@ version = 1
 drop_all_caps = true
 keep_caps = ["CHOWN", "NET_BIND_SERVICE"]
 no_new_privs = true
+user = "nobody"
 
 [rlimits]
 max_open_files = 512
@@ -129,6 +131,15 @@ def workers(broker, ceiling_file, fleet_dir):
             worker.stop()
         for worker in started:
             check_gone(worker)
+
+
+@pytest.fixture
+def shared():
+    """A directory the tasks (user nobody) may write their records in, removed afterwards."""
+    path = Path(tempfile.mkdtemp(prefix="fleet-shared-"))
+    path.chmod(0o1777)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")

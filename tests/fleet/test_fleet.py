@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 
 import pytest
@@ -57,7 +58,10 @@ def keep(*caps: str, **more) -> Policy:
 
 KINDS = {
     # name: (policy, what the program must have received)
-    "ceiling": (None, {"CapEff": mask("CHOWN", "NET_BIND_SERVICE"), "NoNewPrivs": "1"}),
+    "ceiling": (
+        None,
+        {"CapEff": mask("CHOWN", "NET_BIND_SERVICE"), "NoNewPrivs": "1", "Uid": "65534"},
+    ),
     "chown-only": (keep("CHOWN"), {"CapEff": mask("CHOWN"), "nofile": "512"}),
     "nobody": (keep(user="nobody"), {"CapEff": mask(), "Uid": "65534"}),
     "fewer-files": (Policy(rlimits=RlimitConfig(max_open_files=64)), {"nofile": "64"}),
@@ -70,10 +74,10 @@ def _expected_kind(i: int) -> str:
     ]
 
 
-def test_200_mixed_tasks_each_get_exactly_their_policy(workers, broker, tmp_path):
+def test_200_mixed_tasks_each_get_exactly_their_policy(workers, broker, shared):
     from hardexec.celery import submit
 
-    marker = tmp_path / "ran-above-ceiling"
+    marker = shared / "ran-above-ceiling"
     sent = []
     for i in range(200):
         kind = _expected_kind(i)
@@ -89,7 +93,7 @@ def test_200_mixed_tasks_each_get_exactly_their_policy(workers, broker, tmp_path
             spec, policy = (
                 TaskSpec.script("python", f"import os; print('{token}', os.getuid())"),
                 None,
-            )
+            )  # the ceiling's user
         elif kind == "big":
             spec = TaskSpec.command(["sh", "-c", f"echo {token}; seq 1 20000"])
             policy = None
@@ -101,7 +105,6 @@ def test_200_mixed_tasks_each_get_exactly_their_policy(workers, broker, tmp_path
             )
         sent.append((i, kind, token, submit(spec, policy, broker=broker)))
 
-    ran_on = set()
     for i, kind, token, handle in sent:
         if kind == "above":
             with pytest.raises(CeilingError) as refused:
@@ -111,7 +114,6 @@ def test_200_mixed_tasks_each_get_exactly_their_policy(workers, broker, tmp_path
             assert "rlimits.max_open_files" in text and "4096" in text, text
             continue
         result = handle.get(timeout=120)
-        ran_on.add(handle.async_result.worker)
         if kind in KINDS:
             got = lines(result.stdout)
             assert got["token"] == token, result.stdout
@@ -124,22 +126,25 @@ def test_200_mixed_tasks_each_get_exactly_their_policy(workers, broker, tmp_path
         elif kind == "exit":
             assert result.exit_code == i % 7 + 1 and result.stderr == f"{token}\n"
         elif kind == "script":
-            assert result.stdout == f"{token} 0\n" and result.ok
+            assert result.stdout == f"{token} 65534\n" and result.ok
         elif kind == "big":
             # The ceiling's max_output (4096 bytes a stream) holds on the worker.
             assert len(result.stdout.encode()) <= 4096
             assert result.stdout.startswith(f"{token}\n1\n")
             assert result.truncated.stdout_bytes > 0 and result.ok
     assert not marker.exists(), "a task above the ceiling ran"
-    assert ran_on == {"w1@fleet", "w2@fleet"}, ran_on
+    # Both workers took tasks (each logs the id of every task it receives).
+    for worker in workers:
+        log = worker.log.read_text()
+        assert any(f"[{handle.id}] received" in log for *_, handle in sent), worker.name
 
 
 def test_a_task_above_the_ceiling_is_refused_with_each_reason_and_never_runs(
-    workers, broker, tmp_path
+    workers, broker, shared
 ):
     from hardexec.celery import submit
 
-    marker = tmp_path / "ran"
+    marker = shared / "ran"
     policy = Policy(
         security=SecurityConfig(drop_all_caps=True, keep_caps=["NET_ADMIN", "CHOWN"]),
         rlimits=RlimitConfig(max_open_files=100_000),
@@ -183,11 +188,11 @@ FIRST_THEN_QUICK = (
 
 
 def test_a_killed_pool_process_takes_its_tree_and_the_task_runs_again_from_scratch(
-    workers, broker, tmp_path
+    workers, broker, shared
 ):
     from hardexec.celery import submit
 
-    record = tmp_path / "pids"
+    record = shared / "pids"
     temp_before = hardexec_temp_files()
     handle = submit(
         TaskSpec.command(["sh", "-c", FIRST_THEN_QUICK, "t", str(record)]), broker=broker
@@ -218,12 +223,12 @@ def test_a_killed_pool_process_takes_its_tree_and_the_task_runs_again_from_scrat
         kill_all(first)
 
 
-def test_revoke_with_terminate_ends_the_whole_tree(workers, broker, tmp_path):
+def test_revoke_with_terminate_ends_the_whole_tree(workers, broker, shared):
     from celery.exceptions import TaskRevokedError
 
     from hardexec.celery import submit
 
-    record = tmp_path / "pids"
+    record = shared / "pids"
     script = (
         'echo $$ >> "$1"; sleep 300 & echo $! >> "$1"; setsid sleep 301 & echo $! >> "$1"; wait'
     )
@@ -238,12 +243,12 @@ def test_revoke_with_terminate_ends_the_whole_tree(workers, broker, tmp_path):
         kill_all(tree)
 
 
-def test_celerys_hard_time_limit_ends_the_whole_tree(workers, broker, tmp_path):
+def test_celerys_hard_time_limit_ends_the_whole_tree(workers, broker, shared):
     from celery.exceptions import TimeLimitExceeded
 
     from hardexec.celery import submit
 
-    record = tmp_path / "pids"
+    record = shared / "pids"
     script = 'echo $$ >> "$1"; sleep 300 & echo $! >> "$1"; wait'
     handle = submit(
         TaskSpec.command(["sh", "-c", script, "t", str(record)]), broker=broker, time_limit=2
@@ -257,14 +262,14 @@ def test_celerys_hard_time_limit_ends_the_whole_tree(workers, broker, tmp_path):
         kill_all(tree)
 
 
-def test_celerys_soft_time_limit_ends_the_tree_the_runners_way(workers, app, tmp_path):
+def test_celerys_soft_time_limit_ends_the_tree_the_runners_way(workers, app, shared):
     from celery.exceptions import SoftTimeLimitExceeded
 
     from hardexec.celery import TASK_NAME
     from hardexec.serial import task_to_dict
 
-    record = tmp_path / "pids"
-    told = tmp_path / "told"
+    record = shared / "pids"
+    told = shared / "told"
     # The program is told (SIGTERM) before it is killed: the runner's end, not a bare SIGKILL.
     script = f'trap "echo term > {told}; exit 3" TERM; echo $$ >> "$1"; sleep 300 & wait'
     spec = TaskSpec.command(["sh", "-c", script, "t", str(record)], kill_after=5)
@@ -280,12 +285,12 @@ def test_celerys_soft_time_limit_ends_the_tree_the_runners_way(workers, app, tmp
 
 
 def test_a_killed_worker_takes_every_tree_and_its_directory(
-    broker, ceiling_file, fleet_dir, tmp_path
+    broker, ceiling_file, fleet_dir, shared
 ):
     from hardexec.celery import submit
 
     worker = start_worker(broker, ceiling_file, fleet_dir, "doomed", concurrency=2, queue="doomed")
-    record = tmp_path / "pids"
+    record = shared / "pids"
     tree: list[int] = []
     try:
         directory, keeper = worker.directory(), worker.keeper()
@@ -307,16 +312,20 @@ def test_a_killed_worker_takes_every_tree_and_its_directory(
         worker.stop()
 
 
-def test_a_worker_whose_keeper_is_gone_refuses_tasks(broker, ceiling_file, fleet_dir, tmp_path):
+def test_a_worker_whose_keeper_is_gone_refuses_tasks(broker, ceiling_file, fleet_dir, shared):
     from fleet_helpers import check_gone
     from hardexec.celery import submit
     from hardexec.errors import CgroupError
 
     worker = start_worker(broker, ceiling_file, fleet_dir, "keeperless", concurrency=1, queue="kl")
-    marker = tmp_path / "ran"
+    marker = shared / "ran"
     try:
         keeper = worker.keeper()
         assert keeper is not None
+        os.kill(keeper, signal.SIGSTOP)  # stopped: it would reap nothing meanwhile
+        with pytest.raises(CgroupError, match="keeper"):
+            submit(TaskSpec.command(["touch", str(marker)]), broker=broker, queue="kl").get(60)
+        os.kill(keeper, signal.SIGCONT)
         os.kill(keeper, 9)
         with pytest.raises(CgroupError, match="keeper"):
             submit(TaskSpec.command(["touch", str(marker)]), broker=broker, queue="kl").get(60)
@@ -347,8 +356,8 @@ def test_submit_prints_the_output_and_exits_as_the_program_did(workers, broker, 
     assert json.loads(as_json.stdout)["stdout"] == "hi\n"
 
 
-def test_submit_of_a_task_above_the_ceiling_exits_125_saying_why(workers, broker, tmp_path):
-    marker = tmp_path / "ran"
+def test_submit_of_a_task_above_the_ceiling_exits_125_saying_why(workers, broker, shared):
+    marker = shared / "ran"
     done = hx(
         "submit",
         "--broker",
@@ -379,10 +388,10 @@ def test_a_worker_with_a_bad_ceiling_names_the_key(tmp_path):
     assert "security.keep_caps[0]: unknown capability 'NET_BIND'" in done.stderr, done.stderr
 
 
-def test_a_streamed_task_sends_its_lines_as_they_come_within_the_cap(workers, broker, tmp_path):
+def test_a_streamed_task_sends_its_lines_as_they_come_within_the_cap(workers, broker, shared):
     from hardexec.celery import submit
 
-    go = tmp_path / "go"
+    go = shared / "go"
     # The second line waits for the test to have seen the first: it was sent while running.
     script = f"echo first; echo warn >&2; while [ ! -e {go} ]; do sleep 0.05; done; seq 1 3000"
     seen: list[tuple[str, str]] = []
@@ -412,3 +421,62 @@ def test_submit_stream_prints_lines_live_and_exits_as_the_program_did(workers, b
     )
     assert done.returncode == 4, done.stderr
     assert done.stdout == "a\n" and done.stderr == "b\n"
+
+
+# --- what the reviews found ----------------------------------------------------------------------
+
+
+def test_a_root_ceiling_is_refused_unless_root_tasks_are_allowed():
+    done = hx("worker", "--broker", "redis+socket:///nonexistent/redis.sock", "--profile", "strict")
+    assert done.returncode == 125
+    assert "security.user is not set, so tasks would run as uid 0" in done.stderr
+    assert "or --allow-root-tasks" in done.stderr
+
+
+def test_a_ceiling_that_says_nothing_of_the_environment_clears_it(broker, fleet_dir, tmp_path):
+    from hardexec.celery import submit
+
+    quiet = tmp_path / "quiet.toml"
+    quiet.write_text('version = 1\n[security]\nuser = "nobody"\n')
+    quiet.chmod(0o644)
+    worker = start_worker(
+        broker, quiet, fleet_dir, "quiet", concurrency=1, queue="quiet", env={"SECRET": "pw"}
+    )
+    try:
+        spec = TaskSpec.command(["sh", "-c", 'echo "secret=${SECRET:-unset} path=$PATH"'])
+        result = submit(spec, broker=broker, queue="quiet").get(timeout=60)
+        assert result.stdout == "secret=unset path=/usr/local/bin:/usr/bin:/bin\n"
+    finally:
+        worker.stop()
+
+
+def test_a_task_may_not_outlast_the_ceiling_by_holding_its_output(workers, broker):
+    from hardexec.celery import submit
+
+    spec = TaskSpec.command(["sh", "-c", "sleep 50 & echo started"], drain_timeout=100)
+    with pytest.raises(CeilingError, match="task.drain_timeout: 100 s? ?is above the ceiling's"):
+        submit(spec, broker=broker).get(timeout=60)
+
+
+def test_a_program_that_cannot_start_is_named_with_its_reason(workers, broker):
+    from hardexec.celery import submit
+    from hardexec.errors import SpawnFailed
+
+    with pytest.raises(SpawnFailed) as failed:
+        submit(TaskSpec.command(["/nonexistent/grade"]), broker=broker).get(timeout=60)
+    assert "'/nonexistent/grade' could not be started" in str(failed.value)
+    assert "/nonexistent/grade" in str(failed.value).split("started:", 1)[1]
+    done = hx("submit", "--broker", broker, "--", "/nonexistent/grade")
+    assert done.returncode == 127
+    assert "'/nonexistent/grade' could not be started" in done.stderr
+
+
+def test_fail_on_non_zero_raises_task_failed_with_the_result(workers, broker):
+    from hardexec.celery import submit
+    from hardexec.errors import TaskFailed
+
+    spec = TaskSpec.command(["sh", "-c", "echo why; exit 5"], fail_on_non_zero=True)
+    with pytest.raises(TaskFailed) as failed:
+        submit(spec, broker=broker).get(timeout=60)
+    assert failed.value.result.exit_code == 5 and failed.value.result.stdout == "why\n"
+    assert "exited with status 5" in str(failed.value)

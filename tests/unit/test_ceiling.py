@@ -779,3 +779,19 @@ def test_a_ceiling_rule_that_is_itself_a_link_covers_its_target(tmp_path):
     direct = Policy(confinement=Confinement(fs=((str(tmp_path / "real" / "sub"), "ro"),)))
     with pytest.raises(CeilingError, match="beyond the ceiling's path rules"):
         narrow(top, TaskSpec.command(["true"]), direct)  # as written, outside
+
+
+def test_a_ceiling_that_bounds_time_bounds_the_drain_too():
+    from hardexec.policyfile import PolicyFile, RunSettings
+
+    top = PolicyFile(run=RunSettings(timeout=30))
+    spec, _ = narrow(top, TaskSpec.command(["true"], drain_timeout=2))
+    assert spec.drain_timeout == 2
+    with pytest.raises(CeilingError, match=r"task.drain_timeout: 100 s is above the ceiling's 5 s"):
+        narrow(top, TaskSpec.command(["true"], drain_timeout=100))
+    longer = PolicyFile(run=RunSettings(timeout=30, kill_after=20))
+    assert narrow(longer, TaskSpec.command(["true"], drain_timeout=15))[0].drain_timeout == 15
+    # A ceiling that bounds no time leaves the task's drain as it is.
+    assert (
+        narrow(PolicyFile(), TaskSpec.command(["true"], drain_timeout=100))[0].drain_timeout == 100
+    )

@@ -1,4 +1,4 @@
-"""The fleet's pure parts: when a worker warns that tasks may leave their group."""
+"""The fleet's pure parts: when a ceiling leaves tasks as uid 0."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from hardexec.celery.task import _tasks_may_leave_their_group
+from hardexec.celery.task import tasks_run_as_root
 from hardexec.policyfile import loads, profile
 
 ROOT = os.geteuid() == 0
@@ -15,12 +15,12 @@ ROOT = os.geteuid() == 0
 @pytest.mark.parametrize(
     ("ceiling", "may_leave"),
     [
-        (profile("strict"), ROOT),  # root, no pid namespace: it can write any cgroup.procs
+        (profile("strict"), ROOT),  # no user: tasks would be uid 0, as the worker
         (profile("none"), ROOT),
         (loads('version = 1\n[security]\nuser = "nobody"\n'), False),
-        (loads('version = 1\n[confinement]\nnamespaces = ["pid"]\n'), False),
+        (loads('version = 1\n[security]\nuser = "root"\n'), ROOT),
     ],
-    ids=["strict", "none", "nobody", "pid-ns"],
+    ids=["strict", "none", "nobody", "root"],
 )
-def test_a_worker_warns_when_its_tasks_may_leave_their_group(ceiling, may_leave):
-    assert _tasks_may_leave_their_group(ceiling) is may_leave
+def test_a_root_worker_knows_when_its_tasks_would_run_as_root(ceiling, may_leave):
+    assert tasks_run_as_root(ceiling) is may_leave

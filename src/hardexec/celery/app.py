@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import logging
 
-from ..errors import HardexecError
-from .task import WorkerSettings, execute
+from ..errors import HardexecError, PolicyError
+from .task import WorkerSettings, execute, tasks_run_as_root
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -44,7 +44,6 @@ _CONFIG: dict[str, Any] = {
     "accept_content": ["json"],
     "result_accept_content": ["json"],
     "task_track_started": True,
-    "result_extended": True,  # the result names the worker that ran it
     "broker_connection_retry_on_startup": True,
     "worker_hijack_root_logger": False,
 }
@@ -62,7 +61,12 @@ def make_app(broker: str, backend: str | None = None, *, name: str = "hardexec")
 
 
 def install(
-    app: Celery, ceiling: PolicyFile, *, guard: bool = True, name: str | None = None
+    app: Celery,
+    ceiling: PolicyFile,
+    *,
+    guard: bool = True,
+    name: str | None = None,
+    allow_root_tasks: bool = False,
 ) -> WorkerSettings:
     """Register :data:`TASK_NAME` on ``app`` for a worker whose tasks get at most ``ceiling``.
 
@@ -70,8 +74,24 @@ def install(
     that calls it; ``hardexec worker`` does it for you). With ``guard`` (the default) the
     worker's main process makes its cgroup directory at start (a worker that cannot refuses to
     start), watches it while it runs and removes it at its end (:mod:`hardexec.treeguard`).
+
+    A root worker's ceiling must name a user tasks run as (``security.user``), unless
+    ``allow_root_tasks``: see :func:`~hardexec.celery.task.tasks_run_as_root` for what a task
+    as uid 0 can reach, capabilities or not.
+
+    Raises:
+        PolicyError: the ceiling leaves tasks as uid 0 (and ``allow_root_tasks`` is not set).
+        ValueError: ``app`` lacks the configuration hardened tasks need.
     """
     from celery import signals
+
+    if tasks_run_as_root(ceiling) and not allow_root_tasks:
+        raise PolicyError(
+            "ceiling: security.user is not set, so tasks would run as uid 0, which owns most of "
+            "this machine even without a capability (it can leave its cgroup, signal the "
+            'worker, open the broker\'s socket): name a user (security.user = "nobody", say), '
+            "or allow root tasks explicitly"
+        )
 
     for key in _REQUIRED:
         if not app.conf.get(key):

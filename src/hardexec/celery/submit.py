@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import threading
 
-from ..errors import PolicyError
+from ..errors import PolicyError, TaskFailed
 from ..runner import Result, TaskSpec
 from ..serial import policy_to_dict, task_to_dict
 from .app import OUTPUT_STATE, TASK_NAME, make_app
@@ -42,9 +42,10 @@ class Submission:
         async_result: Celery's own handle, for what this class does not wrap.
     """
 
-    def __init__(self, async_result: AsyncResult) -> None:
+    def __init__(self, async_result: AsyncResult, *, fail_on_non_zero: bool = False) -> None:
         self.async_result = async_result
         self.id: str = async_result.id
+        self.fail_on_non_zero = fail_on_non_zero
 
     def get(
         self,
@@ -60,12 +61,15 @@ class Submission:
 
         Raises what the worker raised: :class:`~hardexec.errors.CeilingError` (the task asked
         for more than the worker allows; it did not run), :class:`~hardexec.errors.PolicyError`
-        (the message was not a valid task), the spawn error, Celery's ``TimeLimitExceeded`` or
-        ``TaskRevokedError``; and Celery's ``TimeoutError`` when ``timeout`` passes first.
+        (the message was not a valid task), :class:`~hardexec.errors.SpawnFailed` (the program
+        could not be started there), :class:`~hardexec.errors.TaskFailed` (a task with
+        ``fail_on_non_zero`` did not exit 0; it carries the Result), Celery's
+        ``TimeLimitExceeded`` or ``TaskRevokedError``; and Celery's ``TimeoutError`` when
+        ``timeout`` passes first.
         """
         if on_line is None:
             data = self.async_result.get(timeout=timeout, propagate=True)
-            return Result.from_dict(data)
+            return self._checked(Result.from_dict(data))
 
         def on_message(meta: dict[str, Any]) -> None:
             if meta.get("status") != OUTPUT_STATE:
@@ -74,7 +78,12 @@ class Submission:
                 on_line(stream, text)
 
         data = self.async_result.get(timeout=timeout, propagate=True, on_message=on_message)
-        return Result.from_dict(data)
+        return self._checked(Result.from_dict(data))
+
+    def _checked(self, result: Result) -> Result:
+        if self.fail_on_non_zero and not result.ok:
+            raise TaskFailed(result)
+        return result
 
     def ready(self) -> bool:
         """Whether the task has ended (its result, or its error, is in the backend)."""
@@ -128,7 +137,8 @@ def submit(
         options["queue"] = queue
     args = [task_to_dict(spec), None if policy is None else policy_to_dict(policy)]
     kwargs = {"stream": True} if stream else {}
-    return Submission(app.send_task(TASK_NAME, args=args, kwargs=kwargs, **options))
+    sent = app.send_task(TASK_NAME, args=args, kwargs=kwargs, **options)
+    return Submission(sent, fail_on_non_zero=spec.fail_on_non_zero)
 
 
 def _app(broker: str, backend: str | None) -> Celery:

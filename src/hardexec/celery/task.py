@@ -27,7 +27,7 @@ import threading
 
 from .._record import replace
 from ..ceiling import check_resolved, narrow
-from ..errors import CgroupError, HardexecError
+from ..errors import CgroupError, HardexecError, PolicyError, SpawnFailed, TaskFailed
 from ..policy import CgroupLimits, Policy
 from ..runner import LogConfig, OutputLimits, Runner
 from ..serial import policy_from_dict, result_to_dict, task_from_dict
@@ -102,12 +102,6 @@ class WorkerSettings:
         self._guard = guard
         self._guard_pid = os.getpid()
         logger.info("hardexec: tasks' groups go in %s", self.directory)
-        if _tasks_may_leave_their_group(self.ceiling):
-            logger.warning(
-                "hardexec: this worker's tasks may run as uid 0, which may move itself out of "
-                "its cgroup and so out of the guard's reach: give the ceiling a user "
-                "(security.user) or a pid namespace (confinement.namespaces = [\"pid\"])"
-            )
 
     def stop_guard(self) -> None:
         """At the worker's end, in its main process: stop the keeper, end and remove what is
@@ -142,14 +136,17 @@ class WorkerSettings:
         return self._loop, self._runner
 
 
-def _tasks_may_leave_their_group(ceiling: PolicyFile) -> bool:
-    """A task as uid 0 can write its pid to a cgroup.procs root owns (cgroup v2 checks the
-    file's permissions), unless the worker itself is not root, or a pid namespace (which the
-    kernel ends with its relay) holds the tree whatever group it is in."""
-    security, confinement = ceiling.policy.security, ceiling.policy.confinement
-    if os.geteuid() != 0 or security.identity.uid not in (None, 0):
+def tasks_run_as_root(ceiling: PolicyFile) -> bool:
+    """Whether tasks under ``ceiling`` may run as uid 0 (a root worker, no ``security.user``).
+
+    Without a capability, uid 0 still owns most of the system: it may move itself out of its
+    cgroup (cgroup v2 checks ``cgroup.procs``'s permissions, and root owns it) and so out of the
+    guard's reach, signal any root process (the keeper, the pool), open the broker's socket
+    where root may, and write root's files where no Landlock rule stops it.
+    """
+    if os.geteuid() != 0:
         return False
-    return confinement is None or "pid" not in confinement.namespaces
+    return ceiling.policy.security.identity.uid in (None, 0)
 
 
 def execute(
@@ -166,7 +163,9 @@ def execute(
 
     Raises :class:`~hardexec.errors.PolicyError` for a message that is not a task,
     :class:`~hardexec.errors.CeilingError` for a task asking for more than the ceiling (nothing
-    runs in either case), and the spawn error of a task that could not start.
+    runs in either case), and :class:`~hardexec.errors.SpawnFailed` for a task that could not
+    start. A task with ``fail_on_non_zero`` that failed returns its result all the same: the
+    submitter's :meth:`~hardexec.celery.Submission.get` raises its ``TaskFailed``.
     """
     settings.check_guard()
     spec = task_from_dict(spec_data)
@@ -174,15 +173,21 @@ def execute(
     spec, policy = narrow(settings.ceiling, spec, policy)
     check_resolved(settings.ceiling, policy)  # links in the task's path rules, resolved here
     policy = _guarded(policy, settings.directory)
-    if publish is None:
-        return result_to_dict(_run(settings, spec, policy))
-    loop, _ = settings.runner()
-    settings.streaming = Stream(loop, publish, settings.output.max_bytes)
+    if publish is not None:
+        loop, _ = settings.runner()
+        settings.streaming = Stream(loop, publish, settings.output.max_bytes)
     try:
         result = _run(settings, spec, policy)
+    except TaskFailed as failed:  # fail_on_non_zero: the submitter raises it, from the Result
+        result = failed.result  # type: ignore[assignment]
+    except PolicyError:
+        raise
+    except OSError as err:  # StageError included: the whole message, the file name with it
+        raise SpawnFailed(f"{spec.argv[0]!r} could not be started: {err}", err.errno) from None
     finally:
-        settings.streaming.flush()
-        settings.streaming = None
+        if settings.streaming is not None:
+            settings.streaming.flush()
+            settings.streaming = None
     return result_to_dict(result)
 
 

@@ -4,22 +4,27 @@
 pool) that runs each task through the runner within the ceiling (``--ceiling`` a policy file,
 ``--profile`` a profile, or both: the file over the profile). One of them is required: a worker
 with no ceiling would run whatever the queue asks as root, so ``--profile none`` must say so.
+A ceiling that does not say ``run.env_policy`` clears the environment, and one without
+``security.user`` is refused (tasks as uid 0) unless ``--allow-root-tasks``. The broker's URL
+may come from ``$HARDEXEC_BROKER`` instead of the command line, which every user can read.
 
 ``hardexec submit --broker URL [run options] -- COMMAND [ARG...]`` sends COMMAND with the policy
 the run options ask for (the same options as ``hardexec run``, ``--policy`` and ``--profile``
 included), waits for its result, prints the program's output on stdout and stderr, and exits
 with its status, as ``run`` does: 124 timed out, 125 refused (the worker's ceiling, a bad
-policy, a spawn that failed). ``--stream`` prints the program's lines as they come (each stream
-cut at the worker's output cap); ``--json`` prints the Result as JSON instead; ``--no-wait``
-prints the task id and exits 0.
+policy), 127 not found and 126 not executable there. ``--stream`` prints the program's lines
+as they come (each stream cut at the worker's output cap); ``--json`` prints the Result as
+JSON instead; ``--no-wait`` prints the task id and exits 0.
 """
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import sys
 
-from .options import EXIT_FAILURE, fail, format_size
+from .options import EXIT_FAILURE, EXIT_NOEXEC, EXIT_NOTFOUND, fail, format_size
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -31,6 +36,9 @@ if TYPE_CHECKING:
 __all__ = ["submit_command", "worker_command"]
 
 _EXIT_TIMEOUT = 124
+# A program that could not start there exits as `hardexec run` would: 127 not found, 126 not
+# executable.
+_SPAWN_STATUS = {errno.ENOENT: EXIT_NOTFOUND, errno.EACCES: EXIT_NOEXEC, errno.ENOEXEC: EXIT_NOEXEC}
 
 
 def ceiling(ns: Namespace) -> PolicyFile:
@@ -53,15 +61,30 @@ def ceiling(ns: Namespace) -> PolicyFile:
     try:
         if ns.ceiling is not None:
             base = merge(base, file_plain(load_dict(ns.ceiling), ns.ceiling))
+        run = base.get("run")
+        if not isinstance(run, dict) or "env_policy" not in run:
+            # Unsaid, a worker's ceiling clears the environment: the worker's own (its broker's
+            # address, its credentials) reaches a task only if the ceiling says inherit.
+            base = merge(base, {"run": {"env_policy": "clear"}})
         return from_plain(base, name)  # type: ignore[arg-type]
     except PolicyError as err:
         fail(f"--ceiling: {err}")
+
+
+def broker(ns: Namespace) -> str:
+    """``--broker``, else ``$HARDEXEC_BROKER`` (taken out of the environment: a task that
+    inherits it, or reads this process's command line, must not learn the broker's password)."""
+    url = ns.broker or os.environ.pop("HARDEXEC_BROKER", None)
+    if not url:
+        fail(f"{ns.command}: no broker: give --broker URL or set HARDEXEC_BROKER")
+    return url
 
 
 def worker_command(ns: Namespace) -> int:
     """Run a Celery worker for hardened tasks until it is stopped; its exit status."""
     from ..errors import HardexecError
 
+    url = broker(ns)
     limits = ceiling(ns)
     if ns.concurrency < 1:
         fail(f"--concurrency: {ns.concurrency} is not a positive number")
@@ -69,12 +92,15 @@ def worker_command(ns: Namespace) -> int:
         from ..celery import install, make_app
     except ImportError as err:
         fail(str(err))
-    app = make_app(ns.broker, ns.backend)
-    settings = install(app, limits, guard=not ns.no_guard, name=ns.name)
+    app = make_app(url, ns.backend)
     try:
+        settings = install(
+            app, limits, guard=not ns.no_guard, name=ns.name, allow_root_tasks=ns.allow_root_tasks
+        )
         settings.start_guard()
     except HardexecError as err:
-        fail(f"worker: {err}")
+        message = str(err).replace("or allow root tasks explicitly", "or --allow-root-tasks")
+        fail(f"worker: {message}")
     import warnings
 
     from celery.exceptions import SecurityWarning
@@ -135,7 +161,7 @@ def submit_command(req: Request, ns: Namespace) -> int:
     handle = submit(
         req.task,
         req.declared,
-        broker=ns.broker,
+        broker=broker(ns),
         backend=ns.backend,
         queue=ns.queue,
         stream=ns.stream,
@@ -147,7 +173,7 @@ def submit_command(req: Request, ns: Namespace) -> int:
         result = handle.get(timeout=ns.wait, on_line=_print_line if ns.stream else None)
     except (HardexecError, OSError) as err:  # refused by the worker, or the spawn failed
         print(f"hardexec: submit: task {handle.id}: {err}", file=sys.stderr)
-        return EXIT_FAILURE
+        return _SPAWN_STATUS.get(getattr(err, "errno", None), EXIT_FAILURE)
     except Exception as err:  # Celery's own: a time limit, a revoke, a timeout waiting
         print(f"hardexec: submit: task {handle.id}: {type(err).__name__}: {err}", file=sys.stderr)
         return EXIT_FAILURE

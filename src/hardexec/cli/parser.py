@@ -135,6 +135,12 @@ def _fleet_parsers(sub: Any) -> tuple[argparse.ArgumentParser, argparse.Argument
     working.add_argument("--name", metavar="NAME", help="the worker's name (Celery's hostname)")
     working.add_argument("--loglevel", default="warning", metavar="LEVEL", help="Celery's")
     working.add_argument(
+        "--allow-root-tasks",
+        action="store_true",
+        help="accept a ceiling without security.user: tasks run as uid 0 (which, even without "
+        "a capability, can leave its cgroup, signal the worker and open the broker's socket)",
+    )
+    working.add_argument(
         "--no-guard",
         action="store_true",
         help="no cgroup per task: only the program itself dies with its pool process, not "
@@ -146,7 +152,8 @@ def _fleet_parsers(sub: Any) -> tuple[argparse.ArgumentParser, argparse.Argument
         usage="hardexec submit --broker URL [OPTIONS] -- COMMAND [ARG...]",
         description="Send COMMAND, with the policy the run options ask for, to a worker; wait "
         "for it and print its output. Exit status: the command's own; 124 timed out; 125 "
-        "refused by the worker (its ceiling, a bad policy) or it could not start.",
+        "refused by the worker (its ceiling, a bad policy); 127 not found there; 126 not "
+        "executable there.",
     )
     _broker_options(submitting)
     submitting.add_argument("--json", action="store_true", help="print the Result as JSON")
@@ -167,7 +174,12 @@ def _fleet_parsers(sub: Any) -> tuple[argparse.ArgumentParser, argparse.Argument
 
 
 def _broker_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--broker", required=True, metavar="URL", help="redis://host:port/db")
+    p.add_argument(
+        "--broker",
+        metavar="URL",
+        help="redis://host:port/db (default: $HARDEXEC_BROKER, which, unlike the command line, "
+        "other users cannot read)",
+    )
     p.add_argument("--backend", metavar="URL", help="the result backend (default: the broker)")
     p.add_argument("--queue", metavar="NAME", help="the queue (default: Celery's, 'celery')")
 
