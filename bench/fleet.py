@@ -12,8 +12,8 @@ only what runs the program differs. Figures, measured in one run:
 * throughput: 1000 ``/bin/true`` tasks sent at once, then every result collected, for each
   kind: hardened (the worker's ceiling: user nobody, every capability dropped, no_new_privs,
   1024 open files; each task in a cgroup of the worker's directory, its result a full Result)
-  and plain. Tasks per second from the first send to the last result; target hardened/plain >= 0.5. The
-  kinds alternate round by round (which goes first swaps) and each figure is the median.
+  and plain. Tasks per second from the first send to the last result; target hardened/plain
+  >= 0.5. The kinds alternate round by round (which goes first swaps); each figure is the median.
 * latency: one hardened task at a time, submit to Result, p50 and p99 over the rounds, beside
   a local ``Runner.run`` of the same task under the same policy (no queue at all).
 
