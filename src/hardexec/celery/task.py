@@ -23,6 +23,7 @@ import errno
 import logging
 import os
 import signal
+import stat
 import threading
 
 from .._record import replace
@@ -172,6 +173,7 @@ def execute(
     policy = None if policy_data is None else policy_from_dict(policy_data)
     spec, policy = narrow(settings.ceiling, spec, policy)
     check_resolved(settings.ceiling, policy)  # links in the task's path rules, resolved here
+    _check_cwd(spec.cwd, policy)
     policy = _guarded(policy, settings.directory)
     if publish is not None:
         loop, _ = settings.runner()
@@ -189,6 +191,37 @@ def execute(
             settings.streaming.flush()
             settings.streaming = None
     return result_to_dict(result)
+
+
+def _check_cwd(cwd: str | None, policy: Policy) -> None:
+    """The task's user must be able to enter its working directory.
+
+    The directory is entered before the exec stage changes identity, as the worker (root), so
+    a task running as nobody could otherwise start in, and read relative names of, a directory
+    nobody may not search (``/root/...``). Each directory on the resolved path needs the
+    search bit for the task's uid, gid or groups."""
+    ids = policy.security.identity
+    if cwd is None or ids.uid in (None, 0):
+        return
+    gids = {ids.gid, *(ids.groups or ())} - {None}
+    path = os.path.realpath(cwd)
+    parts = [p for p in path.split("/") if p]
+    for depth in range(len(parts) + 1):
+        here = "/" + "/".join(parts[:depth])
+        try:
+            st = os.stat(here)
+        except OSError as err:
+            raise PolicyError(f"task.cwd: {cwd!r}: {here}: {err.strerror}") from None
+        if st.st_uid == ids.uid:
+            bit = stat.S_IXUSR
+        elif st.st_gid in gids:
+            bit = stat.S_IXGRP
+        else:
+            bit = stat.S_IXOTH
+        if not st.st_mode & bit:
+            raise PolicyError(
+                f"task.cwd: {cwd!r}: the task's user (uid {ids.uid}) may not enter {here}"
+            )
 
 
 def _guarded(policy: Policy, directory: Path | None) -> Policy:
