@@ -21,7 +21,9 @@ max_output = 65536              # bytes of each stream a result keeps
 POLICY
 hardexec worker --broker "$broker" --ceiling "$dir/worker.toml" --concurrency 2 &
 worker=$!
-trap 'kill $worker; wait $worker; kill $redis; wait $redis; rm -rf "$dir"' EXIT
+# At the end, whatever happened: the worker first (it finishes its tasks), then Redis.
+trap 'set +e; kill $worker; wait $worker; kill $redis; wait $redis; rm -rf "$dir"' EXIT
+trap 'exit 130' INT TERM
 
 # A task says nothing: it gets the ceiling. Its output and exit status come back.
 hardexec submit --broker "$broker" -- sh -c 'grep -E "^(CapEff|NoNewPrivs)" /proc/self/status; exit 3' ||

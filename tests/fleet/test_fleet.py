@@ -377,7 +377,7 @@ def test_submit_of_a_task_above_the_ceiling_exits_125_saying_why(workers, broker
 def test_a_worker_without_a_ceiling_refuses_to_start():
     done = hx("worker", "--broker", "redis+socket:///nonexistent/redis.sock")
     assert done.returncode == 125
-    assert "no ceiling: give --ceiling FILE or --profile NAME" in done.stderr
+    assert "no ceiling: give --ceiling FILE and/or --profile NAME" in done.stderr
 
 
 def test_a_worker_with_a_bad_ceiling_names_the_key(tmp_path):
@@ -430,7 +430,10 @@ def test_a_root_ceiling_is_refused_unless_root_tasks_are_allowed():
     done = hx("worker", "--broker", "redis+socket:///nonexistent/redis.sock", "--profile", "strict")
     assert done.returncode == 125
     assert "security.user is not set, so tasks would run as uid 0" in done.stderr
-    assert "or --allow-root-tasks" in done.stderr
+    assert (
+        "give --user NAME (or security.user in the --ceiling file), or --allow-root-tasks"
+        in done.stderr
+    )
 
 
 def test_a_ceiling_that_says_nothing_of_the_environment_clears_it(broker, fleet_dir, tmp_path):
@@ -480,3 +483,54 @@ def test_fail_on_non_zero_raises_task_failed_with_the_result(workers, broker):
         submit(spec, broker=broker).get(timeout=60)
     assert failed.value.result.exit_code == 5 and failed.value.result.stdout == "why\n"
     assert "exited with status 5" in str(failed.value)
+
+
+def test_submit_prints_the_usage_and_refuses_what_only_a_local_run_means(workers, broker):
+    done = hx("submit", "--broker", broker, "--usage", "--", "sh", "-c", "pwd")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "/\n"  # a task that names no cwd starts in /, not the worker's
+    assert "hardexec: usage: cpu " in done.stderr
+    kept = hx("submit", "--broker", broker, "--keep-leftovers", "--cgroup", "--", "true")
+    assert kept.returncode == 125
+    assert "--keep-leftovers: a worker ends every task's tree when the task ends" in kept.stderr
+
+
+def test_an_interrupted_submit_revokes_its_task_and_its_tree_ends(workers, broker, shared):
+    record = shared / "pids"
+    script = 'echo $$ >> "$1"; sleep 300 & echo $! >> "$1"; wait'
+    submitting = subprocess.Popen(
+        [*HARDEXEC, "submit", "--broker", broker, "--", "sh", "-c", script, "t", str(record)],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    tree = pids_in(record, 2)
+    try:
+        submitting.send_signal(signal.SIGTERM)
+        _, err = submitting.communicate(timeout=60)
+        assert submitting.returncode == 130
+        assert err.startswith("hardexec: submit: interrupted: task ") and "revoked" in err
+        assert wait_until(lambda: gone(tree), timeout=10), tree
+    finally:
+        kill_all(tree)
+
+
+def test_a_wait_that_runs_out_revokes_the_task(broker, app):
+    # No worker reads this queue: the task waits, the wait ends, the task is revoked.
+    done = hx("submit", "--broker", broker, "--queue", "nobody-reads", "--wait", "1", "--", "true")
+    assert done.returncode == 124
+    assert "did not end within --wait 1 s: revoked" in done.stderr
+    task_id = done.stderr.split("task ", 1)[1].split()[0]
+    assert app.AsyncResult(task_id).state == "REVOKED"
+
+
+def test_a_broker_url_celery_does_not_know_is_refused_in_a_line():
+    for command in (
+        ["submit", "--broker", "http://x", "--", "true"],
+        ["worker", "--broker", "http://x", "--profile", "strict", "--user", "nobody"],
+    ):
+        done = hx(*command)
+        assert done.returncode == 125
+        assert (
+            done.stderr
+            == "hardexec: --broker: 'http' is not a broker Celery knows (redis, rediss)\n"
+        )

@@ -44,7 +44,9 @@ _CONFIG: dict[str, Any] = {
     "accept_content": ["json"],
     "result_accept_content": ["json"],
     "task_track_started": True,
-    "broker_connection_retry_on_startup": True,
+    # A broker that cannot be reached at start is said at once (a supervisor restarts the
+    # worker), not retried a hundred times in silence.
+    "broker_connection_retry_on_startup": False,
     "worker_hijack_root_logger": False,
 }
 _REQUIRED = ("task_acks_late", "task_reject_on_worker_lost")

@@ -171,6 +171,8 @@ def execute(
     settings.check_guard()
     spec = task_from_dict(spec_data)
     policy = None if policy_data is None else policy_from_dict(policy_data)
+    if spec.cwd is None:  # not the worker's own directory: that is nothing of the task's
+        spec = replace(spec, cwd="/")
     spec, policy = narrow(settings.ceiling, spec, policy)
     check_resolved(settings.ceiling, policy)  # links in the task's path rules, resolved here
     _check_cwd(spec.cwd, policy)

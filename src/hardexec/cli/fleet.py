@@ -22,6 +22,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import signal
 import sys
 
 from .options import EXIT_FAILURE, EXIT_NOEXEC, EXIT_NOTFOUND, fail, format_size
@@ -29,6 +30,7 @@ from .options import EXIT_FAILURE, EXIT_NOEXEC, EXIT_NOTFOUND, fail, format_size
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from argparse import Namespace
+    from typing import Any
 
     from ..policyfile import PolicyFile
     from .options import Request
@@ -36,6 +38,7 @@ if TYPE_CHECKING:
 __all__ = ["submit_command", "worker_command"]
 
 _EXIT_TIMEOUT = 124
+_EXIT_INTERRUPTED = 130  # as a shell shows ^C
 # A program that could not start there exits as `hardexec run` would: 127 not found, 126 not
 # executable.
 _SPAWN_STATUS = {errno.ENOENT: EXIT_NOTFOUND, errno.EACCES: EXIT_NOEXEC, errno.ENOEXEC: EXIT_NOEXEC}
@@ -48,9 +51,9 @@ def ceiling(ns: Namespace) -> PolicyFile:
 
     if ns.ceiling is None and ns.profile is None:
         fail(
-            "worker: no ceiling: give --ceiling FILE or --profile NAME (a worker with no ceiling "
-            "runs whatever its queue asks, with this worker's privileges; say --profile none "
-            "to mean that)"
+            "worker: no ceiling: give --ceiling FILE and/or --profile NAME, and --user NAME if "
+            "neither names one (a worker with no ceiling runs whatever its queue asks, with "
+            "this worker's privileges; --profile none --user NAME means only that)"
         )
     base: dict[str, object] = {"version": 1}
     if ns.profile is not None:
@@ -61,6 +64,8 @@ def ceiling(ns: Namespace) -> PolicyFile:
     try:
         if ns.ceiling is not None:
             base = merge(base, file_plain(load_dict(ns.ceiling), ns.ceiling))
+        if ns.user is not None:  # the worker's --user: the identity every task runs as
+            base = merge(base, {"security": {"user": ns.user}})
         run = base.get("run")
         if not isinstance(run, dict) or "env_policy" not in run:
             # Unsaid, a worker's ceiling clears the environment: the worker's own (its broker's
@@ -77,6 +82,16 @@ def broker(ns: Namespace) -> str:
     url = ns.broker or os.environ.pop("HARDEXEC_BROKER", None)
     if not url:
         fail(f"{ns.command}: no broker: give --broker URL or set HARDEXEC_BROKER")
+    if "://" not in url:
+        fail(f"--broker: {url!r} is not a URL (redis://HOST:PORT/DB, redis+socket:///PATH)")
+    try:
+        from kombu import Connection
+
+        Connection(url).get_transport_cls()
+    except ImportError:
+        pass  # without Celery: said where it is needed
+    except KeyError:
+        fail(f"--broker: {url.split('://')[0]!r} is not a broker Celery knows (redis, rediss)")
     return url
 
 
@@ -99,7 +114,10 @@ def worker_command(ns: Namespace) -> int:
         )
         settings.start_guard()
     except HardexecError as err:
-        message = str(err).replace("or allow root tasks explicitly", "or --allow-root-tasks")
+        message = str(err).replace(
+            'name a user (security.user = "nobody", say), or allow root tasks explicitly',
+            "give --user NAME (or security.user in the --ceiling file), or --allow-root-tasks",
+        )
         fail(f"worker: {message}")
     import warnings
 
@@ -123,6 +141,18 @@ def worker_command(ns: Namespace) -> int:
         argv.append(f"--hostname={ns.name}")
     if ns.queue:
         argv.append(f"--queues={ns.queue}")
+    from celery import signals
+
+    def ready(sender: Any = None, **_: Any) -> None:
+        where = settings.directory or "no cgroup (--no-guard)"
+        line = (
+            f"hardexec: worker {getattr(sender, 'hostname', '')} ready: {ns.concurrency} "
+            f"processes, ceiling {ns.ceiling or '--profile ' + str(ns.profile)}, tasks' groups "
+            f"in {where}\n"
+        )
+        os.write(2, line.encode(errors="replace"))  # fd 2 itself: Celery logs sys.stderr
+
+    signals.worker_ready.connect(ready, weak=False)
     try:
         app.worker_main(argv)
     except SystemExit as end:
@@ -137,10 +167,8 @@ def _print_line(stream: str, text: str) -> None:
     print(text, file=out, flush=True)
 
 
-def submit_command(req: Request, ns: Namespace) -> int:
-    """Send the request's command to the fleet; its exit status, as ``run`` would give it."""
-    from ..errors import HardexecError
-
+def _refuse_local_only(req: Request) -> None:
+    """The run options that mean something only where hardexec itself supervises the program."""
     if req.verify:
         fail("submit: --verify: the worker decides how it runs tasks (not a per-task option)")
     if req.max_output:
@@ -151,32 +179,68 @@ def submit_command(req: Request, ns: Namespace) -> int:
         )
     if req.json_result:
         fail("submit: --json-result: use --json, which prints the result on stdout")
+    if req.keep_leftovers:
+        fail("submit: --keep-leftovers: a worker ends every task's tree when the task ends")
+
+
+def submit_command(req: Request, ns: Namespace) -> int:
+    """Send the request's command to the fleet; its exit status, as ``run`` would give it."""
+    _refuse_local_only(req)
+    if ns.stream and (ns.no_wait or ns.json):
+        fail("submit: --stream: prints lines as they come; not with --no-wait or --json")
     try:
         from ..celery import submit
     except ImportError as err:
         fail(str(err))
     assert req.task is not None  # request() always builds one
-    if ns.stream and (ns.no_wait or ns.json):
-        fail("submit: --stream: prints lines as they come; not with --no-wait or --json")
-    handle = submit(
-        req.task,
-        req.declared,
-        broker=broker(ns),
-        backend=ns.backend,
-        queue=ns.queue,
-        stream=ns.stream,
-    )
+    url = broker(ns)
+    try:
+        handle = submit(
+            req.task, req.declared, broker=url, backend=ns.backend, queue=ns.queue, stream=ns.stream
+        )
+    except Exception as err:  # the broker cannot be reached: kombu's and redis's own errors
+        fail(f"submit: cannot send to the broker: {type(err).__name__}: {err}")
     if ns.no_wait:
         print(handle.id)
         return 0
+    return _wait(handle, req, ns)
+
+
+def _wait(handle: Any, req: Request, ns: Namespace) -> int:
+    """Wait for the task; print what it printed; its exit status. Interrupted (^C, SIGTERM) or
+    out of ``--wait``, the task is revoked: nothing this command sent runs on unattended."""
+    from ..errors import HardexecError
+
+    def interrupted(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupted)
     try:
         result = handle.get(timeout=ns.wait, on_line=_print_line if ns.stream else None)
+    except KeyboardInterrupt:
+        handle.revoke(terminate=True)
+        print(f"hardexec: submit: interrupted: task {handle.id} revoked", file=sys.stderr)
+        return _EXIT_INTERRUPTED
     except (HardexecError, OSError) as err:  # refused by the worker, or the spawn failed
         print(f"hardexec: submit: task {handle.id}: {err}", file=sys.stderr)
         return _SPAWN_STATUS.get(getattr(err, "errno", None), EXIT_FAILURE)
     except Exception as err:  # Celery's own: a time limit, a revoke, a timeout waiting
+        if type(err).__name__ == "TimeoutError":
+            handle.revoke(terminate=True)
+            print(
+                f"hardexec: submit: task {handle.id} did not end within --wait {ns.wait:g} s: "
+                "revoked",
+                file=sys.stderr,
+            )
+            return _EXIT_TIMEOUT
         print(f"hardexec: submit: task {handle.id}: {type(err).__name__}: {err}", file=sys.stderr)
         return EXIT_FAILURE
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    return _report(result, req, ns)
+
+
+def _report(result: Any, req: Request, ns: Namespace) -> int:
     if ns.json:
         print(json.dumps(result.to_dict(), indent=2))
     elif not ns.stream:
@@ -186,6 +250,10 @@ def submit_command(req: Request, ns: Namespace) -> int:
     if not ns.json:
         for warning in result.warnings:
             print(f"hardexec: warning: {warning}", file=sys.stderr)
+        if req.usage and result.usage is not None:
+            from .supervise import _describe_usage
+
+            print(f"hardexec: usage: {_describe_usage(result.usage)}", file=sys.stderr)
     if result.timed_out:
         return _EXIT_TIMEOUT
     if result.signal is not None:

@@ -116,7 +116,8 @@ def _fleet_parsers(sub: Any) -> tuple[argparse.ArgumentParser, argparse.Argument
     working: argparse.ArgumentParser = sub.add_parser(
         "worker",
         help="a Celery worker that runs submitted tasks within a ceiling policy",
-        usage="hardexec worker --broker URL (--ceiling FILE | --profile NAME) [OPTIONS]",
+        usage="hardexec worker --broker URL [--ceiling FILE] [--profile NAME] [--user NAME] "
+        "[OPTIONS]",
         description="Run a Celery worker (prefork pool) whose tasks run through hardexec's "
         "runner. A submitted policy may only narrow the ceiling: a task asking for more is "
         "refused, never run. Each task's tree lives in a cgroup of the worker's own, and ends "
@@ -128,6 +129,12 @@ def _fleet_parsers(sub: Any) -> tuple[argparse.ArgumentParser, argparse.Argument
     )
     working.add_argument(
         "--profile", metavar="NAME", help="a profile as the ceiling (--ceiling goes over it)"
+    )
+    working.add_argument(
+        "--user",
+        metavar="NAME",
+        help="the user every task runs as (the ceiling's security.user; a root worker needs one, "
+        "or --allow-root-tasks)",
     )
     working.add_argument(
         "--concurrency", type=int, default=2, metavar="N", help="tasks at once (default 2)"
@@ -170,6 +177,9 @@ def _fleet_parsers(sub: Any) -> tuple[argparse.ArgumentParser, argparse.Argument
         help="how long to wait for the result (default: as long as it takes)",
     )
     add_run_options(submitting)
+    for action in submitting._actions:  # run's options a worker decides, not a task: unlisted
+        if action.dest in ("verify", "max_output", "json_result", "keep_leftovers"):
+            action.help = argparse.SUPPRESS
     return working, submitting
 
 
@@ -177,8 +187,8 @@ def _broker_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--broker",
         metavar="URL",
-        help="redis://host:port/db (default: $HARDEXEC_BROKER, which, unlike the command line, "
-        "other users cannot read)",
+        help="redis://[:PASSWORD@]HOST:PORT/DB, rediss://… (TLS) or redis+socket:///PATH "
+        "(default: $HARDEXEC_BROKER, which, unlike the command line, other users cannot read)",
     )
     p.add_argument("--backend", metavar="URL", help="the result backend (default: the broker)")
     p.add_argument("--queue", metavar="NAME", help="the queue (default: Celery's, 'celery')")
