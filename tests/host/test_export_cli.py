@@ -7,6 +7,7 @@ import json
 import os
 import pwd
 import signal
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -237,6 +238,70 @@ def test_a_profile_that_cannot_be_written_is_a_failure(tmp_path):
     assert f"hardexec: export: --seccomp-out: {str(out)!r}: No such file or directory" in (
         result.stderr.splitlines()
     )
+
+
+def _special(kind: str, tmp_path: Path) -> Path:
+    """A path of ``kind`` in ``tmp_path`` that is not a regular file to replace."""
+    target = tmp_path / "p.json"
+    if kind == "fifo":
+        os.mkfifo(target)
+    elif kind == "character device":
+        os.mknod(target, 0o666 | stat.S_IFCHR, os.makedev(1, 3))  # as /dev/null is
+    elif kind == "symbolic link":
+        (tmp_path / "elsewhere.json").write_text("kept\n")
+        target.symlink_to(tmp_path / "elsewhere.json")
+    elif kind == "directory":
+        target.mkdir()
+    return target
+
+
+SPECIAL = ["fifo", "character device", "symbolic link", "directory"]
+
+
+@pytest.mark.parametrize("kind", SPECIAL)
+def test_the_profile_never_replaces_what_is_not_a_regular_file(kind, tmp_path):
+    target = _special(kind, tmp_path)
+    before = os.lstat(target)
+    result = hx("--syscalls", "default", "--image", "x", "--seccomp-out", str(target), "--", "true")
+    assert result.returncode == 2, result.stderr
+    assert result.stdout == ""
+    [line] = result.stderr.splitlines()
+    assert line == (
+        f"hardexec: export: --seccomp-out: {str(target)!r} is a {kind}, not a regular file to "
+        "replace"
+    )
+    after = os.lstat(target)
+    assert (after.st_mode, after.st_ino, after.st_rdev) == (
+        before.st_mode,
+        before.st_ino,
+        before.st_rdev,
+    )
+    if kind == "symbolic link":
+        assert (tmp_path / "elsewhere.json").read_text() == "kept\n"
+    names = {"p.json", "elsewhere.json"}
+    assert {p.name for p in tmp_path.iterdir()} <= names  # no temporary file left
+
+
+def test_a_profile_path_naming_a_directory_is_a_usage_mistake(tmp_path):
+    result = hx(
+        "--syscalls", "default", "--image", "x", "--seccomp-out", f"{tmp_path}/", "--", "true"
+    )
+    assert result.returncode == 2, result.stderr
+    [line] = result.stderr.splitlines()
+    assert line == (
+        f"hardexec: export: --seccomp-out: {str(tmp_path) + '/'!r} names a directory; give "
+        "the profile's file name"
+    )
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_regular_file_is_replaced_whole(tmp_path):
+    out = tmp_path / "p.json"
+    out.write_text("old\n")
+    result = hx("--syscalls", "default", "--image", "x", "--seccomp-out", str(out), "--", "true")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(out.read_text())["defaultAction"] == "SCMP_ACT_ALLOW"
+    assert [p.name for p in tmp_path.iterdir()] == ["p.json"]
 
 
 def test_export_alone_and_its_help():

@@ -16,14 +16,16 @@ a container runtime's do) any such line refuses the export: exit 125, nothing on
 no profile written.
 
 Exit status: 0; 2 for a usage mistake (no ``--image``, a bad ``--name`` or ``--kind``, a
-filter without ``--seccomp-out``, an option that only means something for a run here); 125
-for a bad policy (as ``run`` says it), a profile that cannot be written, or ``--strict`` with
-something unexpressed.
+filter without ``--seccomp-out``, a ``--seccomp-out`` naming a directory or anything but a
+regular file — a device node, a symbolic link, a fifo: the profile never replaces one —, an
+option that only means something for a run here); 125 for a bad policy (as ``run`` says it),
+a profile or manifest that cannot be written, or ``--strict`` with something unexpressed.
 """
 
 from __future__ import annotations
 
 import os
+import stat
 import sys
 
 from .options import EXIT_FAILURE, EXIT_USAGE, fail
@@ -153,6 +155,8 @@ def export_command(ns: Namespace) -> int:
             f"export: --seccomp-out {ns.seccomp_out!r}: the policy filters no syscalls, so there "
             "is no profile to write"
         )
+    if ns.seccomp_out is not None:
+        _check_profile_path(ns.seccomp_out)
     file_name = os.path.basename(ns.seccomp_out) if ns.seccomp_out is not None else None
     try:
         result = export(
@@ -182,6 +186,41 @@ def export_command(ns: Namespace) -> int:
     except BrokenPipeError:  # `hardexec export k8s ... | head`: the reader left, which is fine
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0
+
+
+# What a path may name besides a regular file, as lstat says it (a link is not followed).
+_NOT_REGULAR = (
+    (stat.S_ISLNK, "symbolic link"),
+    (stat.S_ISDIR, "directory"),
+    (stat.S_ISCHR, "character device"),
+    (stat.S_ISBLK, "block device"),
+    (stat.S_ISFIFO, "fifo"),
+    (stat.S_ISSOCK, "socket"),
+)
+
+
+def _not_regular(path: str) -> str | None:
+    """What ``path`` is when it exists and is not a regular file (``"fifo"``, ...), else None."""
+    try:
+        mode = os.lstat(path).st_mode
+    except OSError:
+        return None  # absent (or unreadable): writing it says what is wrong, if anything
+    if stat.S_ISREG(mode):
+        return None
+    return next((kind for test, kind in _NOT_REGULAR if test(mode)), "special file")
+
+
+def _check_profile_path(path: str) -> None:
+    """Refuse a ``--seccomp-out`` the profile must not replace: the profile is renamed over
+    the path, which would make ``/dev/null`` a regular file, or a symbolic link one that no
+    longer points where it did."""
+    if not path:
+        _usage("export: --seccomp-out: the path is empty; give the profile's file name")
+    if path.endswith("/") or os.path.basename(path) in (".", ".."):
+        _usage(f"export: --seccomp-out: {path!r} names a directory; give the profile's file name")
+    kind = _not_regular(path)
+    if kind is not None:
+        _usage(f"export: --seccomp-out: {path!r} is a {kind}, not a regular file to replace")
 
 
 def _write_profile(path: str, profile: dict[str, Any]) -> None:
