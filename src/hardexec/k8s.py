@@ -37,7 +37,15 @@ if TYPE_CHECKING:
     from .policy import Policy
     from .policyfile import PolicyFile, RunSettings
 
-__all__ = ["ENFORCED_ANYWAY", "KINDS", "Export", "export", "is_dns_label", "to_yaml"]
+__all__ = [
+    "ENFORCED_ANYWAY",
+    "KINDS",
+    "NEWER_THAN_LIBSECCOMP_2_5",
+    "Export",
+    "export",
+    "is_dns_label",
+    "to_yaml",
+]
 
 #: The manifest kinds :func:`export` writes.
 KINDS = ("pod", "job")
@@ -53,6 +61,30 @@ ENFORCED_ANYWAY = {
     "confinement.best_effort": "the runtime fails the container when it cannot apply its "
     "seccomp profile",
 }
+
+#: Syscall names libseccomp 2.5 does not resolve: Debian 12's 2.5.4 (whose table reaches
+#: futex_requeue, x86_64 456) knows none of them (Linux 6.8 to 6.17's); an older build knows
+#: fewer names still. runc and crun build a profile with libseccomp and skip a rule naming a
+#: call it does not know, logging it at debug level only: on such a node a deny rule for one of
+#: these is gone and the call runs, where hardexec denies it by number.
+NEWER_THAN_LIBSECCOMP_2_5 = frozenset(
+    {
+        "statmount",
+        "listmount",
+        "lsm_get_self_attr",
+        "lsm_set_self_attr",
+        "lsm_list_modules",
+        "mseal",
+        "uretprobe",  # x86_64 only (335), though numbered below the others
+        "setxattrat",
+        "getxattrat",
+        "listxattrat",
+        "removexattrat",
+        "open_tree_attr",
+        "file_getattr",
+        "file_setattr",
+    }
+)
 
 _DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 _MAX_LABEL = 63
@@ -707,6 +739,7 @@ class _Builder:
                         {"names": names([nr]), **action(verdict), "args": [_masked(arg, bit, bit)]}
                     )
         profile["syscalls"] = rules
+        self._too_new(f, rules, allowed is None)
         self.note(
             f"the seccomp profile names {_ARCHITECTURES[arch]} only: hardexec kills a call of "
             "another ABI (i386's int 0x80, x32), the runtime gives it its bad-architecture "
@@ -727,6 +760,46 @@ class _Builder:
                 "kernel's calls run",
             )
         return profile
+
+    def _too_new(self, f: SyscallFilter, rules: list[dict[str, Any]], deny_list: bool) -> None:
+        """Say which of the profile's rules an older node's runtime skips (the names in
+        :data:`NEWER_THAN_LIBSECCOMP_2_5`)."""
+        from .confine import groups
+
+        if not deny_list:
+            named = sorted({n for r in rules for n in r["names"] if n in NEWER_THAN_LIBSECCOMP_2_5})
+            if named:
+                # A skipped rule leaves the call to the default action: ENOSYS, still refused.
+                self.note(
+                    f"a node whose libseccomp does not know {', '.join(named)} (2.5 does not) "
+                    "skips the profile's rules naming them: there they get the default ENOSYS"
+                )
+            return
+        denied = {
+            n
+            for r in rules
+            if r["action"] != "SCMP_ACT_ALLOW"
+            for n in r["names"]
+            if n in NEWER_THAN_LIBSECCOMP_2_5
+        }
+        # Whose rule it is: the policy's deny-list, or the default list (@default-deny).
+        own = set()
+        for entry in f.deny:
+            call = entry.partition(":")[0]
+            members = groups.expand(call)[0] if call.startswith("@") else (call,)
+            own |= {m.partition(":")[0] for m in members}
+        for field, names in (
+            ("confinement.syscalls.deny", sorted(denied & own)),
+            ("confinement.syscalls.default", sorted(denied - own)),
+        ):
+            if names:
+                self.lost(
+                    field,
+                    _listed(names),
+                    "denied by number under hardexec; a node whose libseccomp does not know "
+                    "them (2.5 does not) skips these rules: runc and crun ignore names they do "
+                    "not know, and the calls run",
+                )
 
     def _skipped(self, f: SyscallFilter, numbers: dict[str, int], groups: Any) -> None:
         """Names this machine's table lacks: those the policy gives itself are said as

@@ -19,7 +19,13 @@ from hardexec.confine import Confinement, PathRule, SyscallFilter, syscalls
 from hardexec.confine import groups as sysgroups
 from hardexec.confine.seccomp import WatchFilter, compile_watch
 from hardexec.errors import PolicyError
-from hardexec.k8s import ENFORCED_ANYWAY, export, is_dns_label, to_yaml
+from hardexec.k8s import (
+    ENFORCED_ANYWAY,
+    NEWER_THAN_LIBSECCOMP_2_5,
+    export,
+    is_dns_label,
+    to_yaml,
+)
 from hardexec.policyfile import PolicyFile, RunSettings, profile
 
 NOBODY = pwd.getpwnam("nobody")
@@ -411,6 +417,59 @@ def test_a_name_this_table_lacks_is_unexpressed():
     assert line.startswith(f'confinement.syscalls = ["{missing[0]}"] (')
     names = {n for rule in result.seccomp_profile["syscalls"] for n in rule["names"]}
     assert names == {"ptrace"}
+
+
+def _libseccomp():
+    """This machine's libseccomp (ctypes), or None."""
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("seccomp")
+    if name is None:
+        return None
+    lib = ctypes.CDLL(name)
+    lib.seccomp_syscall_resolve_name.argtypes = [ctypes.c_char_p]
+    return lib
+
+
+def test_names_libseccomp_2_5_does_not_know_are_all_listed():
+    lib = _libseccomp()
+    if lib is None:
+        pytest.skip("no libseccomp on this machine to ask which names it resolves")
+    unknown = {n for n in syscalls.table() if lib.seccomp_syscall_resolve_name(n.encode()) < 0}
+    assert unknown <= NEWER_THAN_LIBSECCOMP_2_5
+    known = {
+        n for n in NEWER_THAN_LIBSECCOMP_2_5 if lib.seccomp_syscall_resolve_name(n.encode()) >= 0
+    }
+    assert not known, "this libseccomp knows them: the list says it does not"
+
+
+def test_a_deny_rule_an_older_runtime_skips_is_unexpressed():
+    f = SyscallFilter(default=True, deny=("mseal:kill", "ptrace", "@security:EACCES"))
+    result = run_export(Policy(confinement=Confinement(syscalls=f)))
+    why = (
+        "(denied by number under hardexec; a node whose libseccomp does not know them (2.5 does "
+        "not) skips these rules: runc and crun ignore names they do not know, and the calls run)"
+    )
+    assert lost(result, "confinement.syscalls.deny") == [
+        'confinement.syscalls.deny = ["lsm_get_self_attr", "lsm_list_modules", '
+        f'"lsm_set_self_attr", "mseal"] {why}'
+    ]
+    # open_tree_attr is denied by the default list (@default-deny, through @mount).
+    assert f'confinement.syscalls.default = ["open_tree_attr"] {why}' in result.unexpressed
+    # A deny-list naming none of them says nothing of it.
+    result = run_export(Policy(confinement=Confinement(syscalls=SyscallFilter(deny=["ptrace"]))))
+    assert not any("libseccomp" in line for line in result.unexpressed)
+
+
+def test_an_allow_list_naming_newer_calls_notes_they_stay_refused():
+    f = SyscallFilter(allow=("@basic-io", "mseal"), deny=("statmount:kill",))
+    result = run_export(Policy(confinement=Confinement(syscalls=f)))
+    assert not any("libseccomp" in line for line in result.unexpressed)
+    assert (
+        "a node whose libseccomp does not know mseal, statmount (2.5 does not) skips the "
+        "profile's rules naming them: there they get the default ENOSYS"
+    ) in result.notes
 
 
 # --- nothing silently dropped ------------------------------------------------------------------
