@@ -179,12 +179,17 @@ def export(
     argv = _argv(argv)
     name = _check_args(image, kind, name, working_dir, argv)
     builder = _Builder(policy_file.policy, policy_file.run, name)
-    container: dict[str, Any] = {"name": name, "image": image, "command": list(argv)}
+    container: dict[str, Any] = {"name": name, "image": image, "command": _literal(argv)}
     if working_dir is not None:
         container["workingDir"] = _text(working_dir, "working_dir")
     env = builder.env()
     if env:
         container["env"] = env
+    if any("$" in arg for arg in argv) or any("$" in value for _, value in policy_file.run.env):
+        builder.note(
+            "every $ in command and env values is written $$: the kubelet expands $(VAR) and "
+            "$$ there, and $$ gives back the $"
+        )
     limits = builder.limits()
     if limits:
         # Limits only: requests are the scheduler's reservation, not a confinement. (Given
@@ -285,6 +290,12 @@ def _text(value: str, where: str) -> str:
             f"{where}: {shown(value)} is not UTF-8 text; a manifest cannot carry it"
         ) from None
     return value
+
+
+def _literal(texts: Sequence[str]) -> list[str]:
+    """``texts`` as the kubelet gives them back: it expands ``$(VAR)`` and ``$$`` in a
+    container's command, args and env values, and ``$$`` is its escape for a ``$``."""
+    return [text.replace("$", "$$") for text in texts]
 
 
 def _check_file_name(file_name: object) -> None:
@@ -510,7 +521,8 @@ class _Builder:
     def env(self) -> list[dict[str, str]]:
         out = []
         for key, value in self.run.env:
-            out.append({"name": _text(key, "run.env"), "value": _text(value, f"run.env.{key}")})
+            text = _text(value, f"run.env.{key}")
+            out.append({"name": _text(key, "run.env"), "value": _literal([text])[0]})
         return out
 
     def pod_spec(self, container: dict[str, Any], *, job: bool) -> dict[str, Any]:

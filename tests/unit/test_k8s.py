@@ -245,6 +245,49 @@ def test_environment_and_working_dir():
     assert lost(result, "run.env_policy")[0].startswith('run.env_policy = ["HOME"] (')
 
 
+def kubelet_expand(text: str, defined: dict[str, str]) -> str:
+    """What the kubelet makes of a command's, an arg's or an env value's ``text``
+    (k8s.io/kubernetes third_party/forked/golang/expansion.Expand): ``$$`` is ``$``,
+    ``$(NAME)`` a defined variable's value (left as it is when undefined)."""
+    out, i = [], 0
+    while i < len(text):
+        if text[i] == "$" and i + 1 < len(text):
+            rest = text[i + 1 :]
+            if rest[0] == "$":
+                out.append("$")
+                i += 2
+                continue
+            close = rest.find(")") if rest[0] == "(" else -1
+            if close > 0:
+                name = rest[1:close]
+                out.append(defined.get(name, f"$({name})"))
+                i += close + 2
+                continue
+            out.append("$" + rest[0])
+            i += 2
+            continue
+        out.append(text[i])
+        i += 1
+    return "".join(out)
+
+
+def test_the_kubelet_gives_back_every_dollar_as_written():
+    argv = ["sh", "-c", "echo $$ $(TOKEN) $HOME $", "$(", "$$$(TOKEN)"]
+    env = (("TOKEN", "secret"), ("PRICE", "$$5"), ("REF", "$(TOKEN)"))
+    result = run_export(PolicyFile(run=RunSettings(env=env)), argv)
+    c = container(result)
+    defined = dict(env)
+    assert [kubelet_expand(arg, defined) for arg in c["command"]] == argv
+    assert [(e["name"], kubelet_expand(e["value"], defined)) for e in c["env"]] == list(env)
+    assert any(
+        n.startswith("every $ in command and env values is written $$") for n in result.notes
+    )
+    # Without a $, nothing changes and nothing is said.
+    result = run_export(argv=["echo", "hi"])
+    assert container(result)["command"] == ["echo", "hi"]
+    assert not any("$$" in n for n in result.notes)
+
+
 def test_namespaces_and_hostname():
     policy = Policy(confinement=Confinement(namespaces=["pid", "ipc", "uts"], hostname="box-1"))
     spec = pod_spec(run_export(policy))
