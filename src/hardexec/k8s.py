@@ -464,11 +464,14 @@ class _Builder:
                 "/etc/group may differ"
             )
         # Strict: exactly these groups, as hardexec sets them; the default (Merge) would add
-        # those the image's /etc/group gives the user. Needs Kubernetes 1.31 or later
-        # (SupplementalGroupsPolicy, on by default from 1.33).
+        # those the image's /etc/group gives the user. The field is behind the
+        # SupplementalGroupsPolicy gate (1.31 on, off by default until 1.33), and an API server
+        # with the gate off drops it without a word.
         self.note(
             "supplementalGroupsPolicy is Strict (exactly the policy's groups, none from the "
-            "image's /etc/group): it needs Kubernetes 1.31 or later"
+            "image's /etc/group): it needs Kubernetes 1.33+ (or the SupplementalGroupsPolicy "
+            "gate on 1.31/1.32); where the gate is off, the API server drops the field and the "
+            "image's groups are added"
         )
         return {"supplementalGroups": list(groups), "supplementalGroupsPolicy": "Strict"}
 
@@ -753,9 +756,9 @@ class _Builder:
         profile["syscalls"] = rules
         self._too_new(f, rules, allowed is None)
         self.note(
-            f"the seccomp profile names {_ARCHITECTURES[arch]} only: hardexec kills a call of "
-            "another ABI (i386's int 0x80, x32), the runtime gives it its bad-architecture "
-            "action"
+            f"the seccomp profile names {_ARCHITECTURES[arch]} only: a call of another ABI "
+            "(i386's int 0x80, x32) kills the calling thread under runc (libseccomp's "
+            "bad-architecture action), where hardexec's own filter kills the process"
         )
         if allowed is not None:
             self.note(

@@ -94,6 +94,11 @@ def test_strict_profile():
     profile_ = result.seccomp_profile
     assert profile_["defaultAction"] == "SCMP_ACT_ALLOW"
     assert profile_["architectures"] == ["SCMP_ARCH_X86_64"]
+    assert (
+        "the seccomp profile names SCMP_ARCH_X86_64 only: a call of another ABI (i386's int "
+        "0x80, x32) kills the calling thread under runc (libseccomp's bad-architecture action), "
+        "where hardexec's own filter kills the process"
+    ) in result.notes
 
 
 def test_service_profile_keeps_net_bind_service():
@@ -118,6 +123,12 @@ def test_a_user_by_name_is_its_numeric_identity_here_and_says_so():
     pod = pod_spec(result)["securityContext"]
     assert pod["supplementalGroups"] == os.getgrouplist("nobody", NOBODY.pw_gid)
     assert pod["supplementalGroupsPolicy"] == "Strict"
+    assert (
+        "supplementalGroupsPolicy is Strict (exactly the policy's groups, none from the image's "
+        "/etc/group): it needs Kubernetes 1.33+ (or the SupplementalGroupsPolicy gate on "
+        "1.31/1.32); where the gate is off, the API server drops the field and the image's "
+        "groups are added"
+    ) in result.notes
     # Kept capabilities of a user that is not root need ambient capabilities, which a pod lacks.
     [caps] = lost(result, "security.keep_caps")
     assert caps.startswith('security.keep_caps = ["NET_BIND_SERVICE"] (') and "ambient" in caps
