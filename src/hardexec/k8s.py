@@ -97,6 +97,7 @@ _CAP_SYS_ADMIN = 21
 _QUANTITY_UNITS = (("Ti", 1 << 40), ("Gi", 1 << 30), ("Mi", 1 << 20), ("Ki", 1 << 10))
 _DEFAULT_GRACE = 5.0  # s: hardexec's own grace between the timeout's SIGTERM and SIGKILL
 _K8S_CPU_PERIOD = 100_000  # µs: the kubelet's default CFS period (cpuCFSQuotaPeriod)
+_MIN_MILLICPU = 10  # the kubelet's least CFS quota, 1 ms per 100 ms period (MilliCPUToQuota)
 
 
 @frozen
@@ -485,12 +486,28 @@ class _Builder:
         if cg.cpu is not None and cg.cpu.quota is not None:
             quota, period = cg.cpu.quota, cg.cpu.period
             milli, rest = divmod(quota * 1000, period)
-            limits["cpu"] = f"{milli}m"
-            if rest:
+            if milli < _MIN_MILLICPU:
+                # The kubelet's MilliCPUToQuota raises any quota below 1 ms a period to 1 ms:
+                # written as asked, the limit would read as less than what runs.
+                least = limits["cpu"] = f"{_MIN_MILLICPU}m"
+                self.lost(
+                    "cgroups.cpu.quota",
+                    str(quota),
+                    f"{quota} µs per {period} µs is {quota * 1000 / period:g} millicores; "
+                    f"the kubelet raises a CPU limit below {least} to {least} (1 ms per 100 ms "
+                    f"period), so the limit written is {least}, more than asked",
+                )
+            else:
+                limits["cpu"] = f"{milli}m"
+            if rest and milli >= _MIN_MILLICPU:
                 self.note(
                     f"cgroups.cpu {quota}/{period} µs is {quota * 1000 / period:g} millicores; "
                     f"the limit is rounded down to {milli}m"
                 )
+            self.note(
+                "the CPU limit is a CFS quota: a node whose kubelet has cpuCFSQuota: false "
+                "enforces no CPU limit"
+            )
             if period != _K8S_CPU_PERIOD:
                 self.note(
                     f"cgroups.cpu.period {period} µs: the kubelet applies the ratio with its own "

@@ -213,6 +213,34 @@ def test_a_cpu_limit_not_whole_millicores_is_rounded_down_and_said():
     assert any("rounded down to 333m" in n for n in result.notes)
 
 
+@pytest.mark.parametrize(
+    ("quota", "period", "said"), [(1000, 1_000_000, "1"), (1500, 200_000, "7.5")]
+)
+def test_a_cpu_limit_below_10m_is_written_10m_and_said_to_be_more(quota, period, said):
+    # The kernel's least quota is 1 ms: below 10m only with a period longer than 100 ms.
+    result = run_export(Policy(cgroups=CgroupLimits(cpu=CpuMax(quota=quota, period=period))))
+    assert container(result)["resources"]["limits"] == {"cpu": "10m"}
+    assert lost(result, "cgroups.cpu.quota") == [
+        f"cgroups.cpu.quota = {quota} ({quota} µs per {period} µs is {said} millicores; the "
+        "kubelet raises a CPU limit below 10m to 10m (1 ms per 100 ms period), so the limit "
+        "written is 10m, more than asked)"
+    ]
+    assert not any("rounded down" in n for n in result.notes)
+
+
+def test_a_cpu_limit_of_10m_is_as_asked():
+    policy = Policy(
+        security=SecurityConfig(drop_all_caps=True), cgroups=CgroupLimits(cpu=CpuMax(quota=1000))
+    )
+    result = run_export(policy)
+    assert container(result)["resources"]["limits"] == {"cpu": "10m"}
+    assert not result.unexpressed
+    assert (
+        "the CPU limit is a CFS quota: a node whose kubelet has cpuCFSQuota: false enforces no "
+        "CPU limit"
+    ) in result.notes
+
+
 def test_pids_are_unexpressed():
     result = run_export(Policy(cgroups=CgroupLimits(pids=64)))
     assert "resources" not in container(result)
