@@ -93,7 +93,6 @@ _MAX_LABEL = 63
 _PROFILE_DIR = "hardexec"
 _ARCHITECTURES = {"x86_64": "SCMP_ARCH_X86_64", "aarch64": "SCMP_ARCH_AARCH64"}
 _ENOSYS = 38  # the same on x86_64 and aarch64 (asm-generic/errno.h)
-_CAP_SYS_ADMIN = 21
 _QUANTITY_UNITS = (("Ti", 1 << 40), ("Gi", 1 << 30), ("Mi", 1 << 20), ("Ki", 1 << 10))
 _DEFAULT_GRACE = 5.0  # s: hardexec's own grace between the timeout's SIGTERM and SIGKILL
 _K8S_CPU_PERIOD = 100_000  # µs: the kubelet's default CFS period (cpuCFSQuotaPeriod)
@@ -384,36 +383,40 @@ class _Builder:
         c = self.policy.confinement
         # hardexec implies no_new_privs when it confines (a seccomp filter or Landlock rules)
         # a program that does not hold CAP_SYS_ADMIN: the kernel refuses either without one or
-        # the other (confine.compile._confine decides it; _holds is that decision's own test).
+        # the other. Decided from the container's set, never from this process's own (the
+        # same command would give another manifest under another exporter): the container
+        # holds SYS_ADMIN only when drop_all_caps keeps it, as a runtime's default set has none.
         confining = c is not None and (c.syscalls is not None or c.landlock)
-        implied = False
-        if confining and not sec.no_new_privs:
-            from .confine.compile import _holds
-
-            implied = not _holds(self.policy, False, _CAP_SYS_ADMIN)
+        holds_sys_admin = sec.drop_all_caps and "SYS_ADMIN" in kept
+        implied = confining and not sec.no_new_privs and not holds_sys_admin
         if not (sec.no_new_privs or implied):
+            why = (
+                "the container keeps SYS_ADMIN, so hardexec does not imply it for the syscall "
+                "filter or Landlock rules either"
+                if confining
+                else "set-user-ID and file-capability programs may gain privileges, as under "
+                "hardexec"
+            )
             self.note(
-                "allowPrivilegeEscalation is not written (the policy does not set "
-                "no_new_privs): set-user-ID and file-capability programs may gain privileges, "
-                "as under hardexec"
+                f"allowPrivilegeEscalation is not written (the policy does not set "
+                f"no_new_privs): {why}"
             )
             return
-        if "SYS_ADMIN" in kept:
-            # The API server refuses allowPrivilegeEscalation: false with SYS_ADMIN added.
-            field = "security.no_new_privs" if sec.no_new_privs else "confinement"
-            value = "true" if sec.no_new_privs else "(implied no_new_privs)"
+        if holds_sys_admin:  # and no_new_privs asked for in so many words
             self.lost(
-                field,
-                value,
-                "Kubernetes refuses allowPrivilegeEscalation: false for a container that adds "
-                "SYS_ADMIN",
+                "security.no_new_privs",
+                "true",
+                "not written as allowPrivilegeEscalation: false next to an added SYS_ADMIN: "
+                "the Kubernetes API has allowPrivilegeEscalation always true for a container "
+                "with CAP_SYS_ADMIN, which can gain back what no_new_privs withholds",
             )
             return
         context["allowPrivilegeEscalation"] = False
         if implied:
             self.note(
                 "allowPrivilegeEscalation is false: the policy does not set no_new_privs, but "
-                "hardexec implies it for its syscall filter or Landlock rules"
+                "hardexec implies it for a syscall filter or Landlock rules over a program "
+                "without SYS_ADMIN, as the container is"
             )
 
     def _identity(self, context: dict[str, Any]) -> None:

@@ -6,6 +6,8 @@ as it is; what a pod cannot say is one line each on stderr; mistakes exit 2 (usa
 import json
 import os
 import pwd
+import shlex
+import shutil
 import signal
 import stat
 import subprocess
@@ -140,6 +142,30 @@ def test_a_job():
     [c] = job["spec"]["template"]["spec"]["containers"]
     assert c["command"] == ["/bin/backup", "--all"]
     assert result.stderr == ""  # nothing lost: no rlimits, no Landlock, caps dropped
+
+
+@pytest.mark.parametrize(
+    "options", [["--syscalls", "default"], ["--drop-all-caps", "--keep-cap", "SYS_ADMIN"]]
+)
+def test_the_manifest_does_not_depend_on_the_exporters_capabilities(options, tmp_path):
+    """allowPrivilegeEscalation is decided from the container's capabilities, not from those
+    of the process exporting: as root and without CAP_SYS_ADMIN, the same manifest."""
+    if os.geteuid() != 0 or not shutil.which("capsh"):
+        pytest.skip("needs root and capsh to export once with CAP_SYS_ADMIN and once without")
+    args = [*options, "--syscalls", "default", "--image", "x", "--name", "p", "--", "true"]
+    outputs = []
+    for drop in (False, True):
+        out = tmp_path / str(drop) / "p.json"  # the same name: the manifest names it
+        out.parent.mkdir()
+        argv = [*HARDEXEC, "export", "k8s", *args[:-4], "--seccomp-out", str(out), *args[-4:]]
+        if drop:
+            argv = ["capsh", "--drop=cap_sys_admin", "--", "-c", shlex.join(argv)]
+        result = run_text(argv)
+        assert result.returncode == 0, result.stderr
+        outputs.append((result.stdout, result.stderr, out.read_text()))
+    assert outputs[0] == outputs[1]
+    ctx = manifest_of(outputs[0][0])["spec"]["containers"][0]["securityContext"]
+    assert ("allowPrivilegeEscalation" in ctx) == ("SYS_ADMIN" not in options)
 
 
 def test_strict_refuses_anything_unexpressed_and_writes_nothing(tmp_path):

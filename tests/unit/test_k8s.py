@@ -184,8 +184,35 @@ def test_sys_admin_kept_cannot_go_with_no_privilege_escalation():
     ctx = container(result)["securityContext"]
     assert ctx["capabilities"]["add"] == ["SYS_ADMIN"]
     assert "allowPrivilegeEscalation" not in ctx
-    [line] = lost(result, "security.no_new_privs")
-    assert "SYS_ADMIN" in line
+    assert lost(result, "security.no_new_privs") == [
+        "security.no_new_privs = true (not written as allowPrivilegeEscalation: false next to an "
+        "added SYS_ADMIN: the Kubernetes API has allowPrivilegeEscalation always true for a "
+        "container with CAP_SYS_ADMIN, which can gain back what no_new_privs withholds)"
+    ]
+
+
+def test_without_drop_all_caps_a_filter_implies_no_new_privs_whoever_exports():
+    # The container gets the runtime's default set, which never has SYS_ADMIN: hardexec would
+    # imply no_new_privs for such a program, whatever capabilities this process holds.
+    for confinement in (
+        Confinement(syscalls=SyscallFilter(default=True)),
+        Confinement(fs=[PathRule("/", "rx")]),
+    ):
+        result = run_export(Policy(confinement=confinement), seccomp_file_name="p.json")
+        assert container(result)["securityContext"]["allowPrivilegeEscalation"] is False
+
+
+def test_a_filter_over_a_container_keeping_sys_admin_implies_nothing():
+    sec = SecurityConfig(drop_all_caps=True, keep_caps=["SYS_ADMIN"])
+    policy = Policy(security=sec, confinement=Confinement(syscalls=SyscallFilter(default=True)))
+    result = run_export(policy)
+    assert "allowPrivilegeEscalation" not in container(result)["securityContext"]
+    assert not lost(result, "security.no_new_privs") and not lost(result, "confinement")
+    assert (
+        "allowPrivilegeEscalation is not written (the policy does not set no_new_privs): the "
+        "container keeps SYS_ADMIN, so hardexec does not imply it for the syscall filter or "
+        "Landlock rules either"
+    ) in result.notes
 
 
 # --- resources, time, environment, namespaces -------------------------------------------------
