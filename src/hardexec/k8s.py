@@ -897,11 +897,12 @@ _YAML_WORDS = frozenset({"y", "yes", "n", "no", "true", "false", "on", "off", "n
 
 
 def to_yaml(obj: object) -> str:
-    """``obj`` (dicts, lists, str, int, bool, None) as a YAML document.
+    """``obj`` (dicts, lists, str, int, float, bool, None) as a YAML document.
 
-    Strings are written double-quoted, as JSON writes them (a JSON string is a YAML one), so
-    no value is ever read as another type; keys are bare when that is unambiguous. Dict keys
-    keep their order.
+    Strings are written double-quoted and in ASCII, with JSON's escapes (a JSON string is a
+    YAML one) and ``\\UXXXXXXXX`` for a character beyond the BMP, so no value is ever read as
+    another type; a float always has a dot (YAML 1.1 reads ``1e+16`` as a string, ``1.0e+16``
+    as a float); keys are bare when that is unambiguous. Dict keys keep their order.
 
     Raises:
         ValueError: a value of another type, a non-string key, a float that is not finite, or
@@ -922,14 +923,28 @@ def _scalar(value: object, where: str) -> str:
     if isinstance(value, float):
         if not math.isfinite(value):
             raise ValueError(f"{where or 'the document'}: {value!r} is not a finite number")
-        return repr(value)
+        text = repr(value)
+        # YAML 1.1 reads a float only with a dot in it: 1e+16 would be the string "1e+16".
+        mantissa, e, exponent = text.partition("e")
+        return f"{mantissa}.0e{exponent}" if e and "." not in mantissa else text
     if isinstance(value, str):
         try:
             value.encode("utf-8")
         except UnicodeEncodeError:
             raise ValueError(f"{where or 'the document'}: {shown(value)} is not Unicode") from None
-        return json.dumps(value)  # ASCII, escaped: valid YAML double-quoted text
+        # JSON's escapes are YAML's too, but not its surrogate pairs for what is beyond the
+        # BMP (libyaml, hence kubectl, refuses them): every character past ~ is escaped here,
+        # with \U for those, so the text is ASCII and printable (YAML has no raw DEL either).
+        return _NOT_ASCII.sub(_escaped, json.dumps(value, ensure_ascii=False))
     raise ValueError(f"{where or 'the document'}: {shown(value)} cannot be written in YAML")
+
+
+_NOT_ASCII = re.compile(r"[^\x00-\x7e]")
+
+
+def _escaped(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\U{code:08x}" if code > 0xFFFF else f"\\u{code:04x}"
 
 
 def _key(key: object, where: str) -> str:

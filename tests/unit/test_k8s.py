@@ -801,6 +801,26 @@ def test_to_yaml_reads_back_as_what_it_was_given(value):
     assert to_yaml(value) == text  # deterministic
 
 
+LOADERS = [yaml.SafeLoader, *([yaml.CSafeLoader] if hasattr(yaml, "CSafeLoader") else [])]
+
+
+@pytest.mark.parametrize("loader", LOADERS, ids=lambda loader: loader.__name__)
+def test_text_beyond_the_bmp_reads_back_with_either_loader(loader):
+    argv = ["echo", "smile \U0001f600", "\U0010fffd\x7f\u2028é"]
+    result = run_export(argv=argv, name="echo")
+    text = to_yaml(result.manifest)
+    assert text.isascii() and "\\U0001f600" in text and "\\ud83d" not in text
+    assert yaml.load(text, Loader=loader) == result.manifest
+    assert container(result)["command"] == argv
+
+
+@pytest.mark.parametrize("loader", LOADERS, ids=lambda loader: loader.__name__)
+@pytest.mark.parametrize("number", [1e16, 1e-05, -2.5e300, 2.5, 0.1, 1.5e16, -0.0])
+def test_a_float_reads_back_as_a_float_with_either_loader(number, loader):
+    back = yaml.load(to_yaml({"n": number}), Loader=loader)["n"]
+    assert isinstance(back, float) and back == number
+
+
 def test_to_yaml_writes_every_string_quoted_and_keys_in_order():
     text = to_yaml({"kind": "Pod", "a": {"z": "1", "b": ["x"]}})
     assert text == 'kind: "Pod"\na:\n  z: "1"\n  b:\n    - "x"\n'
