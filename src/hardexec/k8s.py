@@ -95,6 +95,7 @@ _ARCHITECTURES = {"x86_64": "SCMP_ARCH_X86_64", "aarch64": "SCMP_ARCH_AARCH64"}
 _ENOSYS = 38  # the same on x86_64 and aarch64 (asm-generic/errno.h)
 _QUANTITY_UNITS = (("Ti", 1 << 40), ("Gi", 1 << 30), ("Mi", 1 << 20), ("Ki", 1 << 10))
 _DEFAULT_GRACE = 5.0  # s: hardexec's own grace between the timeout's SIGTERM and SIGKILL
+_KUBELET_LEAST_GRACE = 2  # s: the kubelet's minimumGracePeriodInSeconds when it kills
 _K8S_CPU_PERIOD = 100_000  # µs: the kubelet's default CFS period (cpuCFSQuotaPeriod)
 _MIN_MILLICPU = 10  # the kubelet's least CFS quota, 1 ms per 100 ms period (MilliCPUToQuota)
 
@@ -557,26 +558,44 @@ class _Builder:
             "enableServiceLinks": False,
         }
         self.note(
-            "automountServiceAccountToken and enableServiceLinks are false: no API token and "
-            "no service variables, which the program did not have under hardexec either"
+            "automountServiceAccountToken and enableServiceLinks are false: no API token and no "
+            "variables for the namespace's services, which the program did not have under "
+            "hardexec either (the kubelet still sets the API server's own, "
+            "KUBERNETES_SERVICE_HOST, KUBERNETES_SERVICE_PORT and KUBERNETES_PORT*)"
         )
         deadline = self.deadline()
         if deadline is not None and not job:  # a Job's deadline is the Job's own
             spec["activeDeadlineSeconds"] = deadline
-        if deadline is not None:
-            grace = _DEFAULT_GRACE if self.run.kill_after is None else self.run.kill_after
-            spec["terminationGracePeriodSeconds"] = math.ceil(grace)
-            self.note(
-                f"run.timeout {self.run.timeout:g} s: past the deadline the pod fails "
-                "(DeadlineExceeded) instead of exiting 124; its grace after SIGTERM is "
-                f"{math.ceil(grace)} s"
-            )
+        if self.run.timeout is not None and deadline is not None:
+            self._deadline_notes(spec, self.run.timeout, deadline)
         self._namespaces(spec)
         pod_context = self.pod_security_context()
         if pod_context:
             spec["securityContext"] = pod_context
         spec["containers"] = [container]
         return spec
+
+    def _deadline_notes(self, spec: dict[str, Any], timeout: float, deadline: int) -> None:
+        grace = _DEFAULT_GRACE if self.run.kill_after is None else self.run.kill_after
+        whole = spec["terminationGracePeriodSeconds"] = math.ceil(grace)
+        rounded = (
+            f" (activeDeadlineSeconds is whole seconds: {deadline}, rounded up)"
+            if deadline != timeout
+            else ""
+        )
+        if whole < _KUBELET_LEAST_GRACE:
+            given = (
+                f"{_KUBELET_LEAST_GRACE} s (the kubelet raises a grace below "
+                f"{_KUBELET_LEAST_GRACE} s to it; hardexec's is {grace:g} s)"
+            )
+        elif whole != grace:
+            given = f"{whole} s ({grace:g} s rounded up to whole seconds)"
+        else:
+            given = f"{whole} s"
+        self.note(
+            f"run.timeout {timeout:g} s{rounded}: past the deadline the pod fails "
+            f"(DeadlineExceeded) instead of exiting 124; its grace after SIGTERM is {given}"
+        )
 
     def _namespaces(self, spec: dict[str, Any]) -> None:
         c = self.policy.confinement
@@ -641,10 +660,9 @@ class _Builder:
         if c is None:
             return
         if c.fs:
-            rules = ", ".join(f"{rule.path}:{rule.access}" for rule in c.fs)
             self.lost(
                 "confinement.fs",
-                f"[{rules}]",
+                _listed([f"{rule.path}:{rule.access}" for rule in c.fs]),
                 "Kubernetes has no Landlock: the container sees its whole filesystem; "
                 "readOnlyRootFilesystem and volumes mounted read-only come closest",
             )

@@ -330,6 +330,27 @@ def test_a_regular_file_is_replaced_whole(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["p.json"]
 
 
+def test_a_manifest_that_cannot_be_written_leaves_no_profile(tmp_path):
+    out = tmp_path / "p.json"
+    argv = [*HARDEXEC, "export", "k8s", "--syscalls", "default", "--image", "x"]
+    with open("/dev/full", "w") as full:
+        result = subprocess.run(
+            [*argv, "--seccomp-out", str(out), "--", "true"],
+            stdout=full,
+            stderr=subprocess.PIPE,
+            text=True,
+            check=False,
+        )
+    assert result.returncode == 125
+    *said, last = result.stderr.splitlines()
+    assert all(line.startswith(PREFIX) for line in said)  # the filter's unexpressed lines
+    assert (
+        last
+        == "hardexec: export: the manifest cannot be written to stdout: No space left on device"
+    )
+    assert not list(tmp_path.iterdir())  # neither the profile nor its temporary file
+
+
 def test_export_alone_and_its_help():
     result = run_text([*HARDEXEC, "export"])
     assert result.returncode == 2

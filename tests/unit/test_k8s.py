@@ -279,9 +279,37 @@ def test_timeout_and_grace():
     result = run_export(PolicyFile(run=RunSettings(timeout=90.5, kill_after=2.2)))
     spec = pod_spec(result)
     assert (spec["activeDeadlineSeconds"], spec["terminationGracePeriodSeconds"]) == (91, 3)
+    assert (
+        "run.timeout 90.5 s (activeDeadlineSeconds is whole seconds: 91, rounded up): past the "
+        "deadline the pod fails (DeadlineExceeded) instead of exiting 124; its grace after "
+        "SIGTERM is 3 s (2.2 s rounded up to whole seconds)"
+    ) in result.notes
     # Without kill_after, hardexec's own grace: 5 s.
     result = run_export(PolicyFile(run=RunSettings(timeout=10)))
     assert pod_spec(result)["terminationGracePeriodSeconds"] == 5
+    assert (
+        "run.timeout 10 s: past the deadline the pod fails (DeadlineExceeded) instead of "
+        "exiting 124; its grace after SIGTERM is 5 s"
+    ) in result.notes
+
+
+@pytest.mark.parametrize("kill_after", [0.0, 0.5])
+def test_a_short_timeout_and_grace_say_what_the_kubelet_gives(kill_after):
+    result = run_export(PolicyFile(run=RunSettings(timeout=0.2, kill_after=kill_after)))
+    spec = pod_spec(result)
+    assert spec["activeDeadlineSeconds"] == 1
+    assert spec["terminationGracePeriodSeconds"] == (0 if kill_after == 0 else 1)
+    assert (
+        "run.timeout 0.2 s (activeDeadlineSeconds is whole seconds: 1, rounded up): past the "
+        "deadline the pod fails (DeadlineExceeded) instead of exiting 124; its grace after "
+        "SIGTERM is 2 s (the kubelet raises a grace below 2 s to it; hardexec's is "
+        f"{kill_after:g} s)"
+    ) in result.notes
+
+
+def test_service_links_off_still_leave_the_api_servers_variables():
+    [line] = [n for n in run_export().notes if "enableServiceLinks" in n]
+    assert "KUBERNETES_SERVICE_HOST" in line and "still sets" in line
 
 
 def test_job_kind():
@@ -389,7 +417,7 @@ def test_what_has_no_place_in_a_manifest_is_each_one_sentence():
         "runtime's defaults apply)",
     )
     for field, value in [
-        ("confinement.fs", "[/srv:ro]"),
+        ("confinement.fs", '["/srv:ro"]'),
         ("confinement.fs_dependencies", "false"),
         ("confinement.tcp_bind", "[80]"),
         ("confinement.tcp_connect", "[443, 5432]"),
@@ -401,6 +429,16 @@ def test_what_has_no_place_in_a_manifest_is_each_one_sentence():
         [line] = lost(result, field)
         assert line.startswith(f"{field} = {value} (") and line.endswith(")"), line
         assert "\n" not in line
+
+
+def test_a_path_rule_is_quoted_so_that_it_cannot_forge_a_line():
+    rules = [PathRule("/srv\nhardexec: export: all is well", "ro"), PathRule('/a "b"', "rw")]
+    result = run_export(Policy(confinement=Confinement(fs=rules)))
+    [line] = lost(result, "confinement.fs")
+    assert line.startswith(
+        'confinement.fs = ["/srv\\nhardexec: export: all is well:ro", "/a \\"b\\":rw"] ('
+    )
+    assert "\n" not in line
 
 
 # --- seccomp -----------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ a profile or manifest that cannot be written, or ``--strict`` with something une
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 import sys
@@ -33,6 +34,7 @@ from .options import EXIT_FAILURE, EXIT_USAGE, fail
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from argparse import ArgumentParser, Namespace
+    from collections.abc import Sequence
     from typing import Any, NoReturn
 
 __all__ = ["add_parser", "export_command"]
@@ -176,16 +178,41 @@ def export_command(ns: Namespace) -> int:
         print(f"hardexec: export: not expressible in Kubernetes: {item}", file=sys.stderr)
     if ns.strict and result.unexpressed:
         return EXIT_FAILURE
+    # The profile is made whole beside its path first, and takes the path only once the
+    # manifest naming it is out: a manifest that cannot be written leaves no profile behind.
+    temp = None
     if result.seccomp_profile is not None:
-        _write_profile(ns.seccomp_out, result.seccomp_profile)
-    head = [f"# hardexec export k8s, from {req.source}"]
-    head += [f"# note: {note}" for note in result.notes]
+        temp = _write_profile(ns.seccomp_out, result.seccomp_profile)
+    try:
+        _write_manifest(req.source, result.notes, text)
+        if temp is not None:
+            _install_profile(temp, ns.seccomp_out)
+            temp = None
+    finally:
+        if temp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(temp)
+    return 0
+
+
+def _write_manifest(source: str, notes: Sequence[str], text: str) -> None:
+    head = [f"# hardexec export k8s, from {source}"]
+    head += [f"# note: {note}" for note in notes]
     try:
         sys.stdout.write("\n".join(head) + "\n" + text)
         sys.stdout.flush()
     except BrokenPipeError:  # `hardexec export k8s ... | head`: the reader left, which is fine
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-    return 0
+        _stdout_to_devnull()
+    except OSError as err:  # `> /dev/full`, a full disk
+        _stdout_to_devnull()
+        fail(f"export: the manifest cannot be written to stdout: {err.strerror or err}")
+
+
+def _stdout_to_devnull() -> None:
+    """Point stdout at /dev/null: what is still buffered would fail again at exit."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
 
 
 # What a path may name besides a regular file, as lstat says it (a link is not followed).
@@ -223,9 +250,12 @@ def _check_profile_path(path: str) -> None:
         _usage(f"export: --seccomp-out: {path!r} is a {kind}, not a regular file to replace")
 
 
-def _write_profile(path: str, profile: dict[str, Any]) -> None:
-    """Write the profile whole or not at all: a node given half a profile fails the pod."""
-    import contextlib
+def _write_profile(path: str, profile: dict[str, Any]) -> str:
+    """The profile written whole to a temporary file beside ``path``: its name.
+
+    A node given half a profile fails the pod, so the profile takes its path by a rename
+    (:func:`_install_profile`) or not at all.
+    """
     import json
     import tempfile
 
@@ -239,8 +269,22 @@ def _write_profile(path: str, profile: dict[str, Any]) -> None:
             json.dump(profile, f, indent=2)
             f.write("\n")
         os.chmod(temp, 0o644)  # a profile is no secret; the node's copy is readable anyway
-        os.replace(temp, path)
-    except OSError as err:
+    except BaseException as err:
         with contextlib.suppress(OSError):
             os.unlink(temp)
+        if not isinstance(err, OSError):
+            raise
+        fail(f"export: --seccomp-out: {path!r}: {err.strerror or err}")
+    return temp
+
+
+def _install_profile(temp: str, path: str) -> None:
+    """Rename ``temp`` over ``path``, once more making sure that replaces a regular file (the
+    path was checked before the export, but the manifest's writing may have taken long)."""
+    kind = _not_regular(path)
+    if kind is not None:
+        _usage(f"export: --seccomp-out: {path!r} is a {kind}, not a regular file to replace")
+    try:
+        os.replace(temp, path)
+    except OSError as err:
         fail(f"export: --seccomp-out: {path!r}: {err.strerror or err}")
