@@ -417,7 +417,7 @@ class _Builder:
             self.note(
                 "allowPrivilegeEscalation is false: the policy does not set no_new_privs, but "
                 "hardexec implies it for a syscall filter or Landlock rules over a program "
-                "without SYS_ADMIN, as the container is"
+                "without SYS_ADMIN, and the container holds none"
             )
 
     def _identity(self, context: dict[str, Any]) -> None:
