@@ -37,7 +37,15 @@ if TYPE_CHECKING:
     from .policy import Policy
     from .policyfile import PolicyFile, RunSettings
 
-__all__ = ["ENFORCED_ANYWAY", "KINDS", "Export", "export", "is_dns_label", "to_yaml"]
+__all__ = [
+    "ENFORCED_ANYWAY",
+    "KINDS",
+    "NEWER_THAN_LIBSECCOMP_2_5",
+    "Export",
+    "export",
+    "is_dns_label",
+    "to_yaml",
+]
 
 #: The manifest kinds :func:`export` writes.
 KINDS = ("pod", "job")
@@ -54,6 +62,30 @@ ENFORCED_ANYWAY = {
     "seccomp profile",
 }
 
+#: Syscall names libseccomp 2.5 does not resolve: Debian 12's 2.5.4 (whose table reaches
+#: futex_requeue, x86_64 456) knows none of them (Linux 6.8 to 6.17's); an older build knows
+#: fewer names still. runc and crun build a profile with libseccomp and skip a rule naming a
+#: call it does not know, logging it at debug level only: on such a node a deny rule for one of
+#: these is gone and the call runs, where hardexec denies it by number.
+NEWER_THAN_LIBSECCOMP_2_5 = frozenset(
+    {
+        "statmount",
+        "listmount",
+        "lsm_get_self_attr",
+        "lsm_set_self_attr",
+        "lsm_list_modules",
+        "mseal",
+        "uretprobe",  # x86_64 only (335), though numbered below the others
+        "setxattrat",
+        "getxattrat",
+        "listxattrat",
+        "removexattrat",
+        "open_tree_attr",
+        "file_getattr",
+        "file_setattr",
+    }
+)
+
 _DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 _MAX_LABEL = 63
 # The kubelet's seccomp directory's subdirectory the profiles go in (localhostProfile is a
@@ -61,10 +93,11 @@ _MAX_LABEL = 63
 _PROFILE_DIR = "hardexec"
 _ARCHITECTURES = {"x86_64": "SCMP_ARCH_X86_64", "aarch64": "SCMP_ARCH_AARCH64"}
 _ENOSYS = 38  # the same on x86_64 and aarch64 (asm-generic/errno.h)
-_CAP_SYS_ADMIN = 21
 _QUANTITY_UNITS = (("Ti", 1 << 40), ("Gi", 1 << 30), ("Mi", 1 << 20), ("Ki", 1 << 10))
 _DEFAULT_GRACE = 5.0  # s: hardexec's own grace between the timeout's SIGTERM and SIGKILL
+_KUBELET_LEAST_GRACE = 2  # s: the kubelet's minimumGracePeriodInSeconds when it kills
 _K8S_CPU_PERIOD = 100_000  # µs: the kubelet's default CFS period (cpuCFSQuotaPeriod)
+_MIN_MILLICPU = 10  # the kubelet's least CFS quota, 1 ms per 100 ms period (MilliCPUToQuota)
 
 
 @frozen
@@ -147,12 +180,17 @@ def export(
     argv = _argv(argv)
     name = _check_args(image, kind, name, working_dir, argv)
     builder = _Builder(policy_file.policy, policy_file.run, name)
-    container: dict[str, Any] = {"name": name, "image": image, "command": list(argv)}
+    container: dict[str, Any] = {"name": name, "image": image, "command": _literal(argv)}
     if working_dir is not None:
         container["workingDir"] = _text(working_dir, "working_dir")
     env = builder.env()
     if env:
         container["env"] = env
+    if any("$" in arg for arg in argv) or any("$" in value for _, value in policy_file.run.env):
+        builder.note(
+            "every $ in command and env values is written $$: the kubelet expands $(VAR) and "
+            "$$ there, and $$ gives back the $"
+        )
     limits = builder.limits()
     if limits:
         # Limits only: requests are the scheduler's reservation, not a confinement. (Given
@@ -255,6 +293,12 @@ def _text(value: str, where: str) -> str:
     return value
 
 
+def _literal(texts: Sequence[str]) -> list[str]:
+    """``texts`` as the kubelet gives them back: it expands ``$(VAR)`` and ``$$`` in a
+    container's command, args and env values, and ``$$`` is its escape for a ``$``."""
+    return [text.replace("$", "$$") for text in texts]
+
+
 def _check_file_name(file_name: object) -> None:
     if (
         not isinstance(file_name, str)
@@ -340,36 +384,40 @@ class _Builder:
         c = self.policy.confinement
         # hardexec implies no_new_privs when it confines (a seccomp filter or Landlock rules)
         # a program that does not hold CAP_SYS_ADMIN: the kernel refuses either without one or
-        # the other (confine.compile._confine decides it; _holds is that decision's own test).
+        # the other. Decided from the container's set, never from this process's own (the
+        # same command would give another manifest under another exporter): the container
+        # holds SYS_ADMIN only when drop_all_caps keeps it, as a runtime's default set has none.
         confining = c is not None and (c.syscalls is not None or c.landlock)
-        implied = False
-        if confining and not sec.no_new_privs:
-            from .confine.compile import _holds
-
-            implied = not _holds(self.policy, False, _CAP_SYS_ADMIN)
+        holds_sys_admin = sec.drop_all_caps and "SYS_ADMIN" in kept
+        implied = confining and not sec.no_new_privs and not holds_sys_admin
         if not (sec.no_new_privs or implied):
+            why = (
+                "the container keeps SYS_ADMIN, so hardexec does not imply it for the syscall "
+                "filter or Landlock rules either"
+                if confining
+                else "set-user-ID and file-capability programs may gain privileges, as under "
+                "hardexec"
+            )
             self.note(
-                "allowPrivilegeEscalation is not written (the policy does not set "
-                "no_new_privs): set-user-ID and file-capability programs may gain privileges, "
-                "as under hardexec"
+                f"allowPrivilegeEscalation is not written (the policy does not set "
+                f"no_new_privs): {why}"
             )
             return
-        if "SYS_ADMIN" in kept:
-            # The API server refuses allowPrivilegeEscalation: false with SYS_ADMIN added.
-            field = "security.no_new_privs" if sec.no_new_privs else "confinement"
-            value = "true" if sec.no_new_privs else "(implied no_new_privs)"
+        if holds_sys_admin:  # and no_new_privs asked for in so many words
             self.lost(
-                field,
-                value,
-                "Kubernetes refuses allowPrivilegeEscalation: false for a container that adds "
-                "SYS_ADMIN",
+                "security.no_new_privs",
+                "true",
+                "not written as allowPrivilegeEscalation: false next to an added SYS_ADMIN: "
+                "the Kubernetes API has allowPrivilegeEscalation always true for a container "
+                "with CAP_SYS_ADMIN, which can gain back what no_new_privs withholds",
             )
             return
         context["allowPrivilegeEscalation"] = False
         if implied:
             self.note(
                 "allowPrivilegeEscalation is false: the policy does not set no_new_privs, but "
-                "hardexec implies it for its syscall filter or Landlock rules"
+                "hardexec implies it for a syscall filter or Landlock rules over a program "
+                "without SYS_ADMIN, and the container holds none"
             )
 
     def _identity(self, context: dict[str, Any]) -> None:
@@ -421,11 +469,14 @@ class _Builder:
                 "/etc/group may differ"
             )
         # Strict: exactly these groups, as hardexec sets them; the default (Merge) would add
-        # those the image's /etc/group gives the user. Needs Kubernetes 1.31 or later
-        # (SupplementalGroupsPolicy, on by default from 1.33).
+        # those the image's /etc/group gives the user. The field is behind the
+        # SupplementalGroupsPolicy gate (1.31 on, off by default until 1.33), and an API server
+        # with the gate off drops it without a word.
         self.note(
             "supplementalGroupsPolicy is Strict (exactly the policy's groups, none from the "
-            "image's /etc/group): it needs Kubernetes 1.31 or later"
+            "image's /etc/group): it needs Kubernetes 1.33+ (or the SupplementalGroupsPolicy "
+            "gate on 1.31/1.32); where the gate is off, the API server drops the field and the "
+            "image's groups are added"
         )
         return {"supplementalGroups": list(groups), "supplementalGroupsPolicy": "Strict"}
 
@@ -439,12 +490,28 @@ class _Builder:
         if cg.cpu is not None and cg.cpu.quota is not None:
             quota, period = cg.cpu.quota, cg.cpu.period
             milli, rest = divmod(quota * 1000, period)
-            limits["cpu"] = f"{milli}m"
-            if rest:
+            if milli < _MIN_MILLICPU:
+                # The kubelet's MilliCPUToQuota raises any quota below 1 ms a period to 1 ms:
+                # written as asked, the limit would read as less than what runs.
+                least = limits["cpu"] = f"{_MIN_MILLICPU}m"
+                self.lost(
+                    "cgroups.cpu.quota",
+                    str(quota),
+                    f"{quota} µs per {period} µs is {quota * 1000 / period:g} millicores; "
+                    f"the kubelet raises a CPU limit below {least} to {least} (1 ms per 100 ms "
+                    f"period), so the limit written is {least}, more than asked",
+                )
+            else:
+                limits["cpu"] = f"{milli}m"
+            if rest and milli >= _MIN_MILLICPU:
                 self.note(
                     f"cgroups.cpu {quota}/{period} µs is {quota * 1000 / period:g} millicores; "
                     f"the limit is rounded down to {milli}m"
                 )
+            self.note(
+                "the CPU limit is a CFS quota: a node whose kubelet has cpuCFSQuota: false "
+                "enforces no CPU limit"
+            )
             if period != _K8S_CPU_PERIOD:
                 self.note(
                     f"cgroups.cpu.period {period} µs: the kubelet applies the ratio with its own "
@@ -478,7 +545,8 @@ class _Builder:
     def env(self) -> list[dict[str, str]]:
         out = []
         for key, value in self.run.env:
-            out.append({"name": _text(key, "run.env"), "value": _text(value, f"run.env.{key}")})
+            text = _text(value, f"run.env.{key}")
+            out.append({"name": _text(key, "run.env"), "value": _literal([text])[0]})
         return out
 
     def pod_spec(self, container: dict[str, Any], *, job: bool) -> dict[str, Any]:
@@ -490,26 +558,44 @@ class _Builder:
             "enableServiceLinks": False,
         }
         self.note(
-            "automountServiceAccountToken and enableServiceLinks are false: no API token and "
-            "no service variables, which the program did not have under hardexec either"
+            "automountServiceAccountToken and enableServiceLinks are false: no API token and no "
+            "variables for the namespace's services, which the program did not have under "
+            "hardexec either (the kubelet still sets the API server's own, "
+            "KUBERNETES_SERVICE_HOST, KUBERNETES_SERVICE_PORT and KUBERNETES_PORT*)"
         )
         deadline = self.deadline()
         if deadline is not None and not job:  # a Job's deadline is the Job's own
             spec["activeDeadlineSeconds"] = deadline
-        if deadline is not None:
-            grace = _DEFAULT_GRACE if self.run.kill_after is None else self.run.kill_after
-            spec["terminationGracePeriodSeconds"] = math.ceil(grace)
-            self.note(
-                f"run.timeout {self.run.timeout:g} s: past the deadline the pod fails "
-                "(DeadlineExceeded) instead of exiting 124; its grace after SIGTERM is "
-                f"{math.ceil(grace)} s"
-            )
+        if self.run.timeout is not None and deadline is not None:
+            self._deadline_notes(spec, self.run.timeout, deadline)
         self._namespaces(spec)
         pod_context = self.pod_security_context()
         if pod_context:
             spec["securityContext"] = pod_context
         spec["containers"] = [container]
         return spec
+
+    def _deadline_notes(self, spec: dict[str, Any], timeout: float, deadline: int) -> None:
+        grace = _DEFAULT_GRACE if self.run.kill_after is None else self.run.kill_after
+        whole = spec["terminationGracePeriodSeconds"] = math.ceil(grace)
+        rounded = (
+            f" (activeDeadlineSeconds is whole seconds: {deadline}, rounded up)"
+            if deadline != timeout
+            else ""
+        )
+        if whole < _KUBELET_LEAST_GRACE:
+            given = (
+                f"{_KUBELET_LEAST_GRACE} s (the kubelet raises a grace below "
+                f"{_KUBELET_LEAST_GRACE} s to it; hardexec's is {grace:g} s)"
+            )
+        elif whole != grace:
+            given = f"{whole} s ({grace:g} s rounded up to whole seconds)"
+        else:
+            given = f"{whole} s"
+        self.note(
+            f"run.timeout {timeout:g} s{rounded}: past the deadline the pod fails "
+            f"(DeadlineExceeded) instead of exiting 124; its grace after SIGTERM is {given}"
+        )
 
     def _namespaces(self, spec: dict[str, Any]) -> None:
         c = self.policy.confinement
@@ -574,10 +660,9 @@ class _Builder:
         if c is None:
             return
         if c.fs:
-            rules = ", ".join(f"{rule.path}:{rule.access}" for rule in c.fs)
             self.lost(
                 "confinement.fs",
-                f"[{rules}]",
+                _listed([f"{rule.path}:{rule.access}" for rule in c.fs]),
                 "Kubernetes has no Landlock: the container sees its whole filesystem; "
                 "readOnlyRootFilesystem and volumes mounted read-only come closest",
             )
@@ -707,10 +792,11 @@ class _Builder:
                         {"names": names([nr]), **action(verdict), "args": [_masked(arg, bit, bit)]}
                     )
         profile["syscalls"] = rules
+        self._too_new(f, rules, allowed is None)
         self.note(
-            f"the seccomp profile names {_ARCHITECTURES[arch]} only: hardexec kills a call of "
-            "another ABI (i386's int 0x80, x32), the runtime gives it its bad-architecture "
-            "action"
+            f"the seccomp profile names {_ARCHITECTURES[arch]} only: a call of another ABI "
+            "(i386's int 0x80, x32) kills the calling thread under runc (libseccomp's "
+            "bad-architecture action), where hardexec's own filter kills the process"
         )
         if allowed is not None:
             self.note(
@@ -727,6 +813,46 @@ class _Builder:
                 "kernel's calls run",
             )
         return profile
+
+    def _too_new(self, f: SyscallFilter, rules: list[dict[str, Any]], deny_list: bool) -> None:
+        """Say which of the profile's rules an older node's runtime skips (the names in
+        :data:`NEWER_THAN_LIBSECCOMP_2_5`)."""
+        from .confine import groups
+
+        if not deny_list:
+            named = sorted({n for r in rules for n in r["names"] if n in NEWER_THAN_LIBSECCOMP_2_5})
+            if named:
+                # A skipped rule leaves the call to the default action: ENOSYS, still refused.
+                self.note(
+                    f"a node whose libseccomp does not know {', '.join(named)} (2.5 does not) "
+                    "skips the profile's rules naming them: there they get the default ENOSYS"
+                )
+            return
+        denied = {
+            n
+            for r in rules
+            if r["action"] != "SCMP_ACT_ALLOW"
+            for n in r["names"]
+            if n in NEWER_THAN_LIBSECCOMP_2_5
+        }
+        # Whose rule it is: the policy's deny-list, or the default list (@default-deny).
+        own = set()
+        for entry in f.deny:
+            call = entry.partition(":")[0]
+            members = groups.expand(call)[0] if call.startswith("@") else (call,)
+            own |= {m.partition(":")[0] for m in members}
+        for field, names in (
+            ("confinement.syscalls.deny", sorted(denied & own)),
+            ("confinement.syscalls.default", sorted(denied - own)),
+        ):
+            if names:
+                self.lost(
+                    field,
+                    _listed(names),
+                    "denied by number under hardexec; a node whose libseccomp does not know "
+                    "them (2.5 does not) skips these rules: runc and crun ignore names they do "
+                    "not know, and the calls run",
+                )
 
     def _skipped(self, f: SyscallFilter, numbers: dict[str, int], groups: Any) -> None:
         """Names this machine's table lacks: those the policy gives itself are said as
@@ -789,11 +915,12 @@ _YAML_WORDS = frozenset({"y", "yes", "n", "no", "true", "false", "on", "off", "n
 
 
 def to_yaml(obj: object) -> str:
-    """``obj`` (dicts, lists, str, int, bool, None) as a YAML document.
+    """``obj`` (dicts, lists, str, int, float, bool, None) as a YAML document.
 
-    Strings are written double-quoted, as JSON writes them (a JSON string is a YAML one), so
-    no value is ever read as another type; keys are bare when that is unambiguous. Dict keys
-    keep their order.
+    Strings are written double-quoted and in ASCII, with JSON's escapes (a JSON string is a
+    YAML one) and ``\\UXXXXXXXX`` for a character beyond the BMP, so no value is ever read as
+    another type; a float always has a dot (YAML 1.1 reads ``1e+16`` as a string, ``1.0e+16``
+    as a float); keys are bare when that is unambiguous. Dict keys keep their order.
 
     Raises:
         ValueError: a value of another type, a non-string key, a float that is not finite, or
@@ -814,14 +941,28 @@ def _scalar(value: object, where: str) -> str:
     if isinstance(value, float):
         if not math.isfinite(value):
             raise ValueError(f"{where or 'the document'}: {value!r} is not a finite number")
-        return repr(value)
+        text = repr(value)
+        # YAML 1.1 reads a float only with a dot in it: 1e+16 would be the string "1e+16".
+        mantissa, e, exponent = text.partition("e")
+        return f"{mantissa}.0e{exponent}" if e and "." not in mantissa else text
     if isinstance(value, str):
         try:
             value.encode("utf-8")
         except UnicodeEncodeError:
             raise ValueError(f"{where or 'the document'}: {shown(value)} is not Unicode") from None
-        return json.dumps(value)  # ASCII, escaped: valid YAML double-quoted text
+        # JSON's escapes are YAML's too, but not its surrogate pairs for what is beyond the
+        # BMP (libyaml, hence kubectl, refuses them): every character past ~ is escaped here,
+        # with \U for those, so the text is ASCII and printable (YAML has no raw DEL either).
+        return _NOT_ASCII.sub(_escaped, json.dumps(value, ensure_ascii=False))
     raise ValueError(f"{where or 'the document'}: {shown(value)} cannot be written in YAML")
+
+
+_NOT_ASCII = re.compile(r"[^\x00-\x7e]")
+
+
+def _escaped(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\U{code:08x}" if code > 0xFFFF else f"\\u{code:04x}"
 
 
 def _key(key: object, where: str) -> str:

@@ -19,7 +19,13 @@ from hardexec.confine import Confinement, PathRule, SyscallFilter, syscalls
 from hardexec.confine import groups as sysgroups
 from hardexec.confine.seccomp import WatchFilter, compile_watch
 from hardexec.errors import PolicyError
-from hardexec.k8s import ENFORCED_ANYWAY, export, is_dns_label, to_yaml
+from hardexec.k8s import (
+    ENFORCED_ANYWAY,
+    NEWER_THAN_LIBSECCOMP_2_5,
+    export,
+    is_dns_label,
+    to_yaml,
+)
 from hardexec.policyfile import PolicyFile, RunSettings, profile
 
 NOBODY = pwd.getpwnam("nobody")
@@ -88,6 +94,11 @@ def test_strict_profile():
     profile_ = result.seccomp_profile
     assert profile_["defaultAction"] == "SCMP_ACT_ALLOW"
     assert profile_["architectures"] == ["SCMP_ARCH_X86_64"]
+    assert (
+        "the seccomp profile names SCMP_ARCH_X86_64 only: a call of another ABI (i386's int "
+        "0x80, x32) kills the calling thread under runc (libseccomp's bad-architecture action), "
+        "where hardexec's own filter kills the process"
+    ) in result.notes
 
 
 def test_service_profile_keeps_net_bind_service():
@@ -112,6 +123,12 @@ def test_a_user_by_name_is_its_numeric_identity_here_and_says_so():
     pod = pod_spec(result)["securityContext"]
     assert pod["supplementalGroups"] == os.getgrouplist("nobody", NOBODY.pw_gid)
     assert pod["supplementalGroupsPolicy"] == "Strict"
+    assert (
+        "supplementalGroupsPolicy is Strict (exactly the policy's groups, none from the image's "
+        "/etc/group): it needs Kubernetes 1.33+ (or the SupplementalGroupsPolicy gate on "
+        "1.31/1.32); where the gate is off, the API server drops the field and the image's "
+        "groups are added"
+    ) in result.notes
     # Kept capabilities of a user that is not root need ambient capabilities, which a pod lacks.
     [caps] = lost(result, "security.keep_caps")
     assert caps.startswith('security.keep_caps = ["NET_BIND_SERVICE"] (') and "ambient" in caps
@@ -167,8 +184,35 @@ def test_sys_admin_kept_cannot_go_with_no_privilege_escalation():
     ctx = container(result)["securityContext"]
     assert ctx["capabilities"]["add"] == ["SYS_ADMIN"]
     assert "allowPrivilegeEscalation" not in ctx
-    [line] = lost(result, "security.no_new_privs")
-    assert "SYS_ADMIN" in line
+    assert lost(result, "security.no_new_privs") == [
+        "security.no_new_privs = true (not written as allowPrivilegeEscalation: false next to an "
+        "added SYS_ADMIN: the Kubernetes API has allowPrivilegeEscalation always true for a "
+        "container with CAP_SYS_ADMIN, which can gain back what no_new_privs withholds)"
+    ]
+
+
+def test_without_drop_all_caps_a_filter_implies_no_new_privs_whoever_exports():
+    # The container gets the runtime's default set, which never has SYS_ADMIN: hardexec would
+    # imply no_new_privs for such a program, whatever capabilities this process holds.
+    for confinement in (
+        Confinement(syscalls=SyscallFilter(default=True)),
+        Confinement(fs=[PathRule("/", "rx")]),
+    ):
+        result = run_export(Policy(confinement=confinement), seccomp_file_name="p.json")
+        assert container(result)["securityContext"]["allowPrivilegeEscalation"] is False
+
+
+def test_a_filter_over_a_container_keeping_sys_admin_implies_nothing():
+    sec = SecurityConfig(drop_all_caps=True, keep_caps=["SYS_ADMIN"])
+    policy = Policy(security=sec, confinement=Confinement(syscalls=SyscallFilter(default=True)))
+    result = run_export(policy)
+    assert "allowPrivilegeEscalation" not in container(result)["securityContext"]
+    assert not lost(result, "security.no_new_privs") and not lost(result, "confinement")
+    assert (
+        "allowPrivilegeEscalation is not written (the policy does not set no_new_privs): the "
+        "container keeps SYS_ADMIN, so hardexec does not imply it for the syscall filter or "
+        "Landlock rules either"
+    ) in result.notes
 
 
 # --- resources, time, environment, namespaces -------------------------------------------------
@@ -196,6 +240,34 @@ def test_a_cpu_limit_not_whole_millicores_is_rounded_down_and_said():
     assert any("rounded down to 333m" in n for n in result.notes)
 
 
+@pytest.mark.parametrize(
+    ("quota", "period", "said"), [(1000, 1_000_000, "1"), (1500, 200_000, "7.5")]
+)
+def test_a_cpu_limit_below_10m_is_written_10m_and_said_to_be_more(quota, period, said):
+    # The kernel's least quota is 1 ms: below 10m only with a period longer than 100 ms.
+    result = run_export(Policy(cgroups=CgroupLimits(cpu=CpuMax(quota=quota, period=period))))
+    assert container(result)["resources"]["limits"] == {"cpu": "10m"}
+    assert lost(result, "cgroups.cpu.quota") == [
+        f"cgroups.cpu.quota = {quota} ({quota} µs per {period} µs is {said} millicores; the "
+        "kubelet raises a CPU limit below 10m to 10m (1 ms per 100 ms period), so the limit "
+        "written is 10m, more than asked)"
+    ]
+    assert not any("rounded down" in n for n in result.notes)
+
+
+def test_a_cpu_limit_of_10m_is_as_asked():
+    policy = Policy(
+        security=SecurityConfig(drop_all_caps=True), cgroups=CgroupLimits(cpu=CpuMax(quota=1000))
+    )
+    result = run_export(policy)
+    assert container(result)["resources"]["limits"] == {"cpu": "10m"}
+    assert not result.unexpressed
+    assert (
+        "the CPU limit is a CFS quota: a node whose kubelet has cpuCFSQuota: false enforces no "
+        "CPU limit"
+    ) in result.notes
+
+
 def test_pids_are_unexpressed():
     result = run_export(Policy(cgroups=CgroupLimits(pids=64)))
     assert "resources" not in container(result)
@@ -207,9 +279,37 @@ def test_timeout_and_grace():
     result = run_export(PolicyFile(run=RunSettings(timeout=90.5, kill_after=2.2)))
     spec = pod_spec(result)
     assert (spec["activeDeadlineSeconds"], spec["terminationGracePeriodSeconds"]) == (91, 3)
+    assert (
+        "run.timeout 90.5 s (activeDeadlineSeconds is whole seconds: 91, rounded up): past the "
+        "deadline the pod fails (DeadlineExceeded) instead of exiting 124; its grace after "
+        "SIGTERM is 3 s (2.2 s rounded up to whole seconds)"
+    ) in result.notes
     # Without kill_after, hardexec's own grace: 5 s.
     result = run_export(PolicyFile(run=RunSettings(timeout=10)))
     assert pod_spec(result)["terminationGracePeriodSeconds"] == 5
+    assert (
+        "run.timeout 10 s: past the deadline the pod fails (DeadlineExceeded) instead of "
+        "exiting 124; its grace after SIGTERM is 5 s"
+    ) in result.notes
+
+
+@pytest.mark.parametrize("kill_after", [0.0, 0.5])
+def test_a_short_timeout_and_grace_say_what_the_kubelet_gives(kill_after):
+    result = run_export(PolicyFile(run=RunSettings(timeout=0.2, kill_after=kill_after)))
+    spec = pod_spec(result)
+    assert spec["activeDeadlineSeconds"] == 1
+    assert spec["terminationGracePeriodSeconds"] == (0 if kill_after == 0 else 1)
+    assert (
+        "run.timeout 0.2 s (activeDeadlineSeconds is whole seconds: 1, rounded up): past the "
+        "deadline the pod fails (DeadlineExceeded) instead of exiting 124; its grace after "
+        "SIGTERM is 2 s (the kubelet raises a grace below 2 s to it; hardexec's is "
+        f"{kill_after:g} s)"
+    ) in result.notes
+
+
+def test_service_links_off_still_leave_the_api_servers_variables():
+    [line] = [n for n in run_export().notes if "enableServiceLinks" in n]
+    assert "KUBERNETES_SERVICE_HOST" in line and "still sets" in line
 
 
 def test_job_kind():
@@ -237,6 +337,49 @@ def test_environment_and_working_dir():
     assert c["env"] == [{"name": "LANG", "value": "C.UTF-8"}, {"name": "EMPTY", "value": ""}]
     assert c["workingDir"] == "/srv"
     assert lost(result, "run.env_policy")[0].startswith('run.env_policy = ["HOME"] (')
+
+
+def kubelet_expand(text: str, defined: dict[str, str]) -> str:
+    """What the kubelet makes of a command's, an arg's or an env value's ``text``
+    (k8s.io/kubernetes third_party/forked/golang/expansion.Expand): ``$$`` is ``$``,
+    ``$(NAME)`` a defined variable's value (left as it is when undefined)."""
+    out, i = [], 0
+    while i < len(text):
+        if text[i] == "$" and i + 1 < len(text):
+            rest = text[i + 1 :]
+            if rest[0] == "$":
+                out.append("$")
+                i += 2
+                continue
+            close = rest.find(")") if rest[0] == "(" else -1
+            if close > 0:
+                name = rest[1:close]
+                out.append(defined.get(name, f"$({name})"))
+                i += close + 2
+                continue
+            out.append("$" + rest[0])
+            i += 2
+            continue
+        out.append(text[i])
+        i += 1
+    return "".join(out)
+
+
+def test_the_kubelet_gives_back_every_dollar_as_written():
+    argv = ["sh", "-c", "echo $$ $(TOKEN) $HOME $", "$(", "$$$(TOKEN)"]
+    env = (("TOKEN", "secret"), ("PRICE", "$$5"), ("REF", "$(TOKEN)"))
+    result = run_export(PolicyFile(run=RunSettings(env=env)), argv)
+    c = container(result)
+    defined = dict(env)
+    assert [kubelet_expand(arg, defined) for arg in c["command"]] == argv
+    assert [(e["name"], kubelet_expand(e["value"], defined)) for e in c["env"]] == list(env)
+    assert any(
+        n.startswith("every $ in command and env values is written $$") for n in result.notes
+    )
+    # Without a $, nothing changes and nothing is said.
+    result = run_export(argv=["echo", "hi"])
+    assert container(result)["command"] == ["echo", "hi"]
+    assert not any("$$" in n for n in result.notes)
 
 
 def test_namespaces_and_hostname():
@@ -274,7 +417,7 @@ def test_what_has_no_place_in_a_manifest_is_each_one_sentence():
         "runtime's defaults apply)",
     )
     for field, value in [
-        ("confinement.fs", "[/srv:ro]"),
+        ("confinement.fs", '["/srv:ro"]'),
         ("confinement.fs_dependencies", "false"),
         ("confinement.tcp_bind", "[80]"),
         ("confinement.tcp_connect", "[443, 5432]"),
@@ -286,6 +429,16 @@ def test_what_has_no_place_in_a_manifest_is_each_one_sentence():
         [line] = lost(result, field)
         assert line.startswith(f"{field} = {value} (") and line.endswith(")"), line
         assert "\n" not in line
+
+
+def test_a_path_rule_is_quoted_so_that_it_cannot_forge_a_line():
+    rules = [PathRule("/srv\nhardexec: export: all is well", "ro"), PathRule('/a "b"', "rw")]
+    result = run_export(Policy(confinement=Confinement(fs=rules)))
+    [line] = lost(result, "confinement.fs")
+    assert line.startswith(
+        'confinement.fs = ["/srv\\nhardexec: export: all is well:ro", "/a \\"b\\":rw"] ('
+    )
+    assert "\n" not in line
 
 
 # --- seccomp -----------------------------------------------------------------------------------
@@ -411,6 +564,59 @@ def test_a_name_this_table_lacks_is_unexpressed():
     assert line.startswith(f'confinement.syscalls = ["{missing[0]}"] (')
     names = {n for rule in result.seccomp_profile["syscalls"] for n in rule["names"]}
     assert names == {"ptrace"}
+
+
+def _libseccomp():
+    """This machine's libseccomp (ctypes), or None."""
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("seccomp")
+    if name is None:
+        return None
+    lib = ctypes.CDLL(name)
+    lib.seccomp_syscall_resolve_name.argtypes = [ctypes.c_char_p]
+    return lib
+
+
+def test_names_libseccomp_2_5_does_not_know_are_all_listed():
+    lib = _libseccomp()
+    if lib is None:
+        pytest.skip("no libseccomp on this machine to ask which names it resolves")
+    unknown = {n for n in syscalls.table() if lib.seccomp_syscall_resolve_name(n.encode()) < 0}
+    assert unknown <= NEWER_THAN_LIBSECCOMP_2_5
+    known = {
+        n for n in NEWER_THAN_LIBSECCOMP_2_5 if lib.seccomp_syscall_resolve_name(n.encode()) >= 0
+    }
+    assert not known, "this libseccomp knows them: the list says it does not"
+
+
+def test_a_deny_rule_an_older_runtime_skips_is_unexpressed():
+    f = SyscallFilter(default=True, deny=("mseal:kill", "ptrace", "@security:EACCES"))
+    result = run_export(Policy(confinement=Confinement(syscalls=f)))
+    why = (
+        "(denied by number under hardexec; a node whose libseccomp does not know them (2.5 does "
+        "not) skips these rules: runc and crun ignore names they do not know, and the calls run)"
+    )
+    assert lost(result, "confinement.syscalls.deny") == [
+        'confinement.syscalls.deny = ["lsm_get_self_attr", "lsm_list_modules", '
+        f'"lsm_set_self_attr", "mseal"] {why}'
+    ]
+    # open_tree_attr is denied by the default list (@default-deny, through @mount).
+    assert f'confinement.syscalls.default = ["open_tree_attr"] {why}' in result.unexpressed
+    # A deny-list naming none of them says nothing of it.
+    result = run_export(Policy(confinement=Confinement(syscalls=SyscallFilter(deny=["ptrace"]))))
+    assert not any("libseccomp" in line for line in result.unexpressed)
+
+
+def test_an_allow_list_naming_newer_calls_notes_they_stay_refused():
+    f = SyscallFilter(allow=("@basic-io", "mseal"), deny=("statmount:kill",))
+    result = run_export(Policy(confinement=Confinement(syscalls=f)))
+    assert not any("libseccomp" in line for line in result.unexpressed)
+    assert (
+        "a node whose libseccomp does not know mseal, statmount (2.5 does not) skips the "
+        "profile's rules naming them: there they get the default ENOSYS"
+    ) in result.notes
 
 
 # --- nothing silently dropped ------------------------------------------------------------------
@@ -631,6 +837,26 @@ def test_to_yaml_reads_back_as_what_it_was_given(value):
     text = to_yaml(value)
     assert yaml.safe_load(text) == value
     assert to_yaml(value) == text  # deterministic
+
+
+LOADERS = [yaml.SafeLoader, *([yaml.CSafeLoader] if hasattr(yaml, "CSafeLoader") else [])]
+
+
+@pytest.mark.parametrize("loader", LOADERS, ids=lambda loader: loader.__name__)
+def test_text_beyond_the_bmp_reads_back_with_either_loader(loader):
+    argv = ["echo", "smile \U0001f600", "\U0010fffd\x7f\u2028é"]
+    result = run_export(argv=argv, name="echo")
+    text = to_yaml(result.manifest)
+    assert text.isascii() and "\\U0001f600" in text and "\\ud83d" not in text
+    assert yaml.load(text, Loader=loader) == result.manifest
+    assert container(result)["command"] == argv
+
+
+@pytest.mark.parametrize("loader", LOADERS, ids=lambda loader: loader.__name__)
+@pytest.mark.parametrize("number", [1e16, 1e-05, -2.5e300, 2.5, 0.1, 1.5e16, -0.0])
+def test_a_float_reads_back_as_a_float_with_either_loader(number, loader):
+    back = yaml.load(to_yaml({"n": number}), Loader=loader)["n"]
+    assert isinstance(back, float) and back == number
 
 
 def test_to_yaml_writes_every_string_quoted_and_keys_in_order():

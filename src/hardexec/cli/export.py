@@ -16,14 +16,17 @@ a container runtime's do) any such line refuses the export: exit 125, nothing on
 no profile written.
 
 Exit status: 0; 2 for a usage mistake (no ``--image``, a bad ``--name`` or ``--kind``, a
-filter without ``--seccomp-out``, an option that only means something for a run here); 125
-for a bad policy (as ``run`` says it), a profile that cannot be written, or ``--strict`` with
-something unexpressed.
+filter without ``--seccomp-out``, a ``--seccomp-out`` naming a directory or anything but a
+regular file — a device node, a symbolic link, a fifo: the profile never replaces one —, an
+option that only means something for a run here); 125 for a bad policy (as ``run`` says it),
+a profile or manifest that cannot be written, or ``--strict`` with something unexpressed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import stat
 import sys
 
 from .options import EXIT_FAILURE, EXIT_USAGE, fail
@@ -31,6 +34,7 @@ from .options import EXIT_FAILURE, EXIT_USAGE, fail
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from argparse import ArgumentParser, Namespace
+    from collections.abc import Sequence
     from typing import Any, NoReturn
 
 __all__ = ["add_parser", "export_command"]
@@ -153,6 +157,8 @@ def export_command(ns: Namespace) -> int:
             f"export: --seccomp-out {ns.seccomp_out!r}: the policy filters no syscalls, so there "
             "is no profile to write"
         )
+    if ns.seccomp_out is not None:
+        _check_profile_path(ns.seccomp_out)
     file_name = os.path.basename(ns.seccomp_out) if ns.seccomp_out is not None else None
     try:
         result = export(
@@ -172,21 +178,84 @@ def export_command(ns: Namespace) -> int:
         print(f"hardexec: export: not expressible in Kubernetes: {item}", file=sys.stderr)
     if ns.strict and result.unexpressed:
         return EXIT_FAILURE
+    # The profile is made whole beside its path first, and takes the path only once the
+    # manifest naming it is out: a manifest that cannot be written leaves no profile behind.
+    temp = None
     if result.seccomp_profile is not None:
-        _write_profile(ns.seccomp_out, result.seccomp_profile)
-    head = [f"# hardexec export k8s, from {req.source}"]
-    head += [f"# note: {note}" for note in result.notes]
+        temp = _write_profile(ns.seccomp_out, result.seccomp_profile)
+    try:
+        _write_manifest(req.source, result.notes, text)
+        if temp is not None:
+            _install_profile(temp, ns.seccomp_out)
+            temp = None
+    finally:
+        if temp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(temp)
+    return 0
+
+
+def _write_manifest(source: str, notes: Sequence[str], text: str) -> None:
+    head = [f"# hardexec export k8s, from {source}"]
+    head += [f"# note: {note}" for note in notes]
     try:
         sys.stdout.write("\n".join(head) + "\n" + text)
         sys.stdout.flush()
     except BrokenPipeError:  # `hardexec export k8s ... | head`: the reader left, which is fine
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-    return 0
+        _stdout_to_devnull()
+    except OSError as err:  # `> /dev/full`, a full disk
+        _stdout_to_devnull()
+        fail(f"export: the manifest cannot be written to stdout: {err.strerror or err}")
 
 
-def _write_profile(path: str, profile: dict[str, Any]) -> None:
-    """Write the profile whole or not at all: a node given half a profile fails the pod."""
-    import contextlib
+def _stdout_to_devnull() -> None:
+    """Point stdout at /dev/null: what is still buffered would fail again at exit."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+
+
+# What a path may name besides a regular file, as lstat says it (a link is not followed).
+_NOT_REGULAR = (
+    (stat.S_ISLNK, "symbolic link"),
+    (stat.S_ISDIR, "directory"),
+    (stat.S_ISCHR, "character device"),
+    (stat.S_ISBLK, "block device"),
+    (stat.S_ISFIFO, "fifo"),
+    (stat.S_ISSOCK, "socket"),
+)
+
+
+def _not_regular(path: str) -> str | None:
+    """What ``path`` is when it exists and is not a regular file (``"fifo"``, ...), else None."""
+    try:
+        mode = os.lstat(path).st_mode
+    except OSError:
+        return None  # absent (or unreadable): writing it says what is wrong, if anything
+    if stat.S_ISREG(mode):
+        return None
+    return next((kind for test, kind in _NOT_REGULAR if test(mode)), "special file")
+
+
+def _check_profile_path(path: str) -> None:
+    """Refuse a ``--seccomp-out`` the profile must not replace: the profile is renamed over
+    the path, which would make ``/dev/null`` a regular file, or a symbolic link one that no
+    longer points where it did."""
+    if not path:
+        _usage("export: --seccomp-out: the path is empty; give the profile's file name")
+    if path.endswith("/") or os.path.basename(path) in (".", ".."):
+        _usage(f"export: --seccomp-out: {path!r} names a directory; give the profile's file name")
+    kind = _not_regular(path)
+    if kind is not None:
+        _usage(f"export: --seccomp-out: {path!r} is a {kind}, not a regular file to replace")
+
+
+def _write_profile(path: str, profile: dict[str, Any]) -> str:
+    """The profile written whole to a temporary file beside ``path``: its name.
+
+    A node given half a profile fails the pod, so the profile takes its path by a rename
+    (:func:`_install_profile`) or not at all.
+    """
     import json
     import tempfile
 
@@ -200,8 +269,22 @@ def _write_profile(path: str, profile: dict[str, Any]) -> None:
             json.dump(profile, f, indent=2)
             f.write("\n")
         os.chmod(temp, 0o644)  # a profile is no secret; the node's copy is readable anyway
-        os.replace(temp, path)
-    except OSError as err:
+    except BaseException as err:
         with contextlib.suppress(OSError):
             os.unlink(temp)
+        if not isinstance(err, OSError):
+            raise
+        fail(f"export: --seccomp-out: {path!r}: {err.strerror or err}")
+    return temp
+
+
+def _install_profile(temp: str, path: str) -> None:
+    """Rename ``temp`` over ``path``, once more making sure that replaces a regular file (the
+    path was checked before the export, but the manifest's writing may have taken long)."""
+    kind = _not_regular(path)
+    if kind is not None:
+        _usage(f"export: --seccomp-out: {path!r} is a {kind}, not a regular file to replace")
+    try:
+        os.replace(temp, path)
+    except OSError as err:
         fail(f"export: --seccomp-out: {path!r}: {err.strerror or err}")
