@@ -24,6 +24,7 @@ a profile or manifest that cannot be written, or ``--strict`` with something une
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import os
 import stat
@@ -89,6 +90,8 @@ def add_parser(sub: Any) -> ArgumentParser:
     )
     add_run_options(k8s)
     for action in k8s._actions:
+        if action.dest in _RUN_ONLY:  # refused with a reason if given: not listed
+            action.help = argparse.SUPPRESS
         if action.dest == "strict":  # run's option, read here for the export too
             action.help = (
                 "refuse (exit 125, nothing written) when anything is not expressible; as for "
