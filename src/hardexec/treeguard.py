@@ -44,6 +44,8 @@ from .policy import CgroupLimits
 
 __all__ = [
     "REAP_INTERVAL",
+    "STOPPED_GRACE",
+    "KEEPER_GROUP",
     "Guard",
     "WorkerDir",
     "kill_groups_of",
@@ -54,6 +56,14 @@ __all__ = [
 logger = logging.getLogger("hardexec")
 #: Seconds between two looks of the keeper for groups whose maker died.
 REAP_INTERVAL = 0.25
+#: Seconds a pool process may stay stopped (SIGSTOP, a remote control's revoke with it)
+#: before its task's tree is killed: while it is stopped, nothing enforces the task's timeout.
+STOPPED_GRACE = 2.0
+# btime is whole seconds and a start time whole clock ticks: a living maker may look up to
+# this much younger than its group.
+_CLOCK_SLACK = 2.0
+#: The leaf of a worker's directory its keeper lives in: populated, the worker is alive.
+KEEPER_GROUP = "keeper"
 _WORKER = re.compile(r"hardexec-worker-([0-9]+)-([0-9a-f]+)")
 _GROUP = re.compile(r"hardexec-([0-9]+)-[0-9a-f]+-[0-9a-f]+")
 # A dead worker's directory younger than this is left alone: its maker may live in another pid
@@ -176,13 +186,33 @@ def sweep_dead_workers(base: Path) -> None:
         return
     for name in names:
         match = _WORKER.fullmatch(name)
-        if match is None or _alive(int(match[1])):
+        # A living worker's keeper is in the directory's own leaf: that says it lives, in any
+        # pid namespace (a pid seen from here may be another namespace's, or nobody's).
+        if match is None or _populated(base / name / KEEPER_GROUP) or _alive(int(match[1])):
             continue
         if time.time() - int(match[2], 16) / 1e6 < _DEAD_WORKER_AGE:
             continue
         logger.warning("hardexec: removing %s, left by a worker that is gone", base / name)
         kill_groups_of(base / name, None)
         _remove_all(base / name)
+
+
+def _populated(group: Path) -> bool:
+    try:
+        with open(group / "cgroup.events") as f:
+            return "populated 1" in f.read()
+    except OSError:
+        return False
+
+
+def _join(group: Path) -> bool:
+    """Move this process into ``group`` (writing 0 moves the writer)."""
+    try:
+        with open(group / "cgroup.procs", "w") as f:
+            f.write("0")
+        return True
+    except OSError:
+        return False
 
 
 def _stat(pid: int) -> tuple[str, int, int] | None:
@@ -196,14 +226,26 @@ def _stat(pid: int) -> tuple[str, int, int] | None:
     return fields[0].decode(), int(fields[1]), int(fields[19])
 
 
-def reap_once(directory: Path, main: int) -> int:
+def reap_once(directory: Path, main: int, stopped: dict[int, float] | None = None) -> int:
     """End the groups in ``directory`` whose maker is not a living child of ``main`` (nor
-    ``main`` itself: a pool of threads runs tasks there); returns how many were removed."""
+    ``main`` itself: a pool of threads runs tasks there); returns how many were removed.
+
+    A maker is living only if it started before its group was made: a pid reused by a newer
+    process (a pool process forked after the first one died) does not keep a dead task's tree.
+    With ``stopped`` (the keeper's memory across rounds: pid → when first seen stopped), the
+    tree of a maker stopped for :data:`STOPPED_GRACE` seconds is killed (not removed: the maker
+    may go on, and removes its group itself): a stopped pool process enforces no timeout.
+    """
     removed = 0
     for path in _groups(directory):
         maker = _maker(path)
         stat = _stat(maker)
-        if maker == main or (stat is not None and stat[0] not in "ZX" and stat[1] == main):
+        if maker == main:
+            continue
+        living = stat is not None and stat[0] not in "ZX" and stat[1] == main
+        if living and _started(stat[2]) <= _made(path) + _CLOCK_SLACK:  # type: ignore[index]
+            if stopped is not None:
+                _stopped(path, maker, stat[0], stopped)  # type: ignore[index]
             continue
         logger.warning(
             "hardexec: the process %d that ran a task is gone: ending its tree (%s)",
@@ -217,6 +259,40 @@ def reap_once(directory: Path, main: int) -> int:
     return removed
 
 
+def _stopped(path: Path, maker: int, state: str, stopped: dict[int, float]) -> None:
+    if state not in "Tt":
+        stopped.pop(maker, None)
+        return
+    since = stopped.setdefault(maker, time.monotonic())
+    if time.monotonic() - since >= STOPPED_GRACE:
+        if _populated(path):
+            logger.warning(
+                "hardexec: the process %d that runs a task is stopped: ending its tree (%s)",
+                maker,
+                path.name,
+            )
+        with contextlib.suppress(OSError):
+            Cgroup(path, CgroupLimits(keep_at_exit=True), -1).kill()
+
+
+def _made(path: Path) -> float:
+    """When a group was made: the µs timestamp its name ends with (epoch seconds)."""
+    return int(path.name.rsplit("-", 1)[1], 16) / 1e6
+
+
+def _started(ticks: int) -> float:
+    """A process's start (``/proc/PID/stat`` field 22, clock ticks since boot) in epoch seconds."""
+    return _boot_time() + ticks / os.sysconf("SC_CLK_TCK")
+
+
+def _boot_time() -> float:
+    with open("/proc/stat") as f:
+        for line in f:
+            if line.startswith("btime "):
+                return float(line.split()[1])
+    return 0.0
+
+
 def _keep(directory: Path, main: int, ready: int) -> int:
     """The keeper's life: reap while ``main`` lives, end everything when it dies."""
     try:
@@ -227,21 +303,28 @@ def _keep(directory: Path, main: int, ready: int) -> int:
     if os.getppid() != main:  # it died before the pidfd was taken: that pid may be another's
         os.write(ready, b"the worker exited before its keeper started\n")
         return 1
+    if not _join(directory / KEEPER_GROUP):
+        os.write(ready, f"cannot join {directory / KEEPER_GROUP}\n".encode())
+        return 1
     os.write(ready, b"ready\n")
     os.close(ready)
     poller = select.poll()
     poller.register(pidfd, select.POLLIN)
+    stopped: dict[int, float] = {}
     while not poller.poll(REAP_INTERVAL * 1000):
         if not directory.exists():
             return 0  # the worker ended and cleaned up (Guard.stop)
         try:
-            reap_once(directory, main)
+            reap_once(directory, main, stopped)
         except Exception:  # the guard must keep guarding: log, go on
             logger.exception("hardexec: the worker's keeper failed a round")
     if directory.exists():
         logger.warning("hardexec: the worker (pid %d) is gone: ending its tasks' trees", main)
         kill_groups_of(directory, None)
-        _remove_all(directory)
+        # Out of its own leaf, so that the directory can go; where that is refused (a parent
+        # that may hold no process), the directory stays, and a later worker's sweep takes it.
+        if _join(directory.parent):
+            _remove_all(directory)
     return 0
 
 
@@ -273,6 +356,7 @@ class Guard:
             return self.directory.path
         directory = WorkerDir(self.parent)
         try:
+            os.mkdir(directory.path / KEEPER_GROUP)
             self.keeper, self._keeper_start = _start_keeper(directory.path)
         except BaseException:
             directory.close()
@@ -296,6 +380,7 @@ class Guard:
             self.keeper.wait()
             self.keeper = None
         if self.directory is not None:
+            _remove_group(self.directory.path / KEEPER_GROUP)
             self.directory.close()
             self.directory = None
 

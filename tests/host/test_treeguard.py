@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -138,3 +139,73 @@ def test_a_guard_under_a_directory_that_is_no_cgroup_is_refused_leaving_nothing(
     with pytest.raises(PolicyError, match="is not a cgroup v2 group"):
         Guard(tmp_path).start()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_keeper_lives_in_the_directorys_own_leaf(guard):
+    from hardexec.treeguard import KEEPER_GROUP
+
+    procs = (guard.path / KEEPER_GROUP / "cgroup.procs").read_text().split()
+    assert procs == [str(guard.keeper.pid)]
+
+
+def test_a_reused_pid_does_not_keep_a_dead_tasks_tree(guard):
+    maker, sleeper = start_maker(guard.path)
+    try:
+        (group,) = groups_of(guard.path, maker.pid)
+        # The same maker pid, but a group made a minute before that process started: what a
+        # pool process forked after the first one died, with its pid, would look like.
+        old = f"{(time.time_ns() // 1000) - 60_000_000:x}"
+        older = guard.path / f"hardexec-{maker.pid}-0-{old}"
+        older.mkdir()
+        stray = subprocess.Popen(["sleep", "300"])
+        (older / "cgroup.procs").write_text(str(stray.pid))
+        assert reap_once(guard.path, os.getpid()) == 1
+        assert stray.wait(10) == -9 and not older.exists()
+        assert group.exists() and not process_gone(sleeper)  # the living one's is kept
+    finally:
+        end_maker(maker)
+
+
+def test_a_stopped_makers_tree_is_killed_after_the_grace(guard):
+    import signal
+
+    from hardexec.treeguard import STOPPED_GRACE
+
+    maker, sleeper = start_maker(guard.path)
+    try:
+        os.kill(maker.pid, signal.SIGSTOP)
+        stat = Path(f"/proc/{maker.pid}/stat")
+        assert wait_until(lambda: stat.read_text().rsplit(") ", 1)[1][0] == "T")
+        stopped: dict[int, float] = {}
+        reap_once(guard.path, os.getpid(), stopped)
+        assert not process_gone(sleeper)  # just stopped: within the grace
+        stopped[maker.pid] -= STOPPED_GRACE  # as if the grace had passed
+        reap_once(guard.path, os.getpid(), stopped)
+        assert wait_until(lambda: process_gone(sleeper), timeout=10)
+        assert groups_of(guard.path, maker.pid)  # left for its maker, which may go on
+    finally:
+        os.kill(maker.pid, signal.SIGCONT)
+        end_maker(maker)
+
+
+def test_a_directory_whose_keeper_lives_is_never_swept(tmp_path):
+    from hardexec.treeguard import KEEPER_GROUP
+
+    base = cgroups.default_parent()
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    old = f"{(time.time_ns() // 1000) - 120_000_000:x}"
+    # A worker of another pid namespace: its pid means nothing here, its keeper lives.
+    other = base / f"hardexec-worker-{gone.pid}-{old}"
+    (other / KEEPER_GROUP).mkdir(parents=True)
+    keeper = subprocess.Popen(["sleep", "300"])
+    try:
+        (other / KEEPER_GROUP / "cgroup.procs").write_text(str(keeper.pid))
+        sweep_dead_workers(base)
+        assert other.exists() and keeper.poll() is None
+    finally:
+        keeper.kill()
+        keeper.wait()
+        wait_until(lambda: not (other / KEEPER_GROUP / "cgroup.procs").read_text(), timeout=10)
+        (other / KEEPER_GROUP).rmdir()
+        other.rmdir()
