@@ -98,6 +98,7 @@ directories to one task each, or no task rules beneath them.
 from __future__ import annotations
 
 import os
+import stat
 
 from ._record import replace
 from .confine.config import ACCESS, Confinement, PathRule, SyscallFilter
@@ -261,15 +262,20 @@ def check_resolved(ceiling: PolicyFile, policy: Policy) -> None:
     """Check the task's own path rules against the filesystem (this reads it, so the worker
     calls it just before the run, after :func:`narrow`).
 
-    :func:`narrow` compares rules as written; the exec stage opens them following links, with
-    the worker's privileges. So a rule the task chose (any that is not one of the ceiling's own,
-    as written) must name its target itself: no symlink on its path, which also refuses
-    ``/proc``'s magic links (``/proc/self/root`` is ``/``, ``/proc/self/cwd`` the task's
-    directory) and a system's own links (``/bin`` into ``/usr/bin``); and it must lie within
-    the ceiling's rules with theirs resolved.
+    :func:`narrow` compares rules as written; the exec stage opens them later, following links,
+    with the worker's privileges. So a rule the task chose (any that is not one of the ceiling's
+    own, as written) must:
+
+    - exist, and name its target itself: no symlink on its path, which also refuses ``/proc``'s
+      magic links (``/proc/self/root`` is ``/``, ``/proc/self/cwd`` the task's directory) and
+      a system's own links (``/bin`` into ``/usr/bin``);
+    - lie within the ceiling's rules, theirs resolved;
+    - have no directory on its path that the task's user may write to (owner, group or other
+      write bit; in a sticky directory, unless the entry is another user's): there a task
+      could swap in a link between this check and the stage's open.
 
     Raises:
-        CeilingError: naming each such rule and where it leads.
+        CeilingError: naming each such rule and why.
     """
     top, mine = ceiling.policy.confinement, policy.confinement
     if top is None or not top.fs or mine is None:
@@ -279,12 +285,20 @@ def check_resolved(ceiling: PolicyFile, policy: Policy) -> None:
         fs=tuple(PathRule(os.path.realpath(r.path), r.access) for r in top.fs),
         fs_dependencies=top.fs_dependencies,
     )
+    ids = policy.security.identity
+    uid = os.geteuid() if ids.uid is None else ids.uid
+    gids = {os.getegid() if ids.gid is None else ids.gid}
+    gids.update(os.getgroups() if ids.groups is None else ids.groups)
     out: list[str] = []
     for index, rule in enumerate(mine.fs):
         if (rule.path, rule.access) in own:
             continue  # the operator's own rule, as the ceiling gives it
         where = f"confinement.fs[{index}]: {shown(rule.path, _PATH)} ({rule.access})"
-        target = os.path.realpath(rule.path)
+        try:
+            target = os.path.realpath(rule.path, strict=True)
+        except OSError as err:
+            out.append(f"{where}: {err.strerror}")
+            continue
         if target != os.path.normpath(rule.path):
             out.append(
                 f"{where} has a link on its path (it leads to {shown(target, _PATH)}): a task's "
@@ -295,8 +309,39 @@ def check_resolved(ceiling: PolicyFile, policy: Policy) -> None:
         _fs(real, Confinement(fs=(PathRule(target, rule.access),), fs_dependencies=False), beyond)
         if beyond:
             out.append(f"{where} is beyond the ceiling's path rules, their links resolved")
+            continue
+        open_dir = _swappable(target, uid, gids)
+        if open_dir is not None:
+            out.append(
+                f"{where}: {shown(open_dir, _PATH)} on its path is writable by the tasks' user "
+                f"(uid {uid}), so a task could put a link there before the rule is used; a "
+                "task's rule may name only what its user cannot change"
+            )
     if out:
         raise CeilingError(CeilingError.PREFIX + "; ".join(out), violations=tuple(out))
+
+
+def _swappable(path: str, uid: int, gids: set[int]) -> str | None:
+    """The first directory on ``path`` in which ``uid`` could replace the next entry, or None."""
+    parts = [part for part in path.split("/") if part]
+    for depth in range(len(parts)):
+        parent = "/" + "/".join(parts[:depth])
+        here, entry = os.lstat(parent), os.lstat(os.path.join(parent, parts[depth]))
+        if uid == 0:
+            return parent  # root may write anywhere its bits allow: judged not safe
+        if here.st_uid == uid:
+            bit = stat.S_IWUSR
+        elif here.st_gid in gids:
+            bit = stat.S_IWGRP
+        else:
+            bit = stat.S_IWOTH
+        if not here.st_mode & bit:
+            continue
+        sticky = here.st_mode & stat.S_ISVTX
+        if sticky and uid not in (entry.st_uid, here.st_uid):
+            continue  # /tmp: another user's entry cannot be renamed or removed by this one
+        return parent
+    return None
 
 
 # --- security ------------------------------------------------------------------------------

@@ -194,6 +194,8 @@ class CpuMax:
     period: int = 100_000
 
     def __post_init__(self) -> None:
+        if self.period is None:  # _check_count lets None through: it means "no limit" elsewhere
+            raise PolicyError("cgroups.cpu.period: None (give the period in µs, 100000 by default)")
         _check_count("cgroups.cpu.period", self.period, _MAX_RLIMIT)
         low, high = _CPU_PERIOD
         if not low <= self.period <= high:

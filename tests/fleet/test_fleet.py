@@ -412,7 +412,7 @@ def test_a_streamed_task_sends_its_lines_as_they_come_within_the_cap(workers, br
     # Cut at the ceiling's 4096 bytes a stream, as the result is, and said so.
     assert len(streamed.encode()) <= 4096 + 100
     assert streamed.startswith("first\n1\n2\n")
-    assert seen[-1] == ("stdout", "[hardexec: the rest is in the result]")
+    assert seen[-1] == ("stdout", "[hardexec: streaming of stdout stops at the output cap]")
 
 
 def test_submit_stream_prints_lines_live_and_exits_as_the_program_did(workers, broker):

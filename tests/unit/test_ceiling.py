@@ -727,26 +727,43 @@ def test_the_rest_of_the_task_is_passed_through():
             assert getattr(got, name) == getattr(spec, name), name
 
 
-# --- check_resolved: links in the task's path rules ------------------------------------------
+# --- check_resolved: the task's path rules against the filesystem ----------------------------
 
 
-def test_a_rule_through_a_link_out_of_the_ceilings_rules_is_refused(tmp_path):
+@pytest.fixture
+def tree():
+    """A directory nobody may not write (pytest's tmp_path is under a 0700 one of its user)."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    path = Path(tempfile.mkdtemp(prefix="ceiling-"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path)
+
+
+def _as_nobody(**confinement) -> Policy:
+    return Policy(security=SecurityConfig(user="nobody"), confinement=Confinement(**confinement))
+
+
+def _checked(top, asked: Policy) -> None:
     from hardexec.ceiling import check_resolved
+
+    check_resolved(top, narrow(top, TaskSpec.command(["true"]), asked)[1])
+
+
+def test_a_rule_through_a_link_out_of_the_ceilings_rules_is_refused(tree):
     from hardexec.policyfile import PolicyFile
 
-    jobs = tmp_path / "jobs"
-    jobs.mkdir()
-    (jobs / "mine").mkdir()
+    jobs = tree / "jobs"
+    (jobs / "mine").mkdir(parents=True)
     (jobs / "x").symlink_to("/etc")
-    top = PolicyFile(
-        policy=Policy(confinement=Confinement(fs=((str(jobs), "rw"), ("/proc", "ro"))))
-    )
+    top = PolicyFile(policy=_as_nobody(fs=((str(jobs), "rw"), ("/proc", "ro"))))
 
     def refused(path: str, access: str = "ro") -> str:
-        asked = Policy(confinement=Confinement(fs=((path, access),)))
-        _, effective = narrow(top, TaskSpec.command(["true"]), asked)  # as written: within
         with pytest.raises(CeilingError) as err:
-            check_resolved(top, effective)
+            _checked(top, Policy(confinement=Confinement(fs=((path, access),))))
         return str(err.value)
 
     assert refused(str(jobs / "x"), "rw").endswith(
@@ -757,26 +774,43 @@ def test_a_rule_through_a_link_out_of_the_ceilings_rules_is_refused(tmp_path):
     assert "(it leads to '/')" in refused("/proc/self/root")
     assert "has a link on its path" in refused("/proc/self/cwd")
     assert "has a link on its path" in refused(f"/proc/{os.getpid()}/root")
+    # Absent when checked: refused (a link put there later would be followed).
+    assert refused(str(jobs / "later")).endswith("(ro): No such file or directory")
     # A real directory beneath, the ceiling's own rules, and nothing asked: all pass.
     for asked in ((str(jobs / "mine"), "ro"), ("/proc", "ro")):
-        policy = Policy(confinement=Confinement(fs=(asked,)))
-        check_resolved(top, narrow(top, TaskSpec.command(["true"]), policy)[1])
-    check_resolved(top, narrow(top, TaskSpec.command(["true"]), None)[1])
+        _checked(top, Policy(confinement=Confinement(fs=(asked,))))
+    _checked(top, None)
 
 
-def test_a_ceiling_rule_that_is_itself_a_link_covers_its_target(tmp_path):
-    from hardexec.ceiling import check_resolved
+def test_a_rule_beneath_what_the_tasks_user_may_write_is_refused(tree):
     from hardexec.policyfile import PolicyFile
 
-    (tmp_path / "real").mkdir()
-    (tmp_path / "real" / "sub").mkdir()
-    (tmp_path / "link").symlink_to(tmp_path / "real")
-    top = PolicyFile(policy=Policy(confinement=Confinement(fs=((str(tmp_path / "link"), "rw"),))))
-    asked = Policy(confinement=Confinement(fs=((str(tmp_path / "link" / "sub"), "ro"),)))
-    effective = narrow(top, TaskSpec.command(["true"]), asked)[1]
+    shared = tree / "shared"
+    (shared / "sub").mkdir(parents=True)
+    shared.chmod(0o777)  # every task (nobody) may rename and link in it
+    top = PolicyFile(policy=_as_nobody(fs=((str(tree), "rw"),)))
+    with pytest.raises(CeilingError) as err:
+        _checked(top, Policy(confinement=Confinement(fs=((str(shared / "sub"), "ro"),))))
+    assert f"{str(shared)!r} on its path is writable by the tasks' user (uid 65534)" in str(
+        err.value
+    )
+    # The ceiling's own rule (as written) is the operator's: it passes.
+    _checked(top, Policy(confinement=Confinement(fs=((str(tree), "rw"),))))
+    # Sticky (as /tmp): another user's entry in it cannot be swapped by nobody.
+    shared.chmod(0o1777)
+    _checked(top, Policy(confinement=Confinement(fs=((str(shared / "sub"), "ro"),))))
+
+
+def test_a_ceiling_rule_that_is_itself_a_link_covers_its_target(tree):
+    from hardexec.policyfile import PolicyFile
+
+    (tree / "real" / "sub").mkdir(parents=True)
+    (tree / "link").symlink_to(tree / "real")
+    top = PolicyFile(policy=_as_nobody(fs=((str(tree / "link"), "rw"),)))
+    asked = Policy(confinement=Confinement(fs=((str(tree / "link" / "sub"), "ro"),)))
     with pytest.raises(CeilingError, match="has a link on its path"):
-        check_resolved(top, effective)  # named through the link: refused, even if within
-    direct = Policy(confinement=Confinement(fs=((str(tmp_path / "real" / "sub"), "ro"),)))
+        _checked(top, asked)  # named through the link: refused, even if within
+    direct = Policy(confinement=Confinement(fs=((str(tree / "real" / "sub"), "ro"),)))
     with pytest.raises(CeilingError, match="beyond the ceiling's path rules"):
         narrow(top, TaskSpec.command(["true"]), direct)  # as written, outside
 

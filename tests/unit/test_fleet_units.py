@@ -55,3 +55,20 @@ def test_a_tasks_user_must_be_able_to_enter_its_directory(open_dir):
     with pytest.raises(PolicyError, match="No such file or directory"):
         _check_cwd(str(open_dir / "missing"), nobody)
     _check_cwd(str(closed), Policy())  # the worker's own identity: nothing to check
+
+
+def test_a_tasks_name_is_bounded():
+    from hardexec.errors import PolicyError
+    from hardexec.runner import TaskSpec
+
+    assert TaskSpec.command(["true"], name="n" * 256).name == "n" * 256
+    with pytest.raises(PolicyError, match=r"task.name: 257 characters \(at most 256"):
+        TaskSpec.command(["true"], name="n" * 257)
+
+
+def test_a_cpu_period_of_none_is_a_policy_error():
+    from hardexec import CpuMax
+    from hardexec.errors import PolicyError
+
+    with pytest.raises(PolicyError, match="cgroups.cpu.period: None"):
+        CpuMax(quota=50_000, period=None)

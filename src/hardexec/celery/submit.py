@@ -117,8 +117,9 @@ def submit(
         broker: the broker's URL (``redis://host:6379/0``), when no ``app`` is given.
         backend: the result backend's URL (default: the broker's).
         queue: the queue to send to (default: Celery's, ``celery``).
-        time_limit: Celery's hard time limit in seconds; default: the task's timeout plus its
-            ``kill_after`` and ``drain_timeout`` and a margin (none without a timeout).
+        time_limit: Celery's hard time limit in seconds; default: each attempt's timeout,
+            ``kill_after`` and ``drain_timeout``, the backoffs between them, and a margin (none
+            without a timeout).
         stream: send the program's lines as they come, for :meth:`Submission.get`'s
             ``on_line`` (the result carries them all the same).
     """
@@ -129,7 +130,9 @@ def submit(
             raise PolicyError("submit: broker: give the broker's URL (or an app)")
         app = _app(broker, backend)
     if time_limit is None and spec.timeout is not None:
-        time_limit = spec.timeout + spec.kill_after + spec.drain_timeout + _TIME_LIMIT_MARGIN
+        attempt = spec.timeout + spec.kill_after + spec.drain_timeout
+        backoffs = sum(min(spec.backoff * 2**n, 60.0) for n in range(spec.retries))
+        time_limit = attempt * (spec.retries + 1) + backoffs + _TIME_LIMIT_MARGIN
     options: dict[str, Any] = {}
     if time_limit is not None:
         options["time_limit"] = math.ceil(time_limit)

@@ -28,7 +28,14 @@ import threading
 
 from .._record import replace
 from ..ceiling import check_resolved, narrow
-from ..errors import CgroupError, HardexecError, PolicyError, SpawnFailed, TaskFailed
+from ..errors import (
+    CgroupError,
+    HardexecError,
+    PolicyError,
+    SpawnFailed,
+    StageError,
+    TaskFailed,
+)
 from ..policy import CgroupLimits, Policy
 from ..runner import LogConfig, OutputLimits, Runner
 from ..serial import policy_from_dict, result_to_dict, task_from_dict
@@ -91,7 +98,18 @@ class WorkerSettings:
         directory and start its keeper (:class:`~hardexec.treeguard.Guard`). Raises
         :class:`CgroupError` when either cannot be had (and records why: every task is refused
         from then on)."""
-        if not self.guard or self._guard is not None:
+        if self.ceiling.run.env_policy == "inherit" and self._guard is None:
+            logger.warning(
+                "hardexec: this worker's ceiling lets tasks inherit its environment (broker "
+                'URL, credentials): give it run.env_policy = "clear" or the names to let through'
+            )
+        if not self.guard:
+            logger.warning(
+                "hardexec: no tree guard: what a task starts (setsid, a daemon) may outlive it "
+                "and its pool process; only the program itself dies with its pool process"
+            )
+            return
+        if self._guard is not None:
             return
         guard = Guard(self.ceiling.policy.cgroup_parent)
         try:
@@ -187,12 +205,20 @@ def execute(
     except PolicyError:
         raise
     except OSError as err:  # StageError included: the whole message, the file name with it
-        raise SpawnFailed(f"{spec.argv[0]!r} could not be started: {err}", err.errno) from None
+        # The errno says "not found" of the program only when exec said it, not the stage (a
+        # rule's missing path is ENOENT too).
+        number = None if isinstance(err, StageError) else err.errno
+        raise SpawnFailed(f"{_short(spec.argv[0])} could not be started: {err}", number) from None
     finally:
         if settings.streaming is not None:
             settings.streaming.flush()
             settings.streaming = None
     return result_to_dict(result)
+
+
+def _short(text: str, keep: int = 200) -> str:
+    """``repr`` of a task's text for a message: a program's name may be megabytes long."""
+    return repr(text) if len(text) <= keep else repr(text[:keep]) + f"…({len(text)} characters)"
 
 
 def _check_cwd(cwd: str | None, policy: Policy) -> None:
@@ -298,7 +324,8 @@ class Stream:
         if left is not None:
             if left < size:
                 if left >= 0:
-                    self.batch.append([event.stream, "[hardexec: the rest is in the result]"])
+                    note = f"[hardexec: streaming of {event.stream} stops at the output cap]"
+                    self.batch.append([event.stream, note])
                     self.left[event.stream] = -1
                 return
             self.left[event.stream] = left - size

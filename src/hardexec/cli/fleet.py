@@ -250,6 +250,17 @@ def _report(result: Any, req: Request, ns: Namespace) -> int:
     if not ns.json:
         for warning in result.warnings:
             print(f"hardexec: warning: {warning}", file=sys.stderr)
+        cut = result.truncated
+        for name, size, lines in (
+            ("stdout", cut.stdout_bytes, cut.stdout_lines),
+            ("stderr", cut.stderr_bytes, cut.stderr_lines),
+        ):
+            if size or lines:
+                print(
+                    f"hardexec: {size} bytes ({lines} lines) of {name} over the worker's "
+                    "max_output were dropped",
+                    file=sys.stderr,
+                )
         if req.usage and result.usage is not None:
             from .supervise import _describe_usage
 

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_PATH",
     "INTERPRETERS",
+    "MAX_NAME",
     "MAX_SCRIPT_BYTES",
     "TaskSpec",
     "env_pairs",
@@ -38,6 +39,7 @@ INTERPRETERS: dict[str, tuple[str, ...]] = {
     "node": ("node", "--preserve-symlinks-main"),
 }
 MAX_SCRIPT_BYTES = 2 << 20  # 2 MiB: a script is a program's text, not its data
+MAX_NAME = 256  # characters of a task's name
 #: PATH given to a task whose environment is cleared and that names none itself.
 DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
 _ENV_POLICIES = ("inherit", "clear")
@@ -141,6 +143,12 @@ class TaskSpec:
             _text("task.name", self.name)
             if not self.name:
                 raise PolicyError("task.name: empty (leave it out for the program's name)")
+            if len(self.name) > MAX_NAME:
+                # It goes into every log line, event and metric label of the task.
+                raise PolicyError(
+                    f"task.name: {len(self.name)} characters (at most {MAX_NAME}: it labels "
+                    "every log line, event and metric of the task)"
+                )
 
     def __repr__(self) -> str:
         # Arguments, variables' values, the input and the body may carry secrets: a spec's
