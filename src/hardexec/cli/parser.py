@@ -150,8 +150,8 @@ def _fleet_parsers(sub: Any) -> tuple[argparse.ArgumentParser, argparse.Argument
     working.add_argument(
         "--no-guard",
         action="store_true",
-        help="no cgroup per task: only the program itself dies with its pool process, not "
-        "what it started (for hosts without a writable cgroup v2)",
+        help="no cgroup per task (for hosts without a writable cgroup v2): what a task starts "
+        "may outlive it, and only the program itself dies with its pool process",
     )
     submitting: argparse.ArgumentParser = sub.add_parser(
         "submit",
