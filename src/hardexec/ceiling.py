@@ -270,9 +270,9 @@ def check_resolved(ceiling: PolicyFile, policy: Policy) -> None:
       magic links (``/proc/self/root`` is ``/``, ``/proc/self/cwd`` the task's directory) and
       a system's own links (``/bin`` into ``/usr/bin``);
     - lie within the ceiling's rules, theirs resolved;
-    - have no directory on its path that the task's user may write to (owner, group or other
-      write bit; in a sticky directory, unless the entry is another user's): there a task
-      could swap in a link between this check and the stage's open.
+    - have only directories on its path that root alone may change (owned by root, no group or
+      other write bit, or sticky with the entry root's): elsewhere a task, or any user, could
+      swap in a link between this check and the stage's open.
 
     Raises:
         CeilingError: naming each such rule and why.
@@ -285,10 +285,6 @@ def check_resolved(ceiling: PolicyFile, policy: Policy) -> None:
         fs=tuple(PathRule(os.path.realpath(r.path), r.access) for r in top.fs),
         fs_dependencies=top.fs_dependencies,
     )
-    ids = policy.security.identity
-    uid = os.geteuid() if ids.uid is None else ids.uid
-    gids = {os.getegid() if ids.gid is None else ids.gid}
-    gids.update(os.getgroups() if ids.groups is None else ids.groups)
     out: list[str] = []
     for index, rule in enumerate(mine.fs):
         if (rule.path, rule.access) in own:
@@ -310,36 +306,31 @@ def check_resolved(ceiling: PolicyFile, policy: Policy) -> None:
         if beyond:
             out.append(f"{where} is beyond the ceiling's path rules, their links resolved")
             continue
-        open_dir = _swappable(target, uid, gids)
+        open_dir = _swappable(target)
         if open_dir is not None:
             out.append(
-                f"{where}: {shown(open_dir, _PATH)} on its path is writable by the tasks' user "
-                f"(uid {uid}), so a task could put a link there before the rule is used; a "
-                "task's rule may name only what its user cannot change"
+                f"{where}: {shown(open_dir, _PATH)} on its path may be written by others than "
+                "root, who could put a link there before the rule is used; a task's rule may "
+                "name only what root alone controls (or be one of the ceiling's own)"
             )
     if out:
         raise CeilingError(CeilingError.PREFIX + "; ".join(out), violations=tuple(out))
 
 
-def _swappable(path: str, uid: int, gids: set[int]) -> str | None:
-    """The first directory on ``path`` in which ``uid`` could replace the next entry, or None."""
+def _swappable(path: str) -> str | None:
+    """The first directory on ``path`` in which someone but root could replace the next entry
+    (its owner is not root, or a group or other write bit is set: in a sticky directory, unless
+    the entry is root's too), or None."""
     parts = [part for part in path.split("/") if part]
     for depth in range(len(parts)):
         parent = "/" + "/".join(parts[:depth])
         here, entry = os.lstat(parent), os.lstat(os.path.join(parent, parts[depth]))
-        if uid == 0:
-            return parent  # root may write anywhere its bits allow: judged not safe
-        if here.st_uid == uid:
-            bit = stat.S_IWUSR
-        elif here.st_gid in gids:
-            bit = stat.S_IWGRP
-        else:
-            bit = stat.S_IWOTH
-        if not here.st_mode & bit:
+        if here.st_uid != 0:
+            return parent
+        if not here.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
             continue
-        sticky = here.st_mode & stat.S_ISVTX
-        if sticky and uid not in (entry.st_uid, here.st_uid):
-            continue  # /tmp: another user's entry cannot be renamed or removed by this one
+        if here.st_mode & stat.S_ISVTX and entry.st_uid == 0:
+            continue  # /tmp: root's entry cannot be renamed or removed by anyone else
         return parent
     return None
 
