@@ -17,10 +17,15 @@ HARDEXEC = [sys.executable, "-m", "hardexec"]
 class Worker:
     """One ``hardexec worker`` process and what it is known by."""
 
-    def __init__(self, name: str, process: subprocess.Popen, log: Path) -> None:
+    def __init__(self, name: str, process: subprocess.Popen, log: Path, start: int = 0) -> None:
         self.name = name
         self.process = process
         self.log = log
+        self.start = start  # where this worker's part of the log begins
+
+    def logged(self) -> bytes:
+        """What this worker wrote to its log (not an earlier worker of the same name)."""
+        return self.log.read_bytes()[self.start :]
 
     def directory(self) -> Path | None:
         """Its cgroup directory (named by its main process's pid)."""
@@ -56,6 +61,7 @@ def start_worker(
     broker, ceiling_file, fleet_dir, name, *, concurrency=4, queue=None, extra=(), env=None
 ):
     log = fleet_dir / f"{name}.log"
+    start = log.stat().st_size if log.exists() else 0  # a log of an earlier worker of the name
     args = [*HARDEXEC, "worker", "--broker", broker, "--ceiling", str(ceiling_file)]
     args += ["--concurrency", str(concurrency), "--name", f"{name}@fleet", "--loglevel", "info"]
     if queue:
@@ -68,8 +74,10 @@ def start_worker(
             stdin=subprocess.DEVNULL,
             env=None if env is None else {**os.environ, **env},
         )
-    worker = Worker(name, process, log)
-    if not wait_until(lambda: b" ready." in log.read_bytes() or process.poll() is not None, 60):
+    worker = Worker(name, process, log, start)
+    if not wait_until(
+        lambda: b" ready." in log.read_bytes()[start:] or process.poll() is not None, 60
+    ):
         worker.stop()
         raise RuntimeError(f"worker {name} did not start: {log.read_text()[-2000:]}")
     if process.poll() is not None:

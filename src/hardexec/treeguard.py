@@ -376,8 +376,13 @@ class Guard:
         """Stop the keeper, end every group left and remove the directory."""
         if self.keeper is not None:
             with contextlib.suppress(ProcessLookupError):
+                self.keeper.send_signal(signal.SIGCONT)  # a stopped one would never see TERM
                 self.keeper.terminate()
-            self.keeper.wait()
+            try:
+                self.keeper.wait(_EMPTY_WAIT)
+            except subprocess.TimeoutExpired:
+                self.keeper.kill()
+                self.keeper.wait()
             self.keeper = None
         if self.directory is not None:
             _remove_group(self.directory.path / KEEPER_GROUP)

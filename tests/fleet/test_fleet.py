@@ -312,28 +312,29 @@ def test_a_killed_worker_takes_every_tree_and_its_directory(
         worker.stop()
 
 
-def test_a_worker_whose_keeper_is_gone_refuses_tasks(broker, ceiling_file, fleet_dir, shared):
+def test_a_worker_whose_keeper_is_gone_refuses_tasks_and_stops(
+    broker, ceiling_file, fleet_dir, shared
+):
     from fleet_helpers import check_gone
     from hardexec.celery import submit
     from hardexec.errors import CgroupError
 
-    worker = start_worker(broker, ceiling_file, fleet_dir, "keeperless", concurrency=1, queue="kl")
     marker = shared / "ran"
-    try:
-        keeper = worker.keeper()
-        assert keeper is not None
-        os.kill(keeper, signal.SIGSTOP)  # stopped: it would reap nothing meanwhile
-        with pytest.raises(CgroupError, match="keeper"):
-            submit(TaskSpec.command(["touch", str(marker)]), broker=broker, queue="kl").get(60)
-        os.kill(keeper, signal.SIGCONT)
-        os.kill(keeper, 9)
-        with pytest.raises(CgroupError, match="keeper"):
-            submit(TaskSpec.command(["touch", str(marker)]), broker=broker, queue="kl").get(60)
-        assert not marker.exists()
-    finally:
-        status = worker.stop()
-    assert status == 0
-    check_gone(worker)
+    for how in (signal.SIGKILL, signal.SIGSTOP):  # gone, or stopped: it would reap nothing
+        worker = start_worker(broker, ceiling_file, fleet_dir, "keeperless", queue="kl")
+        try:
+            keeper = worker.keeper()
+            assert keeper is not None
+            os.kill(keeper, how)
+            with pytest.raises(CgroupError, match="keeper"):
+                submit(TaskSpec.command(["touch", str(marker)]), broker=broker, queue="kl").get(60)
+            assert not marker.exists()
+            # It stops taking tasks it would only refuse: a warm shutdown, on its own.
+            assert worker.process.wait(60) == 0
+            assert b"this worker stops" in worker.logged()
+        finally:
+            worker.stop()
+        check_gone(worker)
 
 
 # --- the command line ----------------------------------------------------------------------

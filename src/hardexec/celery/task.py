@@ -19,6 +19,7 @@ Nothing here imports Celery at module level except the soft-limit exception, whe
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import logging
 import os
@@ -138,6 +139,11 @@ class WorkerSettings:
             why = self.refusal or "its main process never made its cgroup directory"
         elif not self._guard.keeper_alive():
             why = "its keeper (the process that ends the trees a dead worker leaves) is gone"
+            # Stop taking tasks this worker would only refuse (others can run them): a warm
+            # shutdown of the main process, which lets running tasks end.
+            logger.critical("hardexec: %s: this worker stops", why)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self._guard_pid, signal.SIGTERM)
         else:
             return
         raise CgroupError(errno.EAGAIN, f"this worker's tree guard is not running: {why}")
