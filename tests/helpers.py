@@ -160,3 +160,66 @@ def wait_until(predicate, timeout: float = 5.0, step: float = 0.01) -> bool:
             return predicate()
         time.sleep(step)
     return True
+
+
+# --- running an example as a reader would ---------------------------------------------------
+
+EXAMPLE_HANG_GUARD = 120  # seconds: only so that a hung example fails instead of stalling
+
+
+def _command_dir(tmp_path: Path) -> Path:
+    """Where the ``hardexec`` command of this interpreter is; a ``-m hardexec`` shim if none."""
+    bindir = Path(sys.executable).parent
+    if os.access(bindir / "hardexec", os.X_OK):
+        return bindir
+    shim_dir = tmp_path / "bin"
+    shim_dir.mkdir()
+    shim = shim_dir / "hardexec"
+    shim.write_text(f'#!/bin/sh\nexec "{sys.executable}" -m hardexec "$@"\n')
+    shim.chmod(0o755)
+    return shim_dir
+
+
+def _environment(tmp_path: Path) -> dict[str, str]:
+    import hardexec
+
+    env = dict(os.environ)
+    dirs = dict.fromkeys([str(_command_dir(tmp_path)), str(Path(sys.executable).parent)])
+    env["PATH"] = os.pathsep.join([*dirs, env.get("PATH", os.defpath)])
+    package_root = str(Path(hardexec.__file__).resolve().parents[1])
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
+    env.pop("HARDEXEC_STAGE", None)  # the stage a reader gets: native when built
+    return env
+
+
+def run_example(path: Path, tmp_path: Path, own_network: bool = False):
+    """Run the example at ``path`` to its end as a reader would (``sh FILE``, a Python one with
+    this interpreter), with this interpreter's ``hardexec`` first on PATH and the package under
+    test first on PYTHONPATH; stdout and stderr as text."""
+    import pytest
+
+    name = path.name
+    argv = [sys.executable, str(path)] if path.suffix == ".py" else ["sh", str(path)]
+    if own_network:
+        # A network namespace of its own, loopback up: port 80 is free whatever else runs here.
+        argv = ["unshare", "--net", "sh", "-c", 'ip link set lo up && exec "$@"', "sh", *argv]
+    work = tmp_path / "cwd"
+    work.mkdir()
+    proc = subprocess.Popen(
+        argv,
+        cwd=work,
+        env=_environment(tmp_path),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # one process group to end if it hangs
+    )
+    try:
+        out, err = proc.communicate(timeout=EXAMPLE_HANG_GUARD)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        pytest.fail(
+            f"{name} did not finish within {EXAMPLE_HANG_GUARD} s\nstdout: {out}\nstderr: {err}"
+        )
+    return subprocess.CompletedProcess(argv, proc.returncode, out, err)

@@ -14,15 +14,13 @@ import ctypes
 import os
 import re
 import shutil
-import signal
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-import hardexec
+import helpers
 from hardexec import cgroups
 from hardexec.errors import CgroupError
 from helpers import parse_status, process_gone, wait_until
@@ -32,57 +30,11 @@ EXAMPLES = ROOT / "examples"
 README = ROOT / "README.md"
 KEPT = "0000000000000400"  # NET_BIND_SERVICE
 CAP_SETS = ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb")
-HANG_GUARD = 120  # seconds: only so that a hung example fails instead of stalling the suite
-
-
-def _command_dir(tmp_path: Path) -> Path:
-    """Where the ``hardexec`` command of this interpreter is; a ``-m hardexec`` shim if none."""
-    bindir = Path(sys.executable).parent
-    if os.access(bindir / "hardexec", os.X_OK):
-        return bindir
-    shim_dir = tmp_path / "bin"
-    shim_dir.mkdir()
-    shim = shim_dir / "hardexec"
-    shim.write_text(f'#!/bin/sh\nexec "{sys.executable}" -m hardexec "$@"\n')
-    shim.chmod(0o755)
-    return shim_dir
-
-
-def _environment(tmp_path: Path) -> dict[str, str]:
-    env = dict(os.environ)
-    dirs = dict.fromkeys([str(_command_dir(tmp_path)), str(Path(sys.executable).parent)])
-    env["PATH"] = os.pathsep.join([*dirs, env.get("PATH", os.defpath)])
-    package_root = str(Path(hardexec.__file__).resolve().parents[1])
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
-    env.pop("HARDEXEC_STAGE", None)  # the stage a reader gets: native when built
-    return env
 
 
 def run_example(name: str, tmp_path: Path, own_network: bool = False):
-    """Run examples/NAME to its end; stdout and stderr as text."""
-    path = EXAMPLES / name
-    argv = [sys.executable, str(path)] if path.suffix == ".py" else ["sh", str(path)]
-    if own_network:
-        # A network namespace of its own, loopback up: port 80 is free whatever else runs here.
-        argv = ["unshare", "--net", "sh", "-c", 'ip link set lo up && exec "$@"', "sh", *argv]
-    work = tmp_path / "cwd"
-    work.mkdir()
-    proc = subprocess.Popen(
-        argv,
-        cwd=work,
-        env=_environment(tmp_path),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,  # one process group to end if it hangs
-    )
-    try:
-        out, err = proc.communicate(timeout=HANG_GUARD)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, err = proc.communicate()
-        pytest.fail(f"{name} did not finish within {HANG_GUARD} s\nstdout: {out}\nstderr: {err}")
-    return subprocess.CompletedProcess(argv, proc.returncode, out, err)
+    """Run examples/NAME to its end, as a reader would (:func:`helpers.run_example`)."""
+    return helpers.run_example(EXAMPLES / name, tmp_path, own_network)
 
 
 def _ok(result: subprocess.CompletedProcess[str]) -> None:

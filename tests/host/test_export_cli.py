@@ -8,7 +8,6 @@ import os
 import pwd
 import shlex
 import shutil
-import signal
 import stat
 import subprocess
 import sys
@@ -18,15 +17,13 @@ import pytest
 import yaml
 from kubernetes.client import ApiClient
 
-import hardexec
 from hardexec import k8s, policyfile
 from hardexec._record import replace
-from helpers import run_text
+from helpers import run_example, run_text
 
 HARDEXEC = [sys.executable, "-m", "hardexec"]
 PREFIX = "hardexec: export: not expressible in Kubernetes: "
 ROOT = Path(__file__).resolve().parents[2]
-HANG_GUARD = 120  # seconds: only so that a hung example fails instead of stalling the suite
 
 
 def hx(*args, **kwargs):
@@ -364,42 +361,9 @@ def test_export_alone_and_its_help():
 # --- the example -------------------------------------------------------------------------------
 
 
-def run_example(tmp_path):
-    """examples/export_k8s.sh as a reader runs it: ``sh FILE``, with the ``hardexec`` next to
-    this interpreter on PATH and the package under test first on PYTHONPATH."""
-    env = dict(os.environ)
-    bindir = Path(sys.executable).parent
-    if not os.access(bindir / "hardexec", os.X_OK):
-        bindir = tmp_path / "bin"
-        bindir.mkdir()
-        shim = bindir / "hardexec"
-        shim.write_text(f'#!/bin/sh\nexec "{sys.executable}" -m hardexec "$@"\n')
-        shim.chmod(0o755)
-    env["PATH"] = os.pathsep.join([str(bindir), str(Path(sys.executable).parent), env["PATH"]])
-    package_root = str(Path(hardexec.__file__).resolve().parents[1])
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
-    work = tmp_path / "cwd"
-    work.mkdir()
-    proc = subprocess.Popen(
-        ["sh", str(ROOT / "examples" / "export_k8s.sh")],
-        cwd=work,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,  # one process group to end if it hangs
-    )
-    try:
-        out, err = proc.communicate(timeout=HANG_GUARD)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, err = proc.communicate()
-        pytest.fail(f"the example did not finish within {HANG_GUARD} s\n{out}\n{err}")
-    return proc.returncode, out, err
-
-
 def test_the_example_shows_what_it_says(tmp_path):
-    status, out, err = run_example(tmp_path)
+    done = run_example(ROOT / "examples" / "export_k8s.sh", tmp_path)
+    status, out, err = done.returncode, done.stdout, done.stderr
     assert status == 0, err
     manifest_text, rest = out.split("SCMP_ACT_ALLOW SCMP_ACT_ERRNO\n")  # ptrace: refused
     pod = manifest_of(manifest_text)
