@@ -34,7 +34,6 @@ from ..errors import (
     HardexecError,
     PolicyError,
     SpawnFailed,
-    StageError,
     TaskFailed,
 )
 from ..policy import CgroupLimits, Policy
@@ -83,6 +82,7 @@ class WorkerSettings:
         self.refusal: str | None = None  # why the guard could not start: tasks are refused
         self._guard: Guard | None = None
         self._guard_pid = -1
+        self._started = False
         limit = ceiling.run.max_output
         self.output = OutputLimits(max_bytes=DEFAULT_MAX_OUTPUT if limit is None else limit)
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -99,7 +99,10 @@ class WorkerSettings:
         directory and start its keeper (:class:`~hardexec.treeguard.Guard`). Raises
         :class:`CgroupError` when either cannot be had (and records why: every task is refused
         from then on)."""
-        if self.ceiling.run.env_policy == "inherit" and self._guard is None:
+        if self._started:
+            return  # the command starts it before Celery, whose worker_init asks again
+        self._started = True
+        if self.ceiling.run.env_policy == "inherit":
             logger.warning(
                 "hardexec: this worker's ceiling lets tasks inherit its environment (broker "
                 'URL, credentials): give it run.env_policy = "clear" or the names to let through'
@@ -109,8 +112,6 @@ class WorkerSettings:
                 "hardexec: no tree guard: what a task starts (setsid, a daemon) may outlive it "
                 "and its pool process; only the program itself dies with its pool process"
             )
-            return
-        if self._guard is not None:
             return
         guard = Guard(self.ceiling.policy.cgroup_parent)
         try:
@@ -211,9 +212,9 @@ def execute(
     except PolicyError:
         raise
     except OSError as err:  # StageError included: the whole message, the file name with it
-        # The errno says "not found" of the program only when exec said it, not the stage (a
-        # rule's missing path is ENOENT too).
-        number = None if isinstance(err, StageError) else err.errno
+        # The errno says "not found" (or "not executable") of the program only when exec said
+        # it, not hardexec's own steps (a rule's missing path is ENOENT too; a cgroup EACCES).
+        number = None if isinstance(err, HardexecError) else err.errno
         raise SpawnFailed(f"{_short(spec.argv[0])} could not be started: {err}", number) from None
     finally:
         if settings.streaming is not None:
