@@ -13,13 +13,17 @@ Who ends what:
 - a pool process that receives SIGTERM (``revoke(terminate=True)``, the first step of Celery's
   hard time limit) kills its own groups before it dies (:func:`kill_groups_of`);
 - the keeper (``python -m hardexec.treeguard``, started by :meth:`Guard.start`, in a session of
-  its own) wakes every :data:`REAP_INTERVAL` seconds and ends the groups whose maker is no
-  longer a living child of the main process (kill -9 of a pool process, the hard time limit's
-  SIGKILL, the OOM killer); when the main process itself dies (kill -9 of the whole worker),
-  the keeper ends every group, removes the directory and exits;
+  its own and in the directory's leaf :data:`KEEPER_GROUP`) wakes every :data:`REAP_INTERVAL`
+  seconds (:func:`reap_once`) and ends the groups whose maker is no longer a living child of
+  the main process that started before its group (kill -9 of a pool process, the hard time
+  limit's SIGKILL, the OOM killer; a pid reused since), and the tree of a maker stopped for
+  :data:`STOPPED_GRACE` seconds; when the main process itself dies (kill -9 of the whole
+  worker), it ends every group, removes the directory and exits;
 - :meth:`Guard.stop` (the worker's normal end) stops the keeper and ends what is left, and a
-  worker that starts removes what dead workers left a minute or more ago
-  (:func:`sweep_dead_workers`).
+  worker that starts removes what dead workers left (:func:`sweep_dead_workers`): directories
+  whose keeper leaf is empty, a minute old or more, of a pid not alive here. The leaf, not the
+  pid, says a worker lives: a worker of another pid namespace shares the cgroup tree but not
+  the pids.
 
 This module knows nothing of Celery: it is files under cgroup v2, pids and one process.
 """
@@ -66,8 +70,8 @@ _CLOCK_SLACK = 2.0
 KEEPER_GROUP = "keeper"
 _WORKER = re.compile(r"hardexec-worker-([0-9]+)-([0-9a-f]+)")
 _GROUP = re.compile(r"hardexec-([0-9]+)-[0-9a-f]+-[0-9a-f]+")
-# A dead worker's directory younger than this is left alone: its maker may live in another pid
-# namespace (a container sharing this cgroup tree), where its pid means nothing here.
+# A dead worker's directory younger than this is left alone: it may be one being made, whose
+# keeper has not joined its leaf yet.
 _DEAD_WORKER_AGE = 60  # s
 _EMPTY_WAIT = 10.0  # s for a killed group to empty (a process in D state takes a while)
 
