@@ -284,32 +284,51 @@ def test_celerys_soft_time_limit_ends_the_tree_the_runners_way(workers, app, sha
         kill_all(tree)
 
 
-def test_a_killed_worker_takes_every_tree_and_its_directory(
+def test_a_killed_worker_takes_every_tree_and_its_task_runs_again_elsewhere(
     broker, ceiling_file, fleet_dir, shared
 ):
+    import time
+
     from hardexec.celery import submit
 
-    worker = start_worker(broker, ceiling_file, fleet_dir, "doomed", concurrency=2, queue="doomed")
+    visible = ["--visibility-timeout", "3"]  # Redis gives an unfinished task back after 3 s
+    worker = start_worker(
+        broker, ceiling_file, fleet_dir, "doomed", concurrency=2, queue="doomed", extra=visible
+    )
     record = shared / "pids"
+    script = (
+        'if [ -s "$1" ]; then echo second; echo $$ >> "$1"; exit 0; fi; echo $$ >> "$1"; '
+        'sleep 300 & echo $! >> "$1"; setsid sleep 301 & echo $! >> "$1"; wait'
+    )
     tree: list[int] = []
+    rescuer = None
     try:
         directory, keeper = worker.directory(), worker.keeper()
         assert directory is not None and keeper is not None
-        script = (
-            'echo $$ >> "$1"; sleep 300 & echo $! >> "$1"; setsid sleep 301 & echo $! >> "$1"; wait'
-        )
-        submit(
-            TaskSpec.command(["sh", "-c", script, "t", str(record)]), broker=broker, queue="doomed"
-        )
+        spec = TaskSpec.command(["sh", "-c", script, "t", str(record)])
+        handle = submit(spec, broker=broker, queue="doomed")
         tree = pids_in(record, 3)
         worker.process.kill()  # kill -9 of the whole worker (its main process)
+        killed = time.monotonic()
         worker.process.wait(10)
         assert wait_until(lambda: gone(tree), timeout=10), tree
         assert wait_until(lambda: not directory.exists(), timeout=10)
         assert wait_until(lambda: gone([keeper]), timeout=10)
+        # Another worker on the queue, once the visibility timeout has passed, gets the task
+        # back and runs it from scratch.
+        time.sleep(max(0.0, 3.5 - (time.monotonic() - killed)))
+        rescuer = start_worker(
+            broker, ceiling_file, fleet_dir, "rescuer", concurrency=1, queue="doomed", extra=visible
+        )
+        result = handle.get(timeout=60)
+        assert result.ok and result.stdout == "second\n"
+        runs = record.read_text().split()
+        assert len(runs) == 4 and int(runs[3]) not in tree
     finally:
         kill_all(tree)
         worker.stop()
+        if rescuer is not None:
+            rescuer.stop()
 
 
 def test_a_worker_whose_keeper_is_gone_refuses_tasks_and_stops(

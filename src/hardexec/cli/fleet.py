@@ -108,6 +108,10 @@ def worker_command(ns: Namespace) -> int:
     except ImportError as err:
         fail(str(err))
     app = make_app(url, ns.backend)
+    if ns.visibility_timeout is not None:
+        if not ns.visibility_timeout > 0:
+            fail(f"--visibility-timeout: {ns.visibility_timeout:g} is not a positive number")
+        app.conf.broker_transport_options = {"visibility_timeout": ns.visibility_timeout}
     try:
         settings = install(
             app, limits, guard=not ns.no_guard, name=ns.name, allow_root_tasks=ns.allow_root_tasks

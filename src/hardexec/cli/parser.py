@@ -142,6 +142,14 @@ def _fleet_parsers(sub: Any) -> tuple[argparse.ArgumentParser, argparse.Argument
     working.add_argument("--name", metavar="NAME", help="the worker's name (Celery's hostname)")
     working.add_argument("--loglevel", default="warning", metavar="LEVEL", help="Celery's")
     working.add_argument(
+        "--visibility-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="Redis redelivers a task its worker took and never finished (the whole worker "
+        "killed) after this long; it must be longer than any task runs (default: Celery's, "
+        "3600)",
+    )
+    working.add_argument(
         "--allow-root-tasks",
         action="store_true",
         help="accept a ceiling without security.user: tasks run as uid 0 (which, even without "
