@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import logging
 import os
 import re
@@ -120,10 +121,20 @@ def kill_groups_of(directory: Path, maker: int | None) -> list[Path]:
     killed = []
     for path in _groups(directory):
         if maker is None or _maker(path) == maker:
-            with contextlib.suppress(OSError):
-                Cgroup(path, CgroupLimits(keep_at_exit=True), -1).kill()
+            _kill(path)
             killed.append(path)
     return killed
+
+
+def _handle(path: Path) -> Cgroup:
+    """A group this process did not make (``keep_at_exit``: not this process's to remove)."""
+    return Cgroup(path, CgroupLimits(keep_at_exit=True), -1)
+
+
+def _kill(path: Path) -> None:
+    """SIGKILL what is in the group at ``path`` (gone already, or going: nothing to do)."""
+    with contextlib.suppress(OSError):
+        _handle(path).kill()
 
 
 def _groups(directory: Path) -> list[Path]:
@@ -203,8 +214,7 @@ def sweep_dead_workers(base: Path) -> None:
 
 def _populated(group: Path) -> bool:
     try:
-        with open(group / "cgroup.events") as f:
-            return "populated 1" in f.read()
+        return _handle(group).populated()
     except OSError:
         return False
 
@@ -256,8 +266,7 @@ def reap_once(directory: Path, main: int, stopped: dict[int, float] | None = Non
             maker,
             path.name,
         )
-        with contextlib.suppress(OSError):
-            Cgroup(path, CgroupLimits(keep_at_exit=True), -1).kill()
+        _kill(path)
         if _remove_group(path):
             removed += 1
     return removed
@@ -275,8 +284,7 @@ def _stopped(path: Path, maker: int, state: str, stopped: dict[int, float]) -> N
                 maker,
                 path.name,
             )
-        with contextlib.suppress(OSError):
-            Cgroup(path, CgroupLimits(keep_at_exit=True), -1).kill()
+        _kill(path)
 
 
 def _made(path: Path) -> float:
@@ -289,6 +297,7 @@ def _started(ticks: int) -> float:
     return _boot_time() + ticks / os.sysconf("SC_CLK_TCK")
 
 
+@functools.cache  # the keeper asks for each group, four times a second; it never changes
 def _boot_time() -> float:
     with open("/proc/stat") as f:
         for line in f:
